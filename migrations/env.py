@@ -1,0 +1,57 @@
+"""Alembic environment: URL from the caller or DATABASE_URL, NullPool, one advisory lock."""
+
+from __future__ import annotations
+
+import os
+
+from alembic import context
+from sqlalchemy import create_engine, pool, text
+
+from storage.engine import normalize_url
+from storage.migrate import MIGRATION_LOCK_ID
+from storage.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def database_url() -> str:
+    url = config.get_main_option("sqlalchemy.url") or os.environ.get("DATABASE_URL")
+    if not url:
+        raise SystemExit("no database URL: set DATABASE_URL or use `blogstore migrate`")
+    return url
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=normalize_url(database_url()).render_as_string(hide_password=False),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = create_engine(normalize_url(database_url()), poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        # Two replicas migrating at once queue here instead of colliding.
+        connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        connection.commit()
+        try:
+            context.configure(
+                connection=connection, target_metadata=target_metadata, compare_type=True
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+            connection.commit()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

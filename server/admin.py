@@ -1,0 +1,45 @@
+"""Operator actions run from the CLI through the same servicers the API uses."""
+
+from __future__ import annotations
+
+from blogstore.v1 import users_pb2
+
+from server.config import Settings
+from server.context import set_caller
+from server.paging import PageTokens
+from server.services.users import UsersServicer
+from storage.actors import SYSTEM, Caller
+from storage.engine import make_engine
+from storage.uow import Database
+
+
+def create_admin(
+    database_url: str, settings: Settings, *, email: str, username: str, password: str
+) -> tuple[str, str]:
+    """Create an admin user and an API key for it; returns (user id, API key secret).
+
+    Going through UsersServicer keeps one set of validation and audit rules; the actor is the
+    system principal, which may create admins.
+    """
+    db = Database(make_engine(database_url, pool_size=1), statement_timeout_ms=30_000)
+    servicer = UsersServicer(
+        db,
+        PageTokens(settings.page_token_secret),
+        bcrypt_rounds=settings.bcrypt_rounds,
+        token_ttl_seconds=settings.access_token_ttl_seconds,
+    )
+    set_caller(Caller(SYSTEM))
+    try:
+        user = servicer.CreateUser(
+            users_pb2.CreateUserRequest(
+                email=email, username=username, password=password, is_admin=True
+            ),
+            None,
+        ).user
+        key = servicer.CreateApiKey(
+            users_pb2.CreateApiKeyRequest(user_id=user.id, name="create-admin", service="cli"),
+            None,
+        )
+    finally:
+        db.dispose()
+    return user.id, key.api_key

@@ -1,0 +1,60 @@
+"""Bearer credentials -> principal (user, admin or service)."""
+
+from __future__ import annotations
+
+import hmac
+
+from server.config import ServiceKey
+from storage.actors import SYSTEM, Actor, ActorKind, Caller
+from storage.credentials import ACCESS_TOKEN_PREFIX, API_KEY_PREFIX, digest
+from storage.errors import Unauthenticated
+from storage.models import AccessToken, ApiKey
+from storage.uow import Database
+
+_MODELS = {API_KEY_PREFIX: ApiKey, ACCESS_TOKEN_PREFIX: AccessToken}
+_MAX_TOKEN_LENGTH = 256
+
+
+def bearer_token(metadata: object) -> str | None:
+    """The token of an `authorization: Bearer <token>` header, if any."""
+    for key, value in metadata or ():  # type: ignore[attr-defined]
+        if key == "authorization":
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip()
+            raise Unauthenticated("authorization must be 'Bearer <token>'")
+    return None
+
+
+class Authenticator:
+    def __init__(self, db: Database, service_keys: tuple[ServiceKey, ...]) -> None:
+        self.db = db
+        self.service_keys = service_keys
+
+    def resolve(self, token: str, request_id: str, deadline: float | None) -> Actor:
+        """The principal behind `token`; unknown, expired, revoked, inactive: Unauthenticated."""
+        if len(token) > _MAX_TOKEN_LENGTH:
+            raise Unauthenticated()
+        token_digest = digest(token)
+        service = self._service_key(token_digest)
+        if service is not None:
+            return Actor(ActorKind.SERVICE, name=service.name)
+        model = _MODELS.get(token[:4])
+        if model is None:
+            raise Unauthenticated()
+        holder = self.db.run(
+            Caller(SYSTEM, request_id, deadline),
+            lambda tx: tx.credentials.resolve(model, token_digest),
+        )
+        if holder is None:
+            raise Unauthenticated()
+        kind = ActorKind.ADMIN if holder.is_admin else ActorKind.USER
+        return Actor(kind, holder.user_id)
+
+    def _service_key(self, token_digest: bytes) -> ServiceKey | None:
+        """Compare against every configured key in constant time, without an early exit."""
+        found = None
+        for key in self.service_keys:
+            if hmac.compare_digest(key.digest, token_digest):
+                found = key
+        return found

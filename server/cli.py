@@ -1,0 +1,205 @@
+"""`blogstore serve | migrate | create-admin | healthcheck`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import multiprocessing
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from server.config import ConfigError, Settings
+from server.logs import configure_logging
+
+log = logging.getLogger("blogstore")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env().replace(
+            data_dir=getattr(args, "data_dir", None),
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            workers=getattr(args, "workers", None),
+        )
+    except ConfigError as error:
+        parser.error(str(error))
+    configure_logging(settings.log_level, settings.log_format)
+    return args.command(args, settings)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blogstore", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def database_options(command: argparse.ArgumentParser) -> None:
+        command.add_argument(
+            "--data-dir",
+            type=Path,
+            help="embedded PostgreSQL data directory when DATABASE_URL is unset "
+            "(env BLOGSTORE_DATA_DIR, default $XDG_DATA_HOME/blogstore)",
+        )
+
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    database_options(serve)
+    serve.add_argument("--host", help="bind address (env BLOGSTORE_HOST, default [::])")
+    serve.add_argument("--port", type=int, help="port (env BLOGSTORE_PORT, default 50051)")
+    serve.add_argument("--workers", type=int, help="processes (env BLOGSTORE_WORKERS, default 1)")
+    serve.set_defaults(command=serve_command)
+
+    migrate = commands.add_parser("migrate", help="apply or inspect schema migrations")
+    database_options(migrate)
+    migrate.add_argument(
+        "action", nargs="?", default="upgrade", choices=("upgrade", "downgrade", "current")
+    )
+    migrate.add_argument("revision", nargs="?", help="target (upgrade: head; downgrade: -1)")
+    migrate.set_defaults(command=migrate_command)
+
+    admin = commands.add_parser("create-admin", help="create an admin user and print an API key")
+    database_options(admin)
+    admin.add_argument("--email", required=True)
+    admin.add_argument("--username", required=True)
+    admin.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="read the password from stdin (default: a random, unusable one)",
+    )
+    admin.set_defaults(command=create_admin_command)
+
+    check = commands.add_parser("healthcheck", help="exit 0 if the local server is SERVING")
+    check.add_argument("--port", type=int, help="port (env BLOGSTORE_PORT, default 50051)")
+    check.add_argument("--service", default="", help="service name ('' = whole server)")
+    check.add_argument("--timeout", type=float, default=2.0)
+    check.set_defaults(command=healthcheck_command)
+    return parser
+
+
+def _database_url(settings: Settings, *, migrate_embedded: bool) -> str:
+    """DATABASE_URL as given, or the embedded server's URL (migrated to head on request)."""
+    if settings.database_url:
+        return settings.database_url
+    from storage import migrate
+    from storage.engine import start_embedded
+
+    url = start_embedded(settings.data_dir)
+    if migrate_embedded:
+        migrate.upgrade(url)
+    return url
+
+
+def serve_command(args: argparse.Namespace, settings: Settings) -> int:
+    if settings.workers > 1 and settings.port == 0:
+        raise SystemExit("--workers > 1 needs a fixed --port")
+    settings = settings.replace(database_url=_database_url(settings, migrate_embedded=True))
+    if settings.workers == 1:
+        return run_worker(settings)
+    context = multiprocessing.get_context("spawn")
+    workers = [
+        context.Process(target=_worker_main, args=(settings,), name=f"blogstore-worker-{i}")
+        for i in range(settings.workers)
+    ]
+    for worker in workers:
+        worker.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for worker in workers:
+            if worker.pid and worker.is_alive():
+                worker.terminate() if signum == signal.SIGTERM else worker.kill()
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, lambda *_: forward(signal.SIGTERM, None))
+    for worker in workers:
+        worker.join()
+    return max((w.exitcode or 0) for w in workers)
+
+
+def _worker_main(settings: Settings) -> None:
+    configure_logging(settings.log_level, settings.log_format)
+    sys.exit(run_worker(settings))
+
+
+def run_worker(settings: Settings) -> int:
+    """Serve until SIGTERM/SIGINT, then drain in-flight calls and return 0."""
+    from server.app import create_server
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    app = create_server(settings)
+    app.start()
+    stop.wait()
+    log.info(
+        "shutting down: draining in-flight calls for up to %ss", settings.shutdown_grace_seconds
+    )
+    app.stop()
+    log.info("stopped")
+    return 0
+
+
+def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
+    from sqlalchemy import create_engine
+
+    from storage import migrate
+    from storage.engine import normalize_url
+
+    url = _database_url(settings, migrate_embedded=False)
+    if args.action == "upgrade":
+        migrate.upgrade(url, args.revision or "head")
+    elif args.action == "downgrade":
+        migrate.downgrade(url, args.revision or "-1")
+    engine = create_engine(normalize_url(url))
+    with engine.connect() as connection:
+        current = migrate.current_revisions(connection) or {"<base>"}
+    engine.dispose()
+    heads = migrate.head_revisions()
+    state = "at head" if current == heads else f"head is {', '.join(sorted(heads))}"
+    print(f"current revision: {', '.join(sorted(current))} ({state})")
+    return 0
+
+
+def create_admin_command(args: argparse.Namespace, settings: Settings) -> int:
+    import secrets
+
+    from server.admin import create_admin
+    from storage.errors import DomainError
+
+    password = (
+        sys.stdin.readline().rstrip("\n") if args.password_stdin else secrets.token_urlsafe(32)
+    )
+    url = _database_url(settings, migrate_embedded=True)
+    try:
+        user_id, api_key = create_admin(
+            url, settings, email=args.email, username=args.username, password=password
+        )
+    except DomainError as error:
+        print(f"create-admin failed: {error.message}", file=sys.stderr)
+        return 1
+    print(f"created admin {args.username} <{args.email}> with id {user_id}; its API key:")
+    print(api_key)
+    return 0
+
+
+def healthcheck_command(args: argparse.Namespace, settings: Settings) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port = args.port or settings.port
+    with grpc.insecure_channel(f"localhost:{port}") as channel:
+        try:
+            response = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
+            )
+        except grpc.RpcError as error:
+            print(f"unhealthy: {error.code().name}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+    print(status)
+    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

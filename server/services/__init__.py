@@ -1,0 +1,1 @@
+"""One servicer per proto service: validate, run one unit of work, map rows to protobuf."""

@@ -1,0 +1,352 @@
+"""UsersService: accounts, password login, access tokens and API keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+from blogstore.v1 import common_pb2, users_pb2, users_pb2_grpc
+
+from server.context import current_caller
+from server.paging import PageTokens
+from server.protoconv import datetime_or_none, etag, etag_version, timestamp
+from server.validation import (
+    Violations,
+    mask_paths,
+    optional_uuid,
+    owner_id,
+    page_size,
+    parse_uuid,
+    text_field,
+)
+from storage import credentials
+from storage.actors import Actor, ActorKind
+from storage.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from storage.models import ApiKey, User
+from storage.uow import Database
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
+_USERNAME = re.compile(r"^[A-Za-z0-9._\-]{3,100}$")
+MIN_PASSWORD_LENGTH = 8
+_KIND = {
+    ActorKind.USER: common_pb2.PRINCIPAL_KIND_USER,
+    ActorKind.ADMIN: common_pb2.PRINCIPAL_KIND_ADMIN,
+    ActorKind.SERVICE: common_pb2.PRINCIPAL_KIND_SERVICE,
+}
+
+
+def user_to_proto(user: User) -> users_pb2.User:
+    return users_pb2.User(
+        id=str(user.id),
+        email=user.email,
+        username=user.username,
+        is_active=user.is_active,
+        is_admin=user.is_admin,
+        create_time=timestamp(user.create_time),
+        update_time=timestamp(user.update_time),
+        last_login_time=timestamp(user.last_login_time),
+        etag=etag(user.version),
+    )
+
+
+def api_key_to_proto(key: ApiKey) -> users_pb2.ApiKey:
+    return users_pb2.ApiKey(
+        id=str(key.id),
+        user_id=str(key.user_id),
+        name=key.name,
+        service=key.service,
+        prefix=key.prefix,
+        create_time=timestamp(key.create_time),
+        last_used_time=timestamp(key.last_used_time),
+        usage_count=key.usage_count,
+        expire_time=timestamp(key.expire_time),
+        revoked=key.revoke_time is not None,
+    )
+
+
+def check_email(violations: Violations, field: str, email: str) -> str:
+    email = email.strip()
+    violations.check(len(email) <= 254 and bool(_EMAIL.match(email)), field, "is not a valid email")
+    return email
+
+
+def check_username(violations: Violations, field: str, username: str) -> str:
+    violations.check(
+        bool(_USERNAME.match(username)), field, "must be 3-100 letters, digits, '.', '_' or '-'"
+    )
+    return username
+
+
+def check_password(violations: Violations, field: str, password: str) -> str:
+    size = len(password.encode())
+    if len(password) < MIN_PASSWORD_LENGTH:
+        violations.add(field, f"must be at least {MIN_PASSWORD_LENGTH} characters")
+    elif size > credentials.MAX_PASSWORD_BYTES:
+        violations.add(field, f"must be at most {credentials.MAX_PASSWORD_BYTES} bytes of UTF-8")
+    return password
+
+
+def require_privileged(actor: Actor, what: str) -> None:
+    if not actor.is_privileged:
+        raise PermissionDenied(f"only admin or service principals may {what}")
+
+
+class UsersServicer(users_pb2_grpc.UsersServiceServicer):
+    def __init__(
+        self, db: Database, page_tokens: PageTokens, *, bcrypt_rounds: int, token_ttl_seconds: int
+    ) -> None:
+        self.db = db
+        self.page_tokens = page_tokens
+        self.bcrypt_rounds = bcrypt_rounds
+        self.token_ttl = dt.timedelta(seconds=token_ttl_seconds)
+
+    def CreateUser(self, request, context):  # noqa: N802
+        caller = current_caller()
+        actor = caller.actor
+        if actor.kind is ActorKind.USER:
+            raise PermissionDenied("only admin or service principals may create users")
+        if request.is_admin and actor.kind not in (ActorKind.ADMIN, ActorKind.SYSTEM):
+            raise PermissionDenied("only admins may create admins")
+        v = Violations()
+        email = check_email(v, "email", request.email)
+        username = check_username(v, "username", request.username)
+        password = check_password(v, "password", request.password)
+        v.raise_if_any()
+        request_id = optional_uuid("request_id", request.request_id)
+        password_hash = credentials.hash_password(password, self.bcrypt_rounds)
+
+        def create(tx):
+            user, created = tx.users.create(
+                email=email,
+                username=username,
+                password_hash=password_hash,
+                is_admin=request.is_admin,
+                request_id=request_id,
+            )
+            if not created and user.email.lower() != email.lower():
+                raise InvalidArgument({"request_id": "was already used for another user"})
+            if created:
+                tx.audit("user.create", "user", user.id, is_admin=user.is_admin)
+            return user
+
+        user = self.db.run(caller, create)
+        return users_pb2.CreateUserResponse(user=user_to_proto(user))
+
+    def GetUser(self, request, context):  # noqa: N802
+        caller = current_caller()
+        user_id = parse_uuid("id", request.id)
+        user = self.db.run(caller, lambda tx: tx.users.get(user_id))
+        return users_pb2.GetUserResponse(user=user_to_proto(user))
+
+    def ListUsers(self, request, context):  # noqa: N802
+        caller = current_caller()
+        require_privileged(caller.actor, "list users")
+        limit = page_size(request.page_size)
+        is_active = request.is_active if request.HasField("is_active") else None
+        query = request.query.strip()
+        filters = {"is_active": is_active, "query": query}
+        after = self.page_tokens.decode(request.page_token, filters)
+        page = self.db.run(
+            caller,
+            lambda tx: tx.users.list(after=after, limit=limit, is_active=is_active, query=query),
+        )
+        return users_pb2.ListUsersResponse(
+            users=[user_to_proto(u) for u in page.items],
+            next_page_token=self.page_tokens.encode(page.next_cursor, filters),
+        )
+
+    def UpdateUser(self, request, context):  # noqa: N802
+        caller = current_caller()
+        actor = caller.actor
+        user_id = parse_uuid("user.id", request.user.id)
+        paths = mask_paths(
+            request.update_mask,
+            mutable=("email", "username", "is_active", "is_admin"),
+            output_only=("id", "create_time", "update_time", "last_login_time", "etag"),
+        )
+        if "is_admin" in paths and actor.kind not in (ActorKind.ADMIN, ActorKind.SYSTEM):
+            raise PermissionDenied("only admins may change is_admin")
+        if "is_active" in paths:
+            require_privileged(actor, "change is_active")
+        v = Violations()
+        changes: dict[str, object] = {}
+        if "email" in paths:
+            changes["email"] = check_email(v, "user.email", request.user.email)
+        if "username" in paths:
+            changes["username"] = check_username(v, "user.username", request.user.username)
+        v.raise_if_any()
+        for flag in ("is_active", "is_admin"):
+            if flag in paths:
+                changes[flag] = getattr(request.user, flag)
+        version = etag_version("user.etag", request.user.etag)
+
+        def update(tx):
+            user = tx.users.update(tx.users.get(user_id), version, changes)
+            tx.audit("user.update", "user", user.id, fields=sorted(paths))
+            return user
+
+        user = self.db.run(caller, update)
+        return users_pb2.UpdateUserResponse(user=user_to_proto(user))
+
+    def DeleteUser(self, request, context):  # noqa: N802
+        caller = current_caller()
+        user_id = parse_uuid("id", request.id)
+        version = etag_version("etag", request.etag)
+        if request.purge and caller.actor.kind not in (ActorKind.ADMIN, ActorKind.SYSTEM):
+            raise PermissionDenied("only admins may purge users")
+
+        def delete(tx):
+            user = tx.users.get(user_id)
+            if request.purge:
+                tx.users.purge(user)
+                tx.audit("user.purge", "user", user_id)
+                return user
+            user = tx.users.update(user, version, {"is_active": False})
+            tx.credentials.revoke_access_tokens(user.id)
+            tx.audit("user.deactivate", "user", user_id)
+            return user
+
+        user = self.db.run(caller, delete)
+        return users_pb2.DeleteUserResponse(user=user_to_proto(user))
+
+    def ChangePassword(self, request, context):  # noqa: N802
+        caller = current_caller()
+        actor = caller.actor
+        user_id = owner_id("user_id", request.user_id, actor)
+        v = Violations()
+        new_password = check_password(v, "new_password", request.new_password)
+        resetting_other = actor.is_privileged and user_id != actor.user_id
+        v.check(
+            resetting_other or bool(request.current_password), "current_password", "is required"
+        )
+        v.raise_if_any()
+        user = self.db.run(caller, lambda tx: tx.users.get(user_id))
+        if not resetting_other and not self._password_matches(request.current_password, user):
+            raise InvalidArgument({"current_password": "is not the current password"})
+        new_hash = credentials.hash_password(new_password, self.bcrypt_rounds)
+
+        def change(tx):
+            changed = tx.users.update(
+                tx.users.get(user_id), user.version, {"password_hash": new_hash}
+            )
+            revoked = tx.credentials.revoke_access_tokens(user_id)
+            tx.audit("user.change_password", "user", user_id, revoked_tokens=revoked)
+            return changed, revoked
+
+        changed, revoked = self.db.run(caller, change)
+        return users_pb2.ChangePasswordResponse(
+            user=user_to_proto(changed), revoked_token_count=revoked
+        )
+
+    def Authenticate(self, request, context):  # noqa: N802
+        caller = current_caller()
+        v = Violations()
+        v.check(bool(request.login.strip()), "login", "is required")
+        v.check(bool(request.password), "password", "is required")
+        v.check(
+            len(request.password.encode()) <= credentials.MAX_PASSWORD_BYTES,
+            "password",
+            f"must be at most {credentials.MAX_PASSWORD_BYTES} bytes of UTF-8",
+        )
+        v.raise_if_any()
+        user = self.db.run(caller, lambda tx: tx.users.find_by_login(request.login.strip()))
+        # Unknown users cost one bcrypt check too, so timing does not tell them apart.
+        if not self._password_matches(request.password, user) or not user.is_active:
+            raise Unauthenticated("invalid login or password")
+        token = credentials.new_secret(credentials.ACCESS_TOKEN_PREFIX)
+        expire_time = dt.datetime.now(dt.UTC) + self.token_ttl
+        rehash = credentials.hash_rounds(user.password_hash) < self.bcrypt_rounds
+        new_hash = (
+            credentials.hash_password(request.password, self.bcrypt_rounds) if rehash else None
+        )
+
+        def login(tx):
+            session = tx.credentials.create_access_token(
+                user.id, credentials.digest(token), expire_time
+            )
+            fresh = tx.users.record_login(user.id, new_hash)
+            tx.audit("user.authenticate", "session", session.id, user_id=str(user.id))
+            return fresh
+
+        fresh = self.db.run(caller, login)
+        return users_pb2.AuthenticateResponse(
+            access_token=token, expire_time=timestamp(expire_time), user=user_to_proto(fresh)
+        )
+
+    def GetCurrentUser(self, request, context):  # noqa: N802
+        caller = current_caller()
+        actor = caller.actor
+        response = users_pb2.GetCurrentUserResponse(kind=_KIND[actor.kind])
+        if actor.kind is ActorKind.SERVICE:
+            response.service_name = actor.name
+            return response
+        user = self.db.run(caller, lambda tx: tx.users.get(actor.user_id))
+        response.user.CopyFrom(user_to_proto(user))
+        return response
+
+    def CreateApiKey(self, request, context):  # noqa: N802
+        caller = current_caller()
+        user_id = owner_id("user_id", request.user_id, caller.actor)
+        v = Violations()
+        name = text_field(v, "name", request.name, max_length=100)
+        service = text_field(v, "service", request.service, max_length=100, required=False)
+        expire_time = datetime_or_none(request, "expire_time")
+        v.check(
+            expire_time is None or expire_time > dt.datetime.now(dt.UTC),
+            "expire_time",
+            "must lie in the future",
+        )
+        v.raise_if_any()
+        secret = credentials.new_secret(credentials.API_KEY_PREFIX)
+
+        def create(tx):
+            tx.users.get(user_id)  # scope: another user's id is NOT_FOUND
+            key = tx.credentials.create_api_key(
+                user_id=user_id,
+                name=name,
+                service=service,
+                prefix=secret[: credentials.API_KEY_DISPLAY_LENGTH],
+                key_hash=credentials.digest(secret),
+                expire_time=expire_time,
+            )
+            tx.audit("api_key.create", "api_key", key.id, user_id=str(user_id), name=name)
+            return key
+
+        key = self.db.run(caller, create)
+        return users_pb2.CreateApiKeyResponse(api_key=secret, key=api_key_to_proto(key))
+
+    def ListApiKeys(self, request, context):  # noqa: N802
+        caller = current_caller()
+        user_id = owner_id("user_id", request.user_id, caller.actor)
+        limit = page_size(request.page_size)
+        filters = {"user_id": str(user_id), "show_revoked": request.show_revoked}
+        after = self.page_tokens.decode(request.page_token, filters)
+
+        def list_keys(tx):
+            tx.users.get(user_id)
+            return tx.credentials.list_api_keys(
+                user_id, after=after, limit=limit, show_revoked=request.show_revoked
+            )
+
+        page = self.db.run(caller, list_keys)
+        return users_pb2.ListApiKeysResponse(
+            api_keys=[api_key_to_proto(k) for k in page.items],
+            next_page_token=self.page_tokens.encode(page.next_cursor, filters),
+        )
+
+    def RevokeApiKey(self, request, context):  # noqa: N802
+        caller = current_caller()
+        key_id = parse_uuid("id", request.id)
+
+        def revoke(tx):
+            key = tx.credentials.revoke_api_key(tx.credentials.get_api_key(key_id))
+            tx.audit("api_key.revoke", "api_key", key.id, user_id=str(key.user_id))
+            return key
+
+        key = self.db.run(caller, revoke)
+        return users_pb2.RevokeApiKeyResponse(key=api_key_to_proto(key))
+
+    def _password_matches(self, password: str, user: User | None) -> bool:
+        return credentials.verify_password(
+            password, user.password_hash if user else None, self.bcrypt_rounds
+        )

@@ -1,0 +1,87 @@
+"""Request validation shared by servicers: every failure becomes INVALID_ARGUMENT + BadRequest."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+
+from google.protobuf.field_mask_pb2 import FieldMask
+
+from storage.actors import Actor
+from storage.errors import InvalidArgument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+class Violations:
+    """Collects field violations so one response names every bad field at once."""
+
+    def __init__(self) -> None:
+        self.fields: dict[str, str] = {}
+
+    def add(self, field: str, description: str) -> None:
+        self.fields.setdefault(field, description)
+
+    def check(self, ok: bool, field: str, description: str) -> None:
+        if not ok:
+            self.add(field, description)
+
+    def raise_if_any(self) -> None:
+        if self.fields:
+            raise InvalidArgument(self.fields)
+
+
+def parse_uuid(field: str, value: str) -> uuid.UUID:
+    if not value:
+        raise InvalidArgument({field: "is required"})
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise InvalidArgument({field: "must be a UUID"}) from None
+
+
+def optional_uuid(field: str, value: str) -> uuid.UUID | None:
+    return parse_uuid(field, value) if value else None
+
+
+def owner_id(field: str, value: str, actor: Actor) -> uuid.UUID:
+    """A request's user_id; empty means the calling user (services must name one)."""
+    if value:
+        return parse_uuid(field, value)
+    if actor.user_id is None:
+        raise InvalidArgument({field: "is required for service principals"})
+    return actor.user_id
+
+
+def page_size(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument({"page_size": "must not be negative"})
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def mask_paths(mask: FieldMask, *, mutable: Iterable[str], output_only: Iterable[str]) -> set[str]:
+    """The update mask's paths; output-only, unknown or missing paths are INVALID_ARGUMENT."""
+    paths = set(mask.paths)
+    if not paths:
+        raise InvalidArgument({"update_mask": "is required"})
+    violations = Violations()
+    mutable, output_only = set(mutable), set(output_only)
+    for path in sorted(paths):
+        if path in output_only:
+            violations.add("update_mask", f"{path} is output only")
+        elif path not in mutable:
+            violations.add("update_mask", f"{path} is not a field that can be updated")
+    violations.raise_if_any()
+    return paths
+
+
+def text_field(
+    violations: Violations, field: str, value: str, *, max_length: int, required: bool = True
+) -> str:
+    value = value.strip()
+    if required and not value:
+        violations.add(field, "is required")
+    elif len(value) > max_length:
+        violations.add(field, f"must be at most {max_length} characters")
+    return value

@@ -1,0 +1,85 @@
+"""Engine and pool from settings, and the embedded PostgreSQL used when no URL is given."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.engine import URL
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_DATABASE = "blogstore"
+
+
+def normalize_url(url: str) -> URL:
+    """Accept postgres:// and postgresql:// URLs; always use the psycopg2 driver."""
+    parsed = make_url(url.replace("postgres://", "postgresql://", 1))
+    return parsed.set(drivername="postgresql+psycopg2")
+
+
+def mask_url(url: str | URL) -> str:
+    """The URL with its password hidden: the only form a database URL may be logged in."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+        return parsed.render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is still a secret
+        return "<unparsable database url>"
+
+
+def make_engine(
+    url: str,
+    *,
+    pool_size: int,
+    max_overflow: int = 0,
+    pool_timeout: float = 5.0,
+    connect_timeout: int = 5,
+    tcp_user_timeout_ms: int = 30_000,
+    application_name: str = "blogstore",
+) -> Engine:
+    """A pooled engine that fails fast when the database is slow or gone.
+
+    keepalives and tcp_user_timeout stop a black-holed server from hanging a thread for the
+    kernel's default of many minutes; pre-ping drops connections the server has closed.
+    """
+    return create_engine(
+        normalize_url(url),
+        pool_size=pool_size,
+        max_overflow=max_overflow,
+        pool_timeout=pool_timeout,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        hide_parameters=True,  # errors must never echo bound values (hashes, emails)
+        connect_args={
+            "connect_timeout": connect_timeout,
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
+            "tcp_user_timeout": tcp_user_timeout_ms,
+            "application_name": application_name,
+        },
+    )
+
+
+def start_embedded(data_dir: Path) -> str:
+    """Start (or reuse) a pgserver cluster in data_dir and return a URL to its database.
+
+    The cluster keeps its data across restarts and stops when the last process using it exits.
+    """
+    import pgserver  # imported lazily: only the embedded mode needs it
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    admin_url = server.get_uri("postgres")
+    engine = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        exists = conn.scalar(
+            text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": EMBEDDED_DATABASE}
+        )
+        if not exists:
+            conn.execute(text(f'CREATE DATABASE "{EMBEDDED_DATABASE}"'))
+    engine.dispose()
+    log.info("embedded PostgreSQL running in %s", data_dir)
+    return server.get_uri(EMBEDDED_DATABASE)

@@ -1,0 +1,34 @@
+"""Append-only audit trail, written in the same transaction as the change it records."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import BigInteger, Identity, Index, String
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.models.base import Base, created_at
+
+
+class AuditEvent(Base):
+    __tablename__ = "audit_events"
+
+    # No foreign key on actor or resource: the trail outlives purged users.
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    create_time: Mapped[dt.datetime] = created_at()
+    actor_kind: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[uuid.UUID | None]
+    actor_name: Mapped[str] = mapped_column(String(100), server_default="")
+    action: Mapped[str] = mapped_column(String(100))
+    resource_type: Mapped[str] = mapped_column(String(50))
+    resource_id: Mapped[str] = mapped_column(String(100))
+    request_id: Mapped[str] = mapped_column(String(100), server_default="")
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+
+    __table_args__ = (
+        Index("ix_audit_events_resource", "resource_type", "resource_id", "create_time"),
+        Index("ix_audit_events_actor_id_create_time", "actor_id", "create_time"),
+    )

@@ -1,0 +1,1 @@
+"""Queries per aggregate. Repositories flush; only the unit of work commits."""

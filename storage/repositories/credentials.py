@@ -1,0 +1,115 @@
+"""Access tokens and API keys: stored as SHA-256 digests, resolved in one statement."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from storage.actors import Actor
+from storage.credentials import digests_equal
+from storage.errors import NotFound
+from storage.models import AccessToken, ApiKey, User
+from storage.repositories.paging import Cursor, Page, newest_first, to_page
+
+
+@dataclass(frozen=True, slots=True)
+class Holder:
+    """The active user behind a valid credential."""
+
+    user_id: uuid.UUID
+    is_admin: bool
+
+
+class CredentialRepository:
+    def __init__(self, session: Session, actor: Actor) -> None:
+        self.session = session
+        self.actor = actor
+
+    def resolve(self, model: type[AccessToken] | type[ApiKey], token_hash: bytes) -> Holder | None:
+        """Find a live credential, count its use and return its active user, in one UPDATE.
+
+        Revocation, expiry and deactivation take effect on the very next call: nothing cached.
+        """
+        stmt = (
+            update(model)
+            .where(
+                model.secret_hash == token_hash,
+                model.revoke_time.is_(None),
+                (model.expire_time.is_(None)) | (model.expire_time > func.now()),
+                User.id == model.user_id,
+                User.is_active,
+            )
+            .values(last_used_time=func.now(), usage_count=model.usage_count + 1)
+            .returning(model.secret_hash, User.id, User.is_admin)
+            .execution_options(synchronize_session=False)
+        )
+        row = self.session.execute(stmt).one_or_none()
+        if row is None or not digests_equal(row[0], token_hash):
+            return None
+        return Holder(user_id=row[1], is_admin=row[2])
+
+    def create_access_token(
+        self, user_id: uuid.UUID, token_hash: bytes, expire_time: dt.datetime
+    ) -> AccessToken:
+        token = AccessToken(user_id=user_id, secret_hash=token_hash, expire_time=expire_time)
+        self.session.add(token)
+        self.session.flush()
+        return token
+
+    def revoke_access_tokens(self, user_id: uuid.UUID) -> int:
+        result = self.session.execute(
+            update(AccessToken)
+            .where(AccessToken.user_id == user_id, AccessToken.revoke_time.is_(None))
+            .values(revoke_time=func.now())
+        )
+        return result.rowcount
+
+    def create_api_key(
+        self,
+        *,
+        user_id: uuid.UUID,
+        name: str,
+        service: str,
+        prefix: str,
+        key_hash: bytes,
+        expire_time: dt.datetime | None,
+    ) -> ApiKey:
+        key = ApiKey(
+            user_id=user_id,
+            name=name,
+            service=service,
+            prefix=prefix,
+            secret_hash=key_hash,
+            expire_time=expire_time,
+        )
+        self.session.add(key)
+        self.session.flush()
+        return key
+
+    def get_api_key(self, key_id: uuid.UUID) -> ApiKey:
+        stmt = select(ApiKey).where(ApiKey.id == key_id)
+        owner = self.actor.owner_scope()
+        if owner is not None:
+            stmt = stmt.where(ApiKey.user_id == owner)
+        key = self.session.scalars(stmt).one_or_none()
+        if key is None:
+            raise NotFound("api key", key_id)
+        return key
+
+    def list_api_keys(
+        self, user_id: uuid.UUID, *, after: Cursor | None, limit: int, show_revoked: bool
+    ) -> Page[ApiKey]:
+        stmt = select(ApiKey).where(ApiKey.user_id == user_id)
+        if not show_revoked:
+            stmt = stmt.where(ApiKey.revoke_time.is_(None))
+        return to_page(self.session.scalars(newest_first(stmt, ApiKey, after, limit)).all(), limit)
+
+    def revoke_api_key(self, key: ApiKey) -> ApiKey:
+        if key.revoke_time is None:
+            key.revoke_time = dt.datetime.now(dt.UTC)
+            self.session.flush()
+        return key

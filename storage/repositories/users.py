@@ -1,0 +1,136 @@
+"""Users: scoped reads, idempotent create, versioned updates."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from storage.actors import Actor
+from storage.errors import Conflict, NotFound
+from storage.models import User
+from storage.repositories.paging import Cursor, Page, newest_first, to_page
+
+
+def like_prefix(value: str) -> str:
+    """A LIKE pattern matching `value` literally as a prefix."""
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+class UserRepository:
+    def __init__(self, session: Session, actor: Actor) -> None:
+        self.session = session
+        self.actor = actor
+
+    def create(
+        self,
+        *,
+        email: str,
+        username: str,
+        password_hash: str,
+        is_admin: bool,
+        request_id: uuid.UUID | None,
+    ) -> tuple[User, bool]:
+        """Insert a user; if `request_id` was used before, return that user and False.
+
+        With a request_id the insert runs in a savepoint: when a concurrent call with the same
+        id wins the race, the unique violation is caught and the winner's user returned.
+        """
+        if request_id is None:
+            return self._insert(email, username, password_hash, is_admin, None), True
+        existing = self._by_request_id(request_id)
+        if existing is not None:
+            return existing, False
+        try:
+            with self.session.begin_nested():
+                return self._insert(email, username, password_hash, is_admin, request_id), True
+        except sa_exc.IntegrityError:
+            existing = self._by_request_id(request_id)
+            if existing is None:
+                raise
+            return existing, False
+
+    def _insert(
+        self,
+        email: str,
+        username: str,
+        password_hash: str,
+        is_admin: bool,
+        request_id: uuid.UUID | None,
+    ) -> User:
+        stmt = (
+            insert(User)
+            .values(
+                email=email,
+                username=username,
+                password_hash=password_hash,
+                is_admin=is_admin,
+                create_request_id=request_id,
+            )
+            .returning(User)
+        )
+        return self.session.scalars(stmt).one()
+
+    def _by_request_id(self, request_id: uuid.UUID) -> User | None:
+        stmt = select(User).where(User.create_request_id == request_id)
+        return self.session.scalars(stmt).one_or_none()
+
+    def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User:
+        """A user visible to the actor; anyone else's id is NotFound, never PermissionDenied."""
+        owner = self.actor.owner_scope()
+        if owner is not None and owner != user_id:
+            raise NotFound("user", user_id)
+        stmt = select(User).where(User.id == user_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        user = self.session.scalars(stmt).one_or_none()
+        if user is None:
+            raise NotFound("user", user_id)
+        return user
+
+    def find_by_login(self, login: str) -> User | None:
+        """Unscoped: only Authenticate uses it, before there is an actor."""
+        column = User.email if "@" in login else User.username
+        return self.session.scalars(
+            select(User).where(func.lower(column) == login.lower())
+        ).one_or_none()
+
+    def list(
+        self, *, after: Cursor | None, limit: int, is_active: bool | None, query: str
+    ) -> Page[User]:
+        stmt = select(User)
+        if is_active is not None:
+            stmt = stmt.where(User.is_active == is_active)
+        if query:
+            pattern = like_prefix(query.lower())
+            stmt = stmt.where(
+                or_(func.lower(User.email).like(pattern), func.lower(User.username).like(pattern))
+            )
+        rows = self.session.scalars(newest_first(stmt, User, after, limit)).all()
+        return to_page(rows, limit)
+
+    def update(self, user: User, etag_version: int | None, changes: dict[str, Any]) -> User:
+        """Apply changes if the caller's etag (version) is current; the flush re-checks it."""
+        if etag_version is not None and etag_version != user.version:
+            raise Conflict("the user changed meanwhile (stale etag)")
+        for field, value in changes.items():
+            setattr(user, field, value)
+        self.session.flush()
+        return user
+
+    def record_login(self, user_id: uuid.UUID, new_password_hash: str | None) -> User:
+        """Stamp last_login_time (unscoped: runs for Authenticate, before any principal)."""
+        values: dict[str, Any] = {"last_login_time": func.now()}
+        if new_password_hash is not None:  # the configured bcrypt cost went up: upgrade the hash
+            values["password_hash"] = new_password_hash
+        stmt = update(User).where(User.id == user_id).values(**values).returning(User)
+        return self.session.scalars(stmt.execution_options(synchronize_session=False)).one()
+
+    def purge(self, user: User) -> None:
+        """Delete the user; foreign keys cascade to everything the user owns."""
+        self.session.execute(delete(User).where(User.id == user.id))

@@ -1,0 +1,100 @@
+"""Unit of work: one transaction per call, bounded by the call's deadline.
+
+`Database.run(caller, work)` opens a session, sets `statement_timeout` for this transaction only
+(`SET LOCAL` semantics via set_config(..., true)), hands `work` a `Tx` with the repositories,
+commits once, and runs the whole transaction again on serialization failures and deadlocks.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from functools import cached_property
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session, sessionmaker
+
+from storage.actors import Caller
+from storage.errors import DeadlineExceeded, Retryable, translate
+from storage.models import AuditEvent
+from storage.repositories.credentials import CredentialRepository
+from storage.repositories.users import UserRepository
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
+
+
+class Tx:
+    """What a unit of work sees: the session's repositories, scoped to the caller."""
+
+    def __init__(self, session: Session, caller: Caller) -> None:
+        self.session = session
+        self.caller = caller
+        self.actor = caller.actor
+
+    @cached_property
+    def users(self) -> UserRepository:
+        return UserRepository(self.session, self.actor)
+
+    @cached_property
+    def credentials(self) -> CredentialRepository:
+        return CredentialRepository(self.session, self.actor)
+
+    def audit(self, action: str, resource_type: str, resource_id: object, **details: Any) -> None:
+        """Record a mutation; it commits or rolls back with the change itself."""
+        self.session.add(
+            AuditEvent(
+                actor_kind=self.actor.kind.value,
+                actor_id=self.actor.user_id,
+                actor_name=self.actor.name,
+                action=action,
+                resource_type=resource_type,
+                resource_id=str(resource_id),
+                request_id=self.caller.request_id,
+                details=details,
+            )
+        )
+
+
+class Database:
+    def __init__(
+        self, engine: Engine, *, statement_timeout_ms: int = 30_000, max_attempts: int = 4
+    ) -> None:
+        self.engine = engine
+        self.statement_timeout_ms = statement_timeout_ms
+        self.max_attempts = max_attempts
+        self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
+
+    def run(self, caller: Caller, work: Callable[[Tx], T]) -> T:
+        """Run `work` in one transaction and commit; raise only domain errors or bugs."""
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                with self._sessions() as session, session.begin():
+                    session.execute(_SET_TIMEOUT, {"ms": str(self._timeout_ms(caller))})
+                    return work(Tx(session, caller))
+            except sa_exc.SQLAlchemyError as error:
+                domain = translate(error)
+                if domain is None:
+                    raise
+                if isinstance(domain, Retryable) and attempt < self.max_attempts:
+                    time.sleep(random.uniform(0, 0.01 * 2**attempt))
+                    continue
+                raise domain from None
+        raise AssertionError("unreachable")
+
+    def _timeout_ms(self, caller: Caller) -> int:
+        if caller.deadline is None:
+            return self.statement_timeout_ms
+        remaining_ms = int((caller.deadline - time.monotonic()) * 1000)
+        if remaining_ms <= 0:
+            raise DeadlineExceeded("the call's deadline has passed")
+        return min(self.statement_timeout_ms, remaining_ms)
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,187 @@
+"""Test helpers: where PostgreSQL comes from, throwaway databases, a cuttable TCP proxy."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from blogstore import client
+from blogstore.v1 import users_pb2, users_pb2_grpc
+from sqlalchemy import create_engine, make_url, text
+
+from server.config import Settings, parse_service_keys
+from storage.engine import normalize_url
+
+SERVICE_KEY = "svc-key-" + "k" * 24
+ROTATED_SERVICE_KEY = "svc-key-" + "r" * 24
+PASSWORD = "correct horse battery"
+
+
+@contextlib.contextmanager
+def postgres_server() -> Iterator[str]:
+    """An admin URL: BLOGSTORE_TEST_DATABASE_URL, else Docker (testcontainers), else pgserver."""
+    url = os.environ.get("BLOGSTORE_TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    if _docker_answers():
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:15") as container:
+            yield container.get_connection_url()
+        return
+    import pgserver
+
+    data_dir = Path(tempfile.mkdtemp(prefix="blogstore-test-pg-"))
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    yield server.get_uri("postgres")
+
+
+def _docker_answers() -> bool:
+    if not shutil.which("docker"):
+        return False
+    try:
+        result = subprocess.run(["docker", "info"], capture_output=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return result.returncode == 0
+
+
+def admin_engine(url: str):
+    return create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
+
+
+def create_database(admin_url: str, *, template: str | None = None) -> str:
+    """Create a uniquely named database (cloned from `template` if given); returns its URL."""
+    name = f"blogstore_test_{uuid.uuid4().hex[:12]}"
+    engine = admin_engine(admin_url)
+    with engine.connect() as conn:
+        clause = f' TEMPLATE "{template}"' if template else ""
+        conn.execute(text(f'CREATE DATABASE "{name}"{clause}'))
+    engine.dispose()
+    return url_with_database(admin_url, name)
+
+
+def drop_database(admin_url: str, url: str) -> None:
+    name = make_url(url).database
+    engine = admin_engine(admin_url)
+    with engine.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def url_with_database(url: str, database: str) -> str:
+    return normalize_url(url).set(database=database).render_as_string(hide_password=False)
+
+
+class TcpProxy:
+    """Forwards a local TCP port to PostgreSQL; `cut()` makes the database vanish, `restore()`."""
+
+    def __init__(self, database_url: str) -> None:
+        parsed = make_url(database_url)
+        host = parsed.query.get("host") or parsed.host or "127.0.0.1"
+        port = parsed.port or 5432
+        if isinstance(host, tuple):
+            host = host[0]
+        if host.startswith("/"):
+            self._target: tuple = (socket.AF_UNIX, f"{host}/.s.PGSQL.{port}")
+        else:
+            self._target = (socket.AF_INET, (host, port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._connections: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._serving = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url_for(self, database_url: str) -> str:
+        parsed = normalize_url(database_url)
+        query = {k: v for k, v in parsed.query.items() if k != "host"}
+        proxied = parsed.set(host="127.0.0.1", port=self.port, query=query)
+        return proxied.render_as_string(hide_password=False)
+
+    def cut(self) -> None:
+        with self._lock:
+            self._serving = False
+            for conn in self._connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
+            self._connections.clear()
+
+    def restore(self) -> None:
+        with self._lock:
+            self._serving = True
+
+    def _accept(self) -> None:
+        while True:
+            client, _ = self._listener.accept()
+            with self._lock:
+                if not self._serving:
+                    client.close()
+                    continue
+                upstream = socket.socket(self._target[0], socket.SOCK_STREAM)
+                upstream.connect(self._target[1])
+                self._connections += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+def make_settings(database_url: str, **overrides: object) -> Settings:
+    base = Settings(
+        database_url=database_url,
+        host="127.0.0.1",
+        port=0,
+        threads=8,
+        health_interval_seconds=0.2,
+        shutdown_grace_seconds=5,
+        service_keys=parse_service_keys(f"crawler:{SERVICE_KEY},crawler:{ROTATED_SERVICE_KEY}"),
+        page_token_secret=b"test-secret",
+    )
+    return base.replace(**overrides)
+
+
+def unique(prefix: str = "user") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class Account:
+    """A user created through the API, with an access token and a stub bound to it."""
+
+    def __init__(self, user: users_pb2.User, token: str, stub: users_pb2_grpc.UsersServiceStub):
+        self.user, self.token, self.stub = user, token, stub
+
+    @property
+    def id(self) -> str:
+        return self.user.id
+
+
+def status_of(call: Callable[[], object]) -> grpc.StatusCode:
+    """Run a call that must fail; return its status code."""
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return caught.value.code()
+
+
+def details_of(call: Callable[[], object]) -> client.ErrorDetails:
+    with pytest.raises(grpc.RpcError) as caught:
+        call()
+    return client.error_details(caught.value)
