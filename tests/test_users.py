@@ -196,7 +196,9 @@ class TestUpdateUser:
     def test_stale_etag_is_aborted(self, new_account):
         account = new_account()
         first = users_pb2.User(id=account.id, username=unique(), etag=account.user.etag)
-        account.stub.UpdateUser(users_pb2.UpdateUserRequest(user=first, update_mask=mask("username")))
+        account.stub.UpdateUser(
+            users_pb2.UpdateUserRequest(user=first, update_mask=mask("username"))
+        )
         stale = users_pb2.User(id=account.id, username=unique(), etag=account.user.etag)
         error = details_of(
             lambda: account.stub.UpdateUser(
@@ -330,9 +332,7 @@ class TestPasswordsAndSessions:
         anonymous = users_pb2_grpc.UsersServiceStub(connect())
         old = users_pb2.AuthenticateRequest(login=account.user.username, password=PASSWORD)
         assert status_of(lambda: anonymous.Authenticate(old)) is Code.UNAUTHENTICATED
-        new = users_pb2.AuthenticateRequest(
-            login=account.user.username, password="a new password!"
-        )
+        new = users_pb2.AuthenticateRequest(login=account.user.username, password="a new password!")
         assert anonymous.Authenticate(new).access_token
 
     def test_change_password_needs_the_current_one(self, new_account):

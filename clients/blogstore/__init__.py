@@ -1,1 +1,1 @@
-"""blogstore client distribution: generated stubs under ``blogstore.v1``, helpers in ``blogstore.client``."""
+"""blogstore client: generated stubs under ``blogstore.v1``, helpers in ``blogstore.client``."""
