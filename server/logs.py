@@ -52,4 +52,5 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    for noisy in ("alembic.runtime.plugins", "pgserver"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)

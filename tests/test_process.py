@@ -1,0 +1,178 @@
+"""`blogstore` as a process: SIGTERM drains, the embedded database persists, --workers N."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from blogstore.v1 import users_pb2, users_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from server.admin import create_admin
+from tests.support import PASSWORD, make_settings, unique
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def blogstore(*args: str, env: dict[str, str], **kwargs) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        **kwargs,
+    )
+
+
+def wait_serving(port: int, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stdout.read().decode()
+            try:
+                status = stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            time.sleep(0.2)
+    raise AssertionError("server did not become SERVING")
+
+
+def stop(process: subprocess.Popen, timeout: float = 60) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    output = process.communicate(timeout=timeout)[0].decode()
+    return process.returncode, output
+
+
+def current_user(port: int, key: str) -> users_pb2.GetCurrentUserResponse:
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        return users_pb2_grpc.UsersServiceStub(channel).GetCurrentUser(
+            users_pb2.GetCurrentUserRequest(),
+            metadata=[("authorization", f"Bearer {key}")],
+            timeout=10,
+        )
+
+
+@pytest.fixture
+def server_env(database_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLOGSTORE_")}
+    return {**env, "DATABASE_URL": database_url, "BLOGSTORE_SHUTDOWN_GRACE_SECONDS": "20"}
+
+
+def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(database_url, server_env):
+    port = free_port()
+    # A high bcrypt cost makes CreateUser take seconds: a call that is surely in flight.
+    process = blogstore(
+        "serve", "--port", str(port), env={**server_env, "BLOGSTORE_BCRYPT_ROUNDS": "15"}
+    )
+    try:
+        wait_serving(port, process)
+        _, key = create_admin(
+            database_url,
+            make_settings(database_url),
+            email=f"{unique()}@x.io",
+            username=unique(),
+            password=PASSWORD,
+        )
+        result: dict[str, object] = {}
+
+        def slow_create() -> None:
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                name = unique()
+                try:
+                    result["user"] = (
+                        users_pb2_grpc.UsersServiceStub(channel)
+                        .CreateUser(
+                            users_pb2.CreateUserRequest(
+                                email=f"{name}@example.com", username=name, password=PASSWORD
+                            ),
+                            metadata=[("authorization", f"Bearer {key}")],
+                            timeout=60,
+                        )
+                        .user
+                    )
+                except grpc.RpcError as error:
+                    result["error"] = error
+
+        caller = threading.Thread(target=slow_create)
+        caller.start()
+        time.sleep(1.0)
+        code, output = stop(process)
+        caller.join()
+        assert "error" not in result, result
+        assert result["user"].id
+        assert code == 0, output
+        assert "draining" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_two_workers_share_the_port_and_stop_cleanly(database_url, server_env):
+    port = free_port()
+    process = blogstore("serve", "--port", str(port), "--workers", "2", env=server_env)
+    try:
+        wait_serving(port, process)
+        _, key = create_admin(
+            database_url,
+            make_settings(database_url),
+            email=f"{unique()}@x.io",
+            username=unique(),
+            password=PASSWORD,
+        )
+        for _ in range(10):
+            assert current_user(port, key).user.is_admin
+        code, output = stop(process)
+        assert code == 0, output
+        assert output.count("blogstore listening") == 2
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_embedded_database_keeps_users_across_restarts(tmp_path: Path):
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("BLOGSTORE_") and k != "DATABASE_URL"
+    }
+    data_dir = str(tmp_path / "data")
+    admin = blogstore(
+        "create-admin",
+        "--data-dir",
+        data_dir,
+        "--email",
+        "root@example.com",
+        "--username",
+        "root",
+        env=env,
+    )
+    output = admin.communicate(timeout=180)[0].decode()
+    assert admin.returncode == 0, output
+    key = output.strip().splitlines()[-1]
+    assert key.startswith("bsk_")
+    for _ in range(2):  # the same data directory, served twice
+        port = free_port()
+        process = blogstore("serve", "--data-dir", data_dir, "--port", str(port), env=env)
+        try:
+            wait_serving(port, process)
+            assert current_user(port, key).user.username == "root"
+            code, output = stop(process)
+            assert code == 0, output
+        finally:
+            if process.poll() is None:
+                process.kill()
