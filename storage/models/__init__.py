@@ -1,7 +1,8 @@
 """Typed declarative models; importing this package registers every table on Base.metadata."""
 
+from storage.models.articles import Article, ArticleRevision
 from storage.models.audit import AuditEvent
 from storage.models.base import Base
 from storage.models.users import AccessToken, ApiKey, User
 
-__all__ = ["AccessToken", "ApiKey", "AuditEvent", "Base", "User"]
+__all__ = ["AccessToken", "ApiKey", "Article", "ArticleRevision", "AuditEvent", "Base", "User"]

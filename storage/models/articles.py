@@ -1,0 +1,132 @@
+"""Articles, their revisions, and the search vector PostgreSQL keeps for them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    FetchedValue,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
+from sqlalchemy.orm import Mapped, mapped_column
+
+from storage.models.base import Base, created_at, uuid_pk
+
+ARTICLE_STATUSES = ("draft", "published", "archived")
+# Content beyond this many characters is stored but not indexed: tsvector is capped at 1 MiB.
+SEARCH_CONTENT_CHARS = 100_000
+# Title weighs A; excerpt, keywords and tags B; content C. Functions must be immutable here,
+# hence blogstore_join() (an IMMUTABLE array_to_string created by the migration).
+SEARCH_VECTOR = (
+    "setweight(to_tsvector('english'::regconfig, coalesce(title, '')), 'A') || "
+    "setweight(to_tsvector('english'::regconfig, coalesce(excerpt, '') || ' ' || "
+    "coalesce(primary_keyword, '') || ' ' || blogstore_join(secondary_keywords) || ' ' || "
+    "blogstore_join(tags)), 'B') || "
+    f"setweight(to_tsvector('english'::regconfig, left(content_markdown, {SEARCH_CONTENT_CHARS})),"
+    " 'C')"
+)
+
+
+class Article(Base):
+    __tablename__ = "articles"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    pipeline_id: Mapped[uuid.UUID | None]
+    title: Mapped[str] = mapped_column(String(500))
+    slug: Mapped[str] = mapped_column(String(200))
+    content_markdown: Mapped[str] = mapped_column(Text)
+    content_html: Mapped[str] = mapped_column(Text)
+    excerpt: Mapped[str] = mapped_column(Text, server_default="")
+    meta_title: Mapped[str] = mapped_column(String(160), server_default="")
+    meta_description: Mapped[str] = mapped_column(String(320), server_default="")
+    primary_keyword: Mapped[str] = mapped_column(String(100), server_default="")
+    secondary_keywords: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    seo_score: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    wp_post_id: Mapped[int | None] = mapped_column(BigInteger)
+    wp_url: Mapped[str] = mapped_column(String(2000), server_default="")
+    wp_status: Mapped[str] = mapped_column(String(50), server_default="")
+    status: Mapped[str] = mapped_column(String(16), server_default="draft")
+    word_count: Mapped[int]
+    reading_time_minutes: Mapped[int]
+    internal_links: Mapped[int]
+    external_links: Mapped[int]
+    content_hash: Mapped[str] = mapped_column(String(64))
+    publish_time: Mapped[dt.datetime | None]
+    create_time: Mapped[dt.datetime] = created_at()
+    # Kept by the articles_set_update_time trigger; FetchedValue makes the ORM read it back.
+    update_time: Mapped[dt.datetime] = mapped_column(
+        server_default=text("now()"), server_onupdate=FetchedValue()
+    )
+    delete_time: Mapped[dt.datetime | None]
+    version: Mapped[int] = mapped_column(server_default=text("1"))
+    create_request_id: Mapped[uuid.UUID | None]
+    search_vector: Mapped[Any] = mapped_column(
+        TSVECTOR, Computed(SEARCH_VECTOR, persisted=True), deferred=True
+    )
+
+    __mapper_args__ = {"version_id_col": version, "eager_defaults": True}
+    __table_args__ = (
+        CheckConstraint("status IN ('draft', 'published', 'archived')", name="status_valid"),
+        CheckConstraint("seo_score >= 0 AND seo_score <= 100", name="seo_score_range"),
+        CheckConstraint("slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$'", name="slug_format"),
+        # Slug unique per user among live articles: a deleted article frees its slug.
+        Index(
+            "uq_articles_user_id_slug_live",
+            "user_id",
+            "slug",
+            unique=True,
+            postgresql_where=text("delete_time IS NULL"),
+        ),
+        Index("uq_articles_user_id_create_request_id", "user_id", "create_request_id", unique=True),
+        # One index per List order and filter; all keyset-friendly (order columns, then id).
+        Index("ix_articles_create_time", "create_time", "id"),
+        Index("ix_articles_user_id_create_time", "user_id", "create_time", "id"),
+        Index("ix_articles_user_id_status_create_time", "user_id", "status", "create_time", "id"),
+        Index(
+            "ix_articles_user_id_primary_keyword",
+            "user_id",
+            "primary_keyword",
+            "create_time",
+            "id",
+        ),
+        Index(
+            "ix_articles_user_id_publish_time",
+            "user_id",
+            text("publish_time DESC NULLS LAST"),
+            text("id DESC"),
+        ),
+        Index("ix_articles_user_id_title", "user_id", "title", "id"),
+        Index("ix_articles_pipeline_id", "pipeline_id"),
+        Index("ix_articles_tags", "tags", postgresql_using="gin"),
+        Index("ix_articles_search_vector", "search_vector", postgresql_using="gin"),
+    )
+
+
+class ArticleRevision(Base):
+    """An article as it was before a change: a JSON snapshot of its fields."""
+
+    __tablename__ = "article_revisions"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    article_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("articles.id", ondelete="CASCADE"))
+    article_version: Mapped[int]
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    actor_id: Mapped[uuid.UUID | None]
+    create_time: Mapped[dt.datetime] = created_at()
+
+    __table_args__ = (
+        Index("ix_article_revisions_article_id_create_time", "article_id", "create_time", "id"),
+    )
