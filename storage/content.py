@@ -45,6 +45,8 @@ def derive(markdown: str, content_html: str = "", site_url: str = "") -> Derived
     internal = external = 0
     site_host = urlsplit(site_url).hostname if site_url else None
     for href in _LINK.findall(rendered):
+        if not href:  # a link the renderer neutralised (javascript: and the like)
+            continue
         host = urlsplit(html.unescape(href)).hostname
         if host is None or host == site_host:
             internal += 1

@@ -78,6 +78,8 @@ UNIQUE_FIELDS: dict[str, tuple[str, str]] = {
     "uq_users_email_lower": ("user", "email"),
     "uq_users_username_lower": ("user", "username"),
     "uq_users_create_request_id": ("user", "request_id"),
+    "uq_articles_user_id_slug_live": ("article", "slug"),
+    "uq_articles_user_id_create_request_id": ("article", "request_id"),
 }
 
 _CONNECTION_SQLSTATE_CLASSES = ("08", "53", "57P0")  # connection, resources, admin shutdown
@@ -97,6 +99,8 @@ def translate(error: sa_exc.SQLAlchemyError) -> DomainError | None:
         constraint = getattr(getattr(orig, "diag", None), "constraint_name", None) or ""
         resource, field = UNIQUE_FIELDS.get(constraint, ("resource", "value"))
         return AlreadyExists(resource, field)
+    if code == "23503":  # a reference to a row that is not there (or was just deleted)
+        return NotFound("referenced resource")
     if code == "57014":
         return DeadlineExceeded("the statement ran out of time")
     if code in ("22001", "22003", "23514", "22P02"):

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.actors import Caller
 from storage.errors import DeadlineExceeded, Retryable, translate
 from storage.models import AuditEvent
+from storage.repositories.articles import ArticleRepository
 from storage.repositories.credentials import CredentialRepository
 from storage.repositories.users import UserRepository
 
@@ -41,6 +42,10 @@ class Tx:
     @cached_property
     def users(self) -> UserRepository:
         return UserRepository(self.session, self.actor)
+
+    @cached_property
+    def articles(self) -> ArticleRepository:
+        return ArticleRepository(self.session, self.actor)
 
     @cached_property
     def credentials(self) -> CredentialRepository:

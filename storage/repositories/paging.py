@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
-import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -12,7 +10,7 @@ from sqlalchemy import Select, tuple_
 
 T = TypeVar("T")
 
-Cursor = tuple[dt.datetime, uuid.UUID]
+Cursor = tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -28,9 +26,17 @@ def newest_first(stmt: Select[Any], model: Any, after: Cursor | None, limit: int
     return stmt.order_by(model.create_time.desc(), model.id.desc()).limit(limit + 1)
 
 
-def to_page(rows: Sequence[T], limit: int) -> Page[T]:
-    """Cut the extra row fetched by `newest_first` into a next-page cursor."""
+def to_page(
+    rows: Sequence[T], limit: int, key: Callable[[Any], tuple[Any, ...]] | None = None
+) -> Page[T]:
+    """Cut the extra row fetched beyond `limit` into a next-page cursor (default: newest first)."""
     if len(rows) <= limit:
         return Page(rows, None)
     last: Any = rows[limit - 1]
-    return Page(rows[:limit], (last.create_time, last.id))
+    return Page(rows[:limit], key(last) if key else (last.create_time, last.id))
+
+
+def after_key(columns: Sequence[Any], values: Sequence[Any], *, descending: bool) -> Any:
+    """Rows strictly after `values` in the order of `columns` (all one direction)."""
+    left, right = tuple_(*columns), tuple_(*values)
+    return left < right if descending else left > right

@@ -93,6 +93,15 @@ class UserRepository:
             raise NotFound("user", user_id)
         return user
 
+    def require_visible(self, user_ids: set[uuid.UUID]) -> None:
+        """NotFound unless every id is an existing user the actor may act for."""
+        owner = self.actor.owner_scope()
+        if owner is not None and user_ids - {owner}:
+            raise NotFound("user", next(iter(user_ids - {owner})))
+        found = set(self.session.scalars(select(User.id).where(User.id.in_(user_ids))))
+        if missing := user_ids - found:
+            raise NotFound("user", next(iter(missing)))
+
     def find_by_login(self, login: str) -> User | None:
         """Unscoped: only Authenticate uses it, before there is an actor."""
         column = User.email if "@" in login else User.username

@@ -1,0 +1,427 @@
+"""ArticlesService: articles with revisions, soft delete, ranked search and bulk import."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from typing import Any
+
+from blogstore.v1 import articles_pb2, articles_pb2_grpc
+
+from server.context import current_caller
+from server.paging import PageTokens
+from server.protoconv import datetime_or_none, etag, etag_version, timestamp
+from server.validation import (
+    Violations,
+    mask_paths,
+    optional_uuid,
+    owner_id,
+    page_size,
+    parse_uuid,
+)
+from storage import content
+from storage.actors import Actor
+from storage.errors import InvalidArgument, NotFound
+from storage.models import Article
+from storage.repositories.articles import (
+    CONTENT_FIELDS,
+    ORDER_BY,
+    ArticleFilters,
+    NewArticle,
+    from_snapshot,
+    with_derived,
+)
+
+MAX_CONTENT_BYTES = 2 * 1024 * 1024
+MAX_BATCH = 1000
+MAX_QUERY_CHARS = 1000
+_REQUEST_NAMESPACE = uuid.UUID("6b1d3a4e-2f57-4c1b-9a56-3e0f5d1c7b20")
+_LIST_LIMITS = {"secondary_keywords": 50, "tags": 50}
+_TEXT_LIMITS = {
+    "title": 500, "excerpt": 5000, "meta_title": 160, "meta_description": 320,
+    "primary_keyword": 100, "wp_url": 2000, "wp_status": 50,
+}  # fmt: skip
+MUTABLE = (
+    "title", "slug", "content_markdown", "content_html", "excerpt", "meta_title",
+    "meta_description", "primary_keyword", "secondary_keywords", "tags", "seo_score",
+    "wp_post_id", "wp_url", "wp_status", "status", "pipeline_id",
+)  # fmt: skip
+OUTPUT_ONLY = (
+    "id", "user_id", "word_count", "reading_time_minutes", "internal_links", "external_links",
+    "content_hash", "publish_time", "create_time", "update_time", "delete_time", "etag",
+)  # fmt: skip
+STATUS_TO_PROTO = {
+    "draft": articles_pb2.ARTICLE_STATUS_DRAFT,
+    "published": articles_pb2.ARTICLE_STATUS_PUBLISHED,
+    "archived": articles_pb2.ARTICLE_STATUS_ARCHIVED,
+}
+STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+
+
+def article_to_proto(article: Article, *, full: bool = True) -> articles_pb2.Article:
+    message = articles_pb2.Article(
+        id=str(article.id),
+        user_id=str(article.user_id),
+        pipeline_id=str(article.pipeline_id or ""),
+        title=article.title,
+        slug=article.slug,
+        excerpt=article.excerpt,
+        meta_title=article.meta_title,
+        meta_description=article.meta_description,
+        primary_keyword=article.primary_keyword,
+        secondary_keywords=article.secondary_keywords,
+        tags=article.tags,
+        seo_score=article.seo_score,
+        wp_post_id=article.wp_post_id or 0,
+        wp_url=article.wp_url,
+        wp_status=article.wp_status,
+        status=STATUS_TO_PROTO[article.status],
+        word_count=article.word_count,
+        reading_time_minutes=article.reading_time_minutes,
+        internal_links=article.internal_links,
+        external_links=article.external_links,
+        content_hash=article.content_hash,
+        publish_time=timestamp(article.publish_time),
+        create_time=timestamp(article.create_time),
+        update_time=timestamp(article.update_time),
+        delete_time=timestamp(article.delete_time),
+        etag=etag(article.version),
+    )
+    if full:
+        message.content_markdown = article.content_markdown
+        message.content_html = article.content_html
+    return message
+
+
+def is_full(view: int, default: int) -> bool:
+    return (view or default) == articles_pb2.ARTICLE_VIEW_FULL
+
+
+def article_fields(v: Violations, prefix: str, article: Any, paths: set[str]) -> dict[str, Any]:
+    """Validate the fields named in `paths` and convert them to column values."""
+    values: dict[str, Any] = {}
+    for name in paths & _TEXT_LIMITS.keys():
+        value = getattr(article, name).strip()
+        if name == "title" and not value:
+            v.add(prefix + name, "is required")
+        elif len(value) > _TEXT_LIMITS[name]:
+            v.add(prefix + name, f"must be at most {_TEXT_LIMITS[name]} characters")
+        values[name] = value
+    if (
+        "wp_url" in values
+        and values["wp_url"]
+        and not values["wp_url"].startswith(("http://", "https://"))
+    ):
+        v.add(prefix + "wp_url", "must be an http(s) URL")
+    if "slug" in paths:
+        values["slug"] = article.slug
+        if article.slug and not (
+            len(article.slug) <= content.MAX_SLUG_LENGTH
+            and content.SLUG_PATTERN.match(article.slug)
+        ):
+            v.add(prefix + "slug", "must be lower-case letters and digits joined by single '-'")
+    for name in ("content_markdown", "content_html"):
+        if name in paths:
+            values[name] = getattr(article, name)
+            if len(values[name].encode()) > MAX_CONTENT_BYTES:
+                v.add(prefix + name, f"must be at most {MAX_CONTENT_BYTES} bytes of UTF-8")
+    for name in paths & _LIST_LIMITS.keys():
+        items = [item.strip() for item in getattr(article, name)]
+        if len(items) > _LIST_LIMITS[name] or any(not i or len(i) > 100 for i in items):
+            v.add(prefix + name, f"at most {_LIST_LIMITS[name]} non-empty items of 100 characters")
+        values[name] = items
+    if "seo_score" in paths:
+        values["seo_score"] = article.seo_score
+        if not (math.isfinite(article.seo_score) and 0 <= article.seo_score <= 100):
+            v.add(prefix + "seo_score", "must be between 0 and 100")
+    if "wp_post_id" in paths:
+        values["wp_post_id"] = article.wp_post_id or None
+        if article.wp_post_id < 0:
+            v.add(prefix + "wp_post_id", "must not be negative")
+    if "status" in paths:  # UNSPECIFIED converts to None: DRAFT on create, invalid on update
+        values["status"] = STATUS_FROM_PROTO.get(article.status)
+        if values["status"] is None and article.status:
+            v.add(prefix + "status", "must be DRAFT, PUBLISHED or ARCHIVED")
+    if "pipeline_id" in paths:
+        try:
+            values["pipeline_id"] = optional_uuid(prefix + "pipeline_id", article.pipeline_id)
+        except InvalidArgument as error:
+            v.fields.update(error.violations)
+    return values
+
+
+def filters_from(request: Any, actor: Actor) -> ArticleFilters:
+    v = Violations()
+    status = None
+    if request.status:
+        status = STATUS_FROM_PROTO.get(request.status)
+        v.check(status is not None, "status", "is not a known status")
+    v.raise_if_any()
+    return ArticleFilters(
+        user_id=optional_uuid("user_id", request.user_id) or actor.owner_scope(),
+        status=status,
+        primary_keyword=request.primary_keyword.strip() or None,
+        tag=request.tag.strip() or None,
+        pipeline_id=optional_uuid("pipeline_id", request.pipeline_id),
+        start_create_time=datetime_or_none(request, "start_create_time"),
+        end_create_time=datetime_or_none(request, "end_create_time"),
+        start_publish_time=datetime_or_none(request, "start_publish_time"),
+        end_publish_time=datetime_or_none(request, "end_publish_time"),
+        show_deleted=getattr(request, "show_deleted", False),
+    )
+
+
+def filter_key(filters: ArticleFilters, **extra: Any) -> dict[str, Any]:
+    """What a page token is bound to."""
+    return {**{k: str(v) if v is not None else None for k, v in vars(filters).items()}, **extra}
+
+
+class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
+    def __init__(self, db, page_tokens: PageTokens) -> None:
+        self.db = db
+        self.page_tokens = page_tokens
+
+    def _new_article(self, v: Violations, prefix: str, article: Any, actor: Actor) -> dict:
+        values = article_fields(v, prefix, article, set(MUTABLE))
+        values["user_id"] = owner_id(prefix + "user_id", article.user_id, actor)
+        values["status"] = values["status"] or "draft"
+        return values
+
+    def CreateArticle(self, request, context):  # noqa: N802
+        caller = current_caller()
+        v = Violations()
+        values = self._new_article(v, "article.", request.article, caller.actor)
+        v.raise_if_any()
+        item = NewArticle(
+            with_derived(values),
+            request_id=optional_uuid("request_id", request.request_id),
+        )
+
+        def create(tx):
+            tx.users.require_visible({values["user_id"]})
+            (article,) = tx.articles.create_many([item])
+            tx.audit("article.create", "article", article.id, slug=article.slug)
+            return article
+
+        article = self.db.run(caller, create)
+        return articles_pb2.CreateArticleResponse(article=article_to_proto(article))
+
+    def BatchCreateArticles(self, request, context):  # noqa: N802
+        caller = current_caller()
+        if not 1 <= len(request.articles) <= MAX_BATCH:
+            raise InvalidArgument({"articles": f"must hold 1 to {MAX_BATCH} articles"})
+        batch_id = optional_uuid("request_id", request.request_id)
+        v = Violations()
+        items: list[NewArticle] = []
+        given_slugs: dict[tuple, int] = {}
+        for i, article in enumerate(request.articles):
+            prefix = f"articles[{i}]."
+            values = self._new_article(v, prefix, article, caller.actor)
+            if values.get("slug"):
+                key = (values["user_id"], values["slug"])
+                if key in given_slugs:
+                    v.add(prefix + "slug", f"repeats articles[{given_slugs[key]}].slug")
+                given_slugs.setdefault(key, i)
+            request_id = uuid.uuid5(_REQUEST_NAMESPACE, f"{batch_id}:{i}") if batch_id else None
+            items.append(NewArticle(values, request_id=request_id))
+        v.raise_if_any()
+        for item in items:
+            item.values = with_derived(item.values)
+
+        def create(tx):
+            tx.users.require_visible({item.values["user_id"] for item in items})
+            articles = tx.articles.create_many(items)
+            tx.audit("article.batch_create", "article", articles[0].id, count=len(articles))
+            return articles
+
+        articles = self.db.run(caller, create)
+        return articles_pb2.BatchCreateArticlesResponse(
+            articles=[article_to_proto(a) for a in articles]
+        )
+
+    def GetArticle(self, request, context):  # noqa: N802
+        caller = current_caller()
+        if request.id:
+            article_id = parse_uuid("id", request.id)
+            article = self.db.run(caller, lambda tx: tx.articles.get(article_id))
+        elif request.slug:
+            user_id = owner_id("user_id", request.user_id, caller.actor)
+            article = self.db.run(caller, lambda tx: tx.articles.get_by_slug(user_id, request.slug))
+        else:
+            raise InvalidArgument({"id": "give an id, or a user_id and slug"})
+        full = is_full(request.view, articles_pb2.ARTICLE_VIEW_FULL)
+        return articles_pb2.GetArticleResponse(article=article_to_proto(article, full=full))
+
+    def ListArticles(self, request, context):  # noqa: N802
+        caller = current_caller()
+        filters = self._visible_filters(caller, request)
+        order_by = " ".join(request.order_by.split()).lower() or ORDER_BY[0]
+        if order_by not in ORDER_BY:
+            raise InvalidArgument({"order_by": f"must be one of: {', '.join(ORDER_BY)}"})
+        limit = page_size(request.page_size)
+        key = filter_key(filters, order_by=order_by)
+        after = self.page_tokens.decode(request.page_token, key)
+        full = is_full(request.view, articles_pb2.ARTICLE_VIEW_BASIC)
+        page = self.db.run(
+            caller,
+            lambda tx: tx.articles.list(
+                filters, order_by=order_by, after=after, limit=limit, full=full
+            ),
+        )
+        return articles_pb2.ListArticlesResponse(
+            articles=[article_to_proto(a, full=full) for a in page.items],
+            next_page_token=self.page_tokens.encode(page.next_cursor, key),
+        )
+
+    def SearchArticles(self, request, context):  # noqa: N802
+        caller = current_caller()
+        query = request.query.strip()
+        if not query:
+            raise InvalidArgument({"query": "is required"})
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidArgument({"query": f"must be at most {MAX_QUERY_CHARS} characters"})
+        filters = self._visible_filters(caller, request)
+        limit = page_size(request.page_size)
+        key = filter_key(filters, query=query)
+        after = self.page_tokens.decode(request.page_token, key)
+        full = is_full(request.view, articles_pb2.ARTICLE_VIEW_BASIC)
+        page = self.db.run(
+            caller,
+            lambda tx: tx.articles.search(query, filters, after=after, limit=limit, full=full),
+        )
+        return articles_pb2.SearchArticlesResponse(
+            results=[
+                articles_pb2.SearchResult(
+                    article=article_to_proto(hit.article, full=full),
+                    rank=hit.rank,
+                    snippet=hit.snippet,
+                )
+                for hit in page.items
+            ],
+            next_page_token=self.page_tokens.encode(page.next_cursor, key),
+        )
+
+    def UpdateArticle(self, request, context):  # noqa: N802
+        caller = current_caller()
+        article_id = parse_uuid("article.id", request.article.id)
+        paths = mask_paths(request.update_mask, mutable=MUTABLE, output_only=OUTPUT_ONLY)
+        v = Violations()
+        changes = article_fields(v, "article.", request.article, paths)
+        for required in ("slug", "status"):
+            if required in paths and not changes[required]:
+                v.add(f"article.{required}", "is required")
+        v.raise_if_any()
+        version = etag_version("article.etag", request.article.etag)
+
+        def update(tx):
+            article = tx.articles.update(tx.articles.get(article_id), version, changes)
+            tx.audit("article.update", "article", article.id, fields=sorted(paths))
+            return article
+
+        article = self.db.run(caller, update)
+        return articles_pb2.UpdateArticleResponse(article=article_to_proto(article))
+
+    def PublishArticle(self, request, context):  # noqa: N802
+        caller = current_caller()
+        article_id = parse_uuid("id", request.id)
+        v = Violations()
+        v.check(request.wp_post_id >= 0, "wp_post_id", "must not be negative")
+        v.check(
+            not request.wp_url or request.wp_url.startswith(("http://", "https://")),
+            "wp_url",
+            "must be an http(s) URL",
+        )
+        v.check(len(request.wp_url) <= 2000, "wp_url", "must be at most 2000 characters")
+        v.check(len(request.wp_status) <= 50, "wp_status", "must be at most 50 characters")
+        v.raise_if_any()
+        version = etag_version("etag", request.etag)
+        changes = {
+            "status": "published",
+            "wp_post_id": request.wp_post_id or None,
+            "wp_url": request.wp_url,
+            "wp_status": request.wp_status or "publish",
+        }
+
+        def publish(tx):
+            article = tx.articles.update(
+                tx.articles.get(article_id), version, changes, publish_now=True
+            )
+            tx.audit("article.publish", "article", article.id, wp_post_id=request.wp_post_id)
+            return article
+
+        article = self.db.run(caller, publish)
+        return articles_pb2.PublishArticleResponse(article=article_to_proto(article))
+
+    def DeleteArticle(self, request, context):  # noqa: N802
+        caller = current_caller()
+        article_id = parse_uuid("id", request.id)
+        version = etag_version("etag", request.etag)
+
+        def delete(tx):
+            article = tx.articles.soft_delete(tx.articles.get(article_id), version)
+            tx.audit("article.delete", "article", article.id)
+            return article
+
+        article = self.db.run(caller, delete)
+        return articles_pb2.DeleteArticleResponse(article=article_to_proto(article, full=False))
+
+    def UndeleteArticle(self, request, context):  # noqa: N802
+        caller = current_caller()
+        article_id = parse_uuid("id", request.id)
+
+        def undelete(tx):
+            article = tx.articles.undelete(tx.articles.get(article_id))
+            tx.audit("article.undelete", "article", article.id)
+            return article
+
+        article = self.db.run(caller, undelete)
+        return articles_pb2.UndeleteArticleResponse(article=article_to_proto(article))
+
+    def ListArticleRevisions(self, request, context):  # noqa: N802
+        caller = current_caller()
+        article_id = parse_uuid("article_id", request.article_id)
+        limit = page_size(request.page_size)
+        key = {"article_id": str(article_id)}
+        after = self.page_tokens.decode(request.page_token, key)
+        page = self.db.run(
+            caller, lambda tx: tx.articles.list_revisions(article_id, after=after, limit=limit)
+        )
+        revisions = [
+            articles_pb2.ArticleRevision(
+                id=str(r.id),
+                article_id=str(r.article_id),
+                article=article_to_proto(from_snapshot(r.snapshot)),
+                create_time=timestamp(r.create_time),
+                actor_id=str(r.actor_id or ""),
+            )
+            for r in page.items
+        ]
+        return articles_pb2.ListArticleRevisionsResponse(
+            revisions=revisions, next_page_token=self.page_tokens.encode(page.next_cursor, key)
+        )
+
+    def RestoreArticleRevision(self, request, context):  # noqa: N802
+        caller = current_caller()
+        article_id = parse_uuid("article_id", request.article_id)
+        revision_id = parse_uuid("revision_id", request.revision_id)
+        version = etag_version("etag", request.etag)
+
+        def restore(tx):
+            article = tx.articles.get(article_id)
+            revision = tx.articles.get_revision(article_id, revision_id)
+            old = from_snapshot(revision.snapshot)
+            changes = {name: getattr(old, name) for name in CONTENT_FIELDS}
+            article = tx.articles.update(article, version, changes)
+            tx.audit("article.restore", "article", article.id, revision_id=str(revision_id))
+            return article
+
+        article = self.db.run(caller, restore)
+        return articles_pb2.RestoreArticleRevisionResponse(article=article_to_proto(article))
+
+    def _visible_filters(self, caller, request) -> ArticleFilters:
+        """Filters for List/Search; naming another user's id as a user principal is NOT_FOUND."""
+        filters = filters_from(request, caller.actor)
+        owner = caller.actor.owner_scope()
+        if owner is not None and filters.user_id != owner:
+            raise NotFound("user", filters.user_id)
+        return filters

@@ -1,0 +1,403 @@
+"""Articles: scoped reads, slug allocation, multi-row inserts, revisions, ranked search."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Float, Select, and_, case, cast, func, literal, or_, select
+from sqlalchemy.dialects.postgresql import REGCONFIG, insert
+from sqlalchemy.orm import Session, defer
+from sqlalchemy.sql import ClauseElement
+
+from storage import content
+from storage.actors import Actor
+from storage.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
+from storage.models import Article, ArticleRevision
+from storage.repositories.paging import Page, after_key, newest_first, to_page
+
+# The fields a revision restores; status, publishing and ownership stay as they are.
+CONTENT_FIELDS = (
+    "title", "slug", "content_markdown", "content_html", "excerpt", "meta_title",
+    "meta_description", "primary_keyword", "secondary_keywords", "tags", "seo_score",
+)  # fmt: skip
+SNAPSHOT_FIELDS = (
+    "id", "user_id", "pipeline_id", *CONTENT_FIELDS, "wp_post_id", "wp_url", "wp_status",
+    "status", "word_count", "reading_time_minutes", "internal_links", "external_links",
+    "content_hash", "publish_time", "create_time", "update_time", "delete_time", "version",
+)  # fmt: skip
+_DERIVED_INPUTS = {"content_markdown", "content_html", "wp_url"}
+ORDER_BY = ("create_time desc", "publish_time desc", "title")
+SEARCH_CANDIDATES = 1000  # rank at most the newest N matches: bounded work for common words
+_SLUG_ROUNDS = 20
+_ENGLISH = cast(literal("english"), REGCONFIG)
+
+
+@dataclass(frozen=True)
+class ArticleFilters:
+    user_id: uuid.UUID | None = None
+    status: str | None = None
+    primary_keyword: str | None = None
+    tag: str | None = None
+    pipeline_id: uuid.UUID | None = None
+    start_create_time: dt.datetime | None = None
+    end_create_time: dt.datetime | None = None
+    start_publish_time: dt.datetime | None = None
+    end_publish_time: dt.datetime | None = None
+    show_deleted: bool = False
+
+
+@dataclass
+class NewArticle:
+    """Column values for one article; `slug` empty means derive it from the title."""
+
+    values: dict[str, Any]
+    request_id: uuid.UUID | None = None
+    id: uuid.UUID = field(default_factory=uuid.uuid4)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    article: Article
+    rank: float
+    snippet: str
+
+
+def with_derived(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` plus the fields the server computes from the markdown."""
+    derived = content.derive(
+        values["content_markdown"], values.get("content_html", ""), values.get("wp_url", "")
+    )
+    return {**values, **dataclasses.asdict(derived)}
+
+
+class ArticleRepository:
+    def __init__(self, session: Session, actor: Actor) -> None:
+        self.session = session
+        self.actor = actor
+
+    # -- reads ---------------------------------------------------------------------------
+    def _scoped(self, stmt: Select[Any]) -> Select[Any]:
+        owner = self.actor.owner_scope()
+        return stmt if owner is None else stmt.where(Article.user_id == owner)
+
+    def get(self, article_id: uuid.UUID) -> Article:
+        article = self.session.scalars(
+            self._scoped(select(Article).where(Article.id == article_id))
+        ).one_or_none()
+        if article is None:
+            raise NotFound("article", article_id)
+        return article
+
+    def get_by_slug(self, user_id: uuid.UUID, slug: str) -> Article:
+        """The live article with this slug, else the most recently deleted one."""
+        stmt = (
+            self._scoped(select(Article))
+            .where(Article.user_id == user_id, Article.slug == slug)
+            .order_by(Article.delete_time.desc().nulls_first())
+            .limit(1)
+        )
+        article = self.session.scalars(stmt).one_or_none()
+        if article is None:
+            raise NotFound("article", slug)
+        return article
+
+    def list(
+        self, filters: ArticleFilters, *, order_by: str, after: tuple | None, limit: int,
+        full: bool,
+    ) -> Page[Article]:  # fmt: skip
+        stmt = self._filtered(select(Article), filters)
+        if not full:
+            stmt = stmt.options(defer(Article.content_markdown), defer(Article.content_html))
+        if order_by == "create_time desc":
+            rows = self.session.scalars(newest_first(stmt, Article, after, limit)).all()
+            return to_page(rows, limit)
+        if order_by == "title":
+            if after is not None:
+                stmt = stmt.where(after_key((Article.title, Article.id), after, descending=False))
+            stmt = stmt.order_by(Article.title, Article.id).limit(limit + 1)
+            rows = self.session.scalars(stmt).all()
+            return to_page(rows, limit, key=lambda a: (a.title, a.id))
+        # publish_time desc, never-published articles last
+        if after is not None:
+            stmt = stmt.where(_after_publish_time(*after))
+        stmt = stmt.order_by(Article.publish_time.desc().nulls_last(), Article.id.desc())
+        rows = self.session.scalars(stmt.limit(limit + 1)).all()
+        return to_page(rows, limit, key=lambda a: (a.publish_time, a.id))
+
+    def _filtered(self, stmt: Select[Any], f: ArticleFilters) -> Select[Any]:
+        stmt = self._scoped(stmt)
+        conditions = [
+            Article.user_id == f.user_id if f.user_id else None,
+            Article.status == f.status if f.status else None,
+            Article.primary_keyword == f.primary_keyword if f.primary_keyword else None,
+            Article.tags.contains([f.tag]) if f.tag else None,
+            Article.pipeline_id == f.pipeline_id if f.pipeline_id else None,
+            Article.create_time >= f.start_create_time if f.start_create_time else None,
+            Article.create_time < f.end_create_time if f.end_create_time else None,
+            Article.publish_time >= f.start_publish_time if f.start_publish_time else None,
+            Article.publish_time < f.end_publish_time if f.end_publish_time else None,
+            None if f.show_deleted else Article.delete_time.is_(None),
+        ]
+        return stmt.where(*(c for c in conditions if c is not None))
+
+    # -- search --------------------------------------------------------------------------
+    def search(
+        self, query: str, filters: ArticleFilters, *, after: tuple | None, limit: int,
+        full: bool,
+    ) -> Page[SearchHit]:  # fmt: skip
+        """Rank the newest SEARCH_CANDIDATES matches; headline only the returned page."""
+        tsquery = func.websearch_to_tsquery(_ENGLISH, query)
+        if not self.session.scalar(select(func.numnode(tsquery))):
+            return Page([], None)  # empty or only stop words: nothing can match
+        candidates = (
+            self._filtered(select(Article.id, Article.create_time, Article.search_vector), filters)
+            .where(Article.search_vector.op("@@")(tsquery))
+            .order_by(Article.create_time.desc(), Article.id.desc())
+            .limit(SEARCH_CANDIDATES)
+            .cte("candidates")
+        )
+        in_title = func.ts_filter(candidates.c.search_vector, literal("{a}")).op(
+            "@@", is_comparison=True
+        )(tsquery)
+        # A title hit scores 1 + (0..1); anything else scores 0..1, so titles always lead.
+        rank = (
+            case((in_title, 1.0), else_=0.0)
+            + cast(func.ts_rank(candidates.c.search_vector, tsquery, 32), Float)
+        ).label("rank")
+        ranked = select(candidates.c.id, candidates.c.create_time, rank).subquery()
+        page_stmt = select(ranked.c.id, ranked.c.rank, ranked.c.create_time)
+        if after is not None:
+            page_stmt = page_stmt.where(
+                after_key(
+                    (ranked.c.rank, ranked.c.create_time, ranked.c.id), after, descending=True
+                )
+            )
+        page_rows = self.session.execute(
+            page_stmt.order_by(
+                ranked.c.rank.desc(), ranked.c.create_time.desc(), ranked.c.id.desc()
+            ).limit(limit + 1)
+        ).all()
+        more = len(page_rows) > limit
+        page_rows = page_rows[:limit]
+        if not page_rows:
+            return Page([], None)
+        snippet_source = func.replace(
+            func.replace(func.replace(
+                Article.excerpt + " " + func.left(Article.content_markdown, 10_000), "&", "&amp;"
+            ), "<", "&lt;"), ">", "&gt;",
+        )  # fmt: skip
+        snippet = func.ts_headline(
+            _ENGLISH, snippet_source, tsquery,
+            "MaxFragments=2, MinWords=8, MaxWords=24, StartSel=<b>, StopSel=</b>",
+        )  # fmt: skip
+        stmt = select(Article, snippet).where(Article.id.in_([r.id for r in page_rows]))
+        if not full:
+            stmt = stmt.options(defer(Article.content_markdown), defer(Article.content_html))
+        by_id = {article.id: (article, text) for article, text in self.session.execute(stmt)}
+        hits = [
+            SearchHit(by_id[r.id][0], r.rank, by_id[r.id][1]) for r in page_rows if r.id in by_id
+        ]
+        last = page_rows[-1]
+        return Page(hits, (last.rank, last.create_time, last.id) if more else None)
+
+    # -- writes --------------------------------------------------------------------------
+    def create_many(self, items: Sequence[NewArticle]) -> list[Article]:
+        """Insert all items (multi-row INSERTs) or raise; returns them in input order.
+
+        Rows go in with ON CONFLICT DO NOTHING; an item that did not land either met its own
+        request_id (a retry: the earlier article is returned), or its derived slug was taken
+        (it gets the next free suffix and another round), or its given slug was taken
+        (ALREADY_EXISTS, and the transaction rolls back).
+        """
+        results: dict[uuid.UUID, Article] = {}
+        pending = list(items)
+        replayed = self._by_request_ids(pending)
+        for item in pending:
+            if item.request_id in replayed:
+                results[item.id] = replayed[item.request_id]
+        pending = [i for i in pending if i.id not in results]
+        derived = {i.id for i in pending if not i.values.get("slug")}
+        self._assign_slugs(pending, derived, first_round=True)
+        for _ in range(_SLUG_ROUNDS):
+            if not pending:
+                break
+            inserted = self._insert(pending)
+            results.update(inserted)
+            pending = [i for i in pending if i.id not in inserted]
+            if not pending:
+                break
+            replayed = self._by_request_ids(pending)
+            for item in pending:
+                if item.request_id in replayed:
+                    results[item.id] = replayed[item.request_id]
+            pending = [i for i in pending if i.id not in results]
+            for item in pending:
+                if item.id not in derived:
+                    raise AlreadyExists("article", "slug")
+            self._assign_slugs(pending, derived, first_round=False)
+        if pending:
+            raise AlreadyExists("article", "slug")
+        return [results[item.id] for item in items]
+
+    def _insert(self, items: Sequence[NewArticle]) -> dict[uuid.UUID, Article]:
+        rows = [
+            {
+                **i.values,
+                "id": i.id,
+                "create_request_id": i.request_id,
+                "publish_time": func.now() if i.values.get("status") == "published" else None,
+            }
+            for i in items
+        ]
+        stmt = insert(Article).values(rows).on_conflict_do_nothing().returning(Article)
+        return {a.id: a for a in self.session.scalars(stmt)}
+
+    def _by_request_ids(self, items: Sequence[NewArticle]) -> dict[uuid.UUID, Article]:
+        keys = [(i.values["user_id"], i.request_id) for i in items if i.request_id]
+        if not keys:
+            return {}
+        stmt = select(Article).where(
+            or_(*(and_(Article.user_id == u, Article.create_request_id == r) for u, r in keys))
+        )
+        return {a.create_request_id: a for a in self.session.scalars(stmt)}
+
+    def _assign_slugs(
+        self, items: Sequence[NewArticle], derived: set[uuid.UUID], *, first_round: bool
+    ) -> None:
+        """Give derived slugs a free suffix, against the database and within the batch."""
+        todo = [i for i in items if i.id in derived]
+        if not todo:
+            return
+        bases = {(i.values["user_id"], content.slug_from_title(i.values["title"])) for i in todo}
+        taken = set() if first_round else self._taken_slugs(bases)
+        taken |= {(i.values["user_id"], i.values["slug"]) for i in items if i.id not in derived}
+        for item in todo:
+            user_id = item.values["user_id"]
+            base = content.slug_from_title(item.values["title"])
+            mine = {slug for owner, slug in taken if owner == user_id}
+            item.values["slug"] = content.next_free_slug(base, mine)
+            taken.add((user_id, item.values["slug"]))
+
+    def _taken_slugs(self, bases: set[tuple[uuid.UUID, str]]) -> set[tuple[uuid.UUID, str]]:
+        conditions = [
+            and_(
+                Article.user_id == user_id,
+                or_(Article.slug == base, Article.slug.like(base + "-%")),
+            )
+            for user_id, base in bases
+        ]
+        stmt = select(Article.user_id, Article.slug).where(
+            Article.delete_time.is_(None), or_(*conditions)
+        )
+        return {(u, s) for u, s in self.session.execute(stmt)}
+
+    def update(
+        self, article: Article, version: int | None, changes: dict[str, Any], *,
+        revision: bool = True, publish_now: bool = False,
+    ) -> Article:  # fmt: skip
+        """Apply changes if `version` is current; keep the previous version as a revision.
+
+        Becoming PUBLISHED stamps publish_time once; `publish_now` (PublishArticle) restamps it.
+        """
+        if version is not None and version != article.version:
+            raise Conflict("the article changed meanwhile (stale etag)")
+        if _DERIVED_INPUTS & changes.keys():
+            merged = {
+                "content_markdown": article.content_markdown,
+                "wp_url": article.wp_url,
+                **changes,
+            }
+            if "content_html" not in changes:
+                merged["content_html"] = ""  # re-render from the new markdown
+            changes = with_derived(merged)
+        if revision:
+            self.session.add(
+                ArticleRevision(
+                    article_id=article.id,
+                    article_version=article.version,
+                    snapshot=snapshot(article),
+                    actor_id=self.actor.user_id,
+                )
+            )
+        if publish_now or (changes.get("status") == "published" and not article.publish_time):
+            changes = {**changes, "publish_time": func.now()}
+        for name, value in changes.items():
+            setattr(article, name, value)
+        self.session.flush()
+        from_database = [
+            name for name, value in changes.items() if isinstance(value, ClauseElement)
+        ]
+        if from_database:  # values the database computed (now()): read them back
+            self.session.refresh(article, attribute_names=from_database)
+        return article
+
+    def soft_delete(self, article: Article, version: int | None) -> Article:
+        if article.delete_time is not None:
+            return article
+        return self.update(article, version, {"delete_time": func.now()}, revision=False)
+
+    def undelete(self, article: Article) -> Article:
+        if article.delete_time is None:
+            raise FailedPrecondition("the article is not deleted")
+        return self.update(article, None, {"delete_time": None}, revision=False)
+
+    # -- revisions -----------------------------------------------------------------------
+    def list_revisions(
+        self, article_id: uuid.UUID, *, after: tuple | None, limit: int
+    ) -> Page[ArticleRevision]:
+        self.get(article_id)  # scope and existence
+        stmt = select(ArticleRevision).where(ArticleRevision.article_id == article_id)
+        rows = self.session.scalars(newest_first(stmt, ArticleRevision, after, limit)).all()
+        return to_page(rows, limit)
+
+    def get_revision(self, article_id: uuid.UUID, revision_id: uuid.UUID) -> ArticleRevision:
+        revision = self.session.scalars(
+            select(ArticleRevision).where(
+                ArticleRevision.id == revision_id, ArticleRevision.article_id == article_id
+            )
+        ).one_or_none()
+        if revision is None:
+            raise NotFound("revision", revision_id)
+        return revision
+
+
+def snapshot(article: Article) -> dict[str, Any]:
+    """A JSON-safe copy of the article's fields."""
+    out: dict[str, Any] = {}
+    for name in SNAPSHOT_FIELDS:
+        value = getattr(article, name)
+        if isinstance(value, uuid.UUID):
+            value = str(value)
+        elif isinstance(value, dt.datetime):
+            value = value.isoformat()
+        out[name] = value
+    return out
+
+
+def from_snapshot(data: dict[str, Any]) -> Article:
+    """A transient (never added to a session) Article built from a snapshot."""
+    values: dict[str, Any] = {}
+    for name in SNAPSHOT_FIELDS:
+        value = data.get(name)
+        if value is not None and name in ("id", "user_id", "pipeline_id"):
+            value = uuid.UUID(value)
+        elif value is not None and name.endswith("_time"):
+            value = dt.datetime.fromisoformat(value)
+        values[name] = value
+    return Article(**values)
+
+
+def _after_publish_time(publish_time: dt.datetime | None, article_id: uuid.UUID) -> Any:
+    """Keyset condition for ORDER BY publish_time DESC NULLS LAST, id DESC."""
+    if publish_time is None:
+        return and_(Article.publish_time.is_(None), Article.id < article_id)
+    return or_(
+        Article.publish_time < publish_time,
+        and_(Article.publish_time == publish_time, Article.id < article_id),
+        Article.publish_time.is_(None),
+    )
