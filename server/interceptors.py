@@ -19,6 +19,7 @@ import grpc
 from server.auth import Authenticator, bearer_token
 from server.context import set_caller
 from server.errors import to_status
+from server.validation import reject_nul_characters
 from storage.actors import ANONYMOUS, Actor, Caller
 from storage.errors import DomainError, Unauthenticated
 
@@ -67,6 +68,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
             code = grpc.StatusCode.OK
             try:
                 caller = self._begin(method, context, caller.request_id)
+                reject_nul_characters(request)
                 return behavior(request, context)
             except Exception as error:  # noqa: BLE001 - every failure leaves through the table
                 status = _failure_status(method, caller.request_id, error)
@@ -84,6 +86,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
             code = grpc.StatusCode.OK
             try:
                 caller = self._begin(method, context, caller.request_id)
+                reject_nul_characters(request)
                 yield from behavior(request, context)
             except Exception as error:  # noqa: BLE001
                 status = _failure_status(method, caller.request_id, error)

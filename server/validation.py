@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from typing import Any
 
 from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import Message
 
 from storage.actors import Actor
 from storage.errors import InvalidArgument
@@ -85,3 +87,31 @@ def text_field(
     elif len(value) > max_length:
         violations.add(field, f"must be at most {max_length} characters")
     return value
+
+
+def reject_nul_characters(request: object) -> None:
+    """PostgreSQL text cannot hold U+0000: refuse it up front, naming the field."""
+    if isinstance(request, Message) and (path := _nul_path(request, "")) is not None:
+        raise InvalidArgument({path: "must not contain NUL (U+0000) characters"})
+
+
+def _nul_path(message: Message, prefix: str) -> str | None:
+    """The path of the first string (or map key) in `message` holding U+0000, if any."""
+    for field, value in message.ListFields():
+        name = prefix + field.name
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            items: Iterable[tuple[str, Any]] = (
+                (f"{name}[{key!r}]", item) for key, item in value.items()
+            )
+            if any(isinstance(key, str) and "\x00" in key for key in value):
+                return name
+        elif field.is_repeated:
+            items = ((f"{name}[{i}]", item) for i, item in enumerate(value))
+        else:
+            items = ((name, value),)
+        for path, item in items:
+            if isinstance(item, str) and "\x00" in item:
+                return path
+            if isinstance(item, Message) and (found := _nul_path(item, path + ".")) is not None:
+                return found
+    return None

@@ -44,6 +44,7 @@ class TestCreateUser:
             ({"password": "short"}, "password"),
             ({"password": "é" * 37}, "password"),  # 74 bytes of UTF-8, 37 characters
             ({"request_id": "not-a-uuid"}, "request_id"),
+            ({"username": "nul\x00byte"}, "username"),
         ],
     )
     def test_invalid_fields_are_named(self, admin_users, fields, bad_field):

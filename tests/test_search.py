@@ -1,0 +1,123 @@
+"""SearchArticles: web-search syntax, ranking, snippets, paging and hostile queries."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from blogstore.v1 import articles_pb2 as pb
+from blogstore.v1 import articles_pb2_grpc
+
+from tests.support import status_of
+
+
+@pytest.fixture(scope="module")
+def library(new_account, connect):
+    """One user's articles, written so each query below has a known answer."""
+    account = new_account()
+    stub = articles_pb2_grpc.ArticlesServiceStub(connect(account.token))
+    texts = {
+        "title_hit": ("Composting for beginners", "A short note on gardens."),
+        "body_hit": ("Garden diary", "composting " * 40 + "every week in the garden."),
+        "phrase": ("Quick notes", "The quick brown fox jumps over the lazy sheep."),
+        "split": ("Other notes", "The fox was quick, and brown leaves fell."),
+        "cats": ("Pets", "Cats sleep all day."),
+        "dogs": ("More pets", "Dogs bark at night."),
+        "apples": ("Fruit", "Apples and bananas in a bowl."),
+        "apples_only": ("Orchard", "Apples on the tree."),
+        "markup": ("Escaping", "Use <script>alert('x')</script> carefully with compost."),
+    }
+    ids = {}
+    for key, (title, body) in texts.items():
+        article = pb.Article(title=title, content_markdown=body, tags=[key])
+        ids[key] = stub.CreateArticle(pb.CreateArticleRequest(article=article)).article.id
+    return stub, ids
+
+
+def search(stub, query: str, **kwargs) -> list[pb.SearchResult]:
+    return list(stub.SearchArticles(pb.SearchArticlesRequest(query=query, **kwargs)).results)
+
+
+def test_title_match_outranks_a_body_only_match(library):
+    stub, ids = library
+    results = search(stub, "composting")
+    assert [r.article.id for r in results][:2] == [ids["title_hit"], ids["body_hit"]]
+    assert results[0].rank > results[1].rank
+    assert all(not r.article.content_markdown for r in results)  # BASIC view
+
+
+def test_quoted_phrase_needs_adjacent_words(library):
+    stub, ids = library
+    assert {r.article.id for r in search(stub, "quick brown fox")} == {ids["phrase"], ids["split"]}
+    assert [r.article.id for r in search(stub, '"quick brown fox"')] == [ids["phrase"]]
+
+
+def test_or_and_exclusion(library):
+    stub, ids = library
+    assert {r.article.id for r in search(stub, "cats OR dogs")} == {ids["cats"], ids["dogs"]}
+    assert [r.article.id for r in search(stub, "apples -bananas")] == [ids["apples_only"]]
+
+
+def test_snippet_highlights_and_escapes_markup(library):
+    stub, ids = library
+    (hit,) = [r for r in search(stub, "compost") if r.article.id == ids["markup"]]
+    assert "<b>compost</b>" in hit.snippet
+    assert "script&gt;" in hit.snippet  # the markup is there, escaped
+    assert "<" not in hit.snippet.replace("<b>", "").replace("</b>", "")
+
+
+def test_filters_apply(library):
+    stub, ids = library
+    assert [r.article.id for r in search(stub, "composting", tag="body_hit")] == [ids["body_hit"]]
+
+
+def test_paging_returns_every_match_once_in_rank_order(library):
+    stub, _ = library
+    everything = search(stub, "notes OR pets OR fruit OR orchard OR garden", page_size=100)
+    seen, ranks, token = [], [], ""
+    while True:
+        response = stub.SearchArticles(
+            pb.SearchArticlesRequest(
+                query="notes OR pets OR fruit OR orchard OR garden", page_size=2, page_token=token
+            )
+        )
+        seen += [r.article.id for r in response.results]
+        ranks += [r.rank for r in response.results]
+        if not (token := response.next_page_token):
+            break
+    assert seen == [r.article.id for r in everything] and len(seen) == len(set(seen)) >= 6
+    assert ranks == sorted(ranks, reverse=True)
+    first = stub.SearchArticles(pb.SearchArticlesRequest(query="garden", page_size=1))
+    assert first.next_page_token
+    mismatched = pb.SearchArticlesRequest(query="pets", page_token=first.next_page_token)
+    assert status_of(lambda: stub.SearchArticles(mismatched)) is grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "'; DROP TABLE articles; --",
+        "%_\\",
+        "&|!():*<->",
+        "fox <-> quick",
+        '"unterminated phrase',
+        "OR OR OR",
+        "-",
+        "\u0000 zero byte",
+        "ünïcödé 日本語",
+        "a" * 1000,
+        " ".join(["fox"] * 250),
+    ],
+)
+def test_hostile_queries_answer_cleanly(library, query):
+    stub, _ = library
+    try:
+        search(stub, query)
+    except grpc.RpcError as error:
+        assert error.code() is grpc.StatusCode.INVALID_ARGUMENT, error
+
+
+def test_empty_stop_word_and_oversized_queries(library):
+    stub, _ = library
+    assert status_of(lambda: search(stub, "   ")) is grpc.StatusCode.INVALID_ARGUMENT
+    assert search(stub, "the and of") == []
+    assert status_of(lambda: search(stub, "x" * 1001)) is grpc.StatusCode.INVALID_ARGUMENT
