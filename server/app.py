@@ -7,7 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
-from blogstore.v1 import articles_pb2, articles_pb2_grpc, users_pb2, users_pb2_grpc
+from blogstore.v1 import (
+    articles_pb2,
+    articles_pb2_grpc,
+    pipelines_pb2,
+    pipelines_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -17,7 +24,9 @@ from server.health import HealthMonitor, HealthServicer
 from server.interceptors import RequestInterceptor
 from server.paging import PageTokens
 from server.services.articles import ArticlesServicer
+from server.services.pipelines import PipelinesServicer, pipeline_to_proto
 from server.services.users import UsersServicer
+from server.watch import WatchHub
 from storage.engine import make_engine, mask_url
 from storage.uow import Database
 
@@ -31,6 +40,7 @@ class App:
     server: grpc.Server
     port: int
     health: HealthMonitor
+    watch_hub: WatchHub
     db: Database
     settings: Settings
 
@@ -38,12 +48,14 @@ class App:
         self.server.start()
         self.health.check_now()
         self.health.start()
+        self.watch_hub.start()
         log.info("blogstore listening on %s:%d", self.settings.host, self.port)
 
     def stop(self, grace: float | None = None) -> None:
         """Drain: health NOT_SERVING, new calls refused, in-flight calls get `grace` seconds."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self.health.stop()
+        self.watch_hub.stop()
         self.server.stop(grace).wait()
         self.db.dispose()
 
@@ -88,9 +100,17 @@ def create_server(settings: Settings) -> App:
     articles_pb2_grpc.add_ArticlesServiceServicer_to_server(
         ArticlesServicer(db, page_tokens), server
     )
+    watch_hub = WatchHub(
+        db, settings.database_url, max_watchers=settings.max_watchers,
+        to_message=lambda p: pipelines_pb2.WatchPipelineResponse(pipeline=pipeline_to_proto(p)),
+    )  # fmt: skip
+    pipelines_pb2_grpc.add_PipelinesServiceServicer_to_server(
+        PipelinesServicer(db, page_tokens, watch_hub), server
+    )
     services = [
         users_pb2.DESCRIPTOR.services_by_name["UsersService"].full_name,
         articles_pb2.DESCRIPTOR.services_by_name["ArticlesService"].full_name,
+        pipelines_pb2.DESCRIPTOR.services_by_name["PipelinesService"].full_name,
     ]
 
     health_servicer = HealthServicer()
@@ -109,4 +129,6 @@ def create_server(settings: Settings) -> App:
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
-    return App(server=server, port=port, health=health, db=db, settings=settings)
+    return App(
+        server=server, port=port, health=health, watch_hub=watch_hub, db=db, settings=settings
+    )

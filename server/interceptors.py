@@ -7,6 +7,7 @@ are open and pass through untouched.
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import time
@@ -50,6 +51,10 @@ class RequestInterceptor(grpc.ServerInterceptor):
             return handler
         if handler.unary_unary:
             wrapped = handler._replace(unary_unary=self._wrap_unary(method, handler.unary_unary))
+        elif handler.unary_stream and getattr(handler.unary_stream, "experimental_non_blocking", 0):
+            wrapped = handler._replace(
+                unary_stream=self._wrap_non_blocking(method, handler.unary_stream)
+            )
         elif handler.unary_stream:
             wrapped = handler._replace(unary_stream=self._wrap_stream(method, handler.unary_stream))
         elif handler.stream_unary:
@@ -96,6 +101,29 @@ class RequestInterceptor(grpc.ServerInterceptor):
                 _log_access(method, caller, code, started)
 
         return stream
+
+    def _wrap_non_blocking(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        """A stream whose handler returns at once and sends later (no worker held)."""
+
+        @functools.wraps(behavior)  # keeps experimental_non_blocking for grpcio
+        def non_blocking(
+            request: Any, context: grpc.ServicerContext, send_response_callback: Any = None
+        ) -> None:
+            started = time.perf_counter()
+            caller = Caller(ANONYMOUS, _request_id(context.invocation_metadata()))
+            code = grpc.StatusCode.OK
+            try:
+                caller = self._begin(method, context, caller.request_id)
+                reject_nul_characters(request)
+                behavior(request, context, send_response_callback)
+            except Exception as error:  # noqa: BLE001
+                status = _failure_status(method, caller.request_id, error)
+                code = status.code
+                context.abort_with_status(status)
+            finally:
+                _log_access(method, caller, code, started)
+
+        return non_blocking
 
     def _begin(self, method: str, context: grpc.ServicerContext, request_id: str) -> Caller:
         """Resolve the principal and publish the caller (with its deadline) for the handler."""

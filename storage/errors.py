@@ -80,6 +80,7 @@ UNIQUE_FIELDS: dict[str, tuple[str, str]] = {
     "uq_users_create_request_id": ("user", "request_id"),
     "uq_articles_user_id_slug_live": ("article", "slug"),
     "uq_articles_user_id_create_request_id": ("article", "request_id"),
+    "uq_pipelines_user_id_create_request_id": ("pipeline", "request_id"),
 }
 
 _CONNECTION_SQLSTATE_CLASSES = ("08", "53", "57P0")  # connection, resources, admin shutdown

@@ -23,6 +23,7 @@ from storage.errors import DeadlineExceeded, Retryable, translate
 from storage.models import AuditEvent
 from storage.repositories.articles import ArticleRepository
 from storage.repositories.credentials import CredentialRepository
+from storage.repositories.pipelines import PipelineRepository
 from storage.repositories.users import UserRepository
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,10 @@ class Tx:
         self.session = session
         self.caller = caller
         self.actor = caller.actor
+
+    @cached_property
+    def pipelines(self) -> PipelineRepository:
+        return PipelineRepository(self.session, self.actor)
 
     @cached_property
     def users(self) -> UserRepository:

@@ -456,3 +456,15 @@ class TestIsolation:
         assert list(stub_a.SearchArticles(pb.SearchArticlesRequest(query="platypus")).results) == []
         untouched = stub_b.GetArticle(pb.GetArticleRequest(id=secret.id)).article
         assert untouched.title == secret.title and not untouched.HasField("delete_time")
+
+
+def test_publishing_keeps_the_callers_html(writer):
+    _, stub = writer
+    article = create(stub, draft(md="[a](https://blog.x/one) text", content_html="<p>custom</p>"))
+    assert article.external_links == 1
+    published = stub.PublishArticle(
+        pb.PublishArticleRequest(id=article.id, wp_url="https://blog.x/p")
+    )
+    assert published.article.internal_links == 1 and published.article.external_links == 0
+    got = stub.GetArticle(pb.GetArticleRequest(id=article.id)).article
+    assert got.content_html == "<p>custom</p>"

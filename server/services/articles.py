@@ -198,7 +198,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         )
 
         def create(tx):
-            tx.users.require_visible({values["user_id"]})
+            _require_links(tx, [item])
             (article,) = tx.articles.create_many([item])
             tx.audit("article.create", "article", article.id, slug=article.slug)
             return article
@@ -229,7 +229,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             item.values = with_derived(item.values)
 
         def create(tx):
-            tx.users.require_visible({item.values["user_id"] for item in items})
+            _require_links(tx, items)
             articles = tx.articles.create_many(items)
             tx.audit("article.batch_create", "article", articles[0].id, count=len(articles))
             return articles
@@ -314,7 +314,10 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         version = etag_version("article.etag", request.article.etag)
 
         def update(tx):
-            article = tx.articles.update(tx.articles.get(article_id), version, changes)
+            article = tx.articles.get(article_id)
+            if changes.get("pipeline_id"):
+                tx.pipelines.require_owned({(article.user_id, changes["pipeline_id"])})
+            article = tx.articles.update(article, version, changes)
             tx.audit("article.update", "article", article.id, fields=sorted(paths))
             return article
 
@@ -425,3 +428,15 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         if owner is not None and filters.user_id != owner:
             raise NotFound("user", filters.user_id)
         return filters
+
+
+def _require_links(tx, items: list[NewArticle]) -> None:
+    """Owners must be visible users; a pipeline_id must name a pipeline of the same owner."""
+    tx.users.require_visible({item.values["user_id"] for item in items})
+    links = {
+        (item.values["user_id"], item.values["pipeline_id"])
+        for item in items
+        if item.values.get("pipeline_id")
+    }
+    if links:
+        tx.pipelines.require_owned(links)

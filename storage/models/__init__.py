@@ -3,6 +3,16 @@
 from storage.models.articles import Article, ArticleRevision
 from storage.models.audit import AuditEvent
 from storage.models.base import Base
+from storage.models.pipelines import Pipeline
 from storage.models.users import AccessToken, ApiKey, User
 
-__all__ = ["AccessToken", "ApiKey", "Article", "ArticleRevision", "AuditEvent", "Base", "User"]
+__all__ = [
+    "AccessToken",
+    "ApiKey",
+    "Article",
+    "ArticleRevision",
+    "AuditEvent",
+    "Base",
+    "Pipeline",
+    "User",
+]

@@ -43,7 +43,9 @@ class Article(Base):
 
     id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    pipeline_id: Mapped[uuid.UUID | None]
+    pipeline_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("pipelines.id", ondelete="SET NULL", use_alter=True)
+    )
     title: Mapped[str] = mapped_column(String(500))
     slug: Mapped[str] = mapped_column(String(200))
     content_markdown: Mapped[str] = mapped_column(Text)

@@ -12,12 +12,12 @@ from typing import Any
 from sqlalchemy import Float, Select, and_, case, cast, func, literal, or_, select
 from sqlalchemy.dialects.postgresql import REGCONFIG, insert
 from sqlalchemy.orm import Session, defer
-from sqlalchemy.sql import ClauseElement
 
 from storage import content
 from storage.actors import Actor
 from storage.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
 from storage.models import Article, ArticleRevision
+from storage.repositories.changes import apply_changes
 from storage.repositories.paging import Page, after_key, newest_first, to_page
 
 # The fields a revision restores; status, publishing and ownership stay as they are.
@@ -310,10 +310,10 @@ class ArticleRepository:
             merged = {
                 "content_markdown": article.content_markdown,
                 "wp_url": article.wp_url,
+                # New markdown without new HTML is re-rendered; otherwise the HTML stays.
+                "content_html": "" if "content_markdown" in changes else article.content_html,
                 **changes,
             }
-            if "content_html" not in changes:
-                merged["content_html"] = ""  # re-render from the new markdown
             changes = with_derived(merged)
         if revision:
             self.session.add(
@@ -326,15 +326,7 @@ class ArticleRepository:
             )
         if publish_now or (changes.get("status") == "published" and not article.publish_time):
             changes = {**changes, "publish_time": func.now()}
-        for name, value in changes.items():
-            setattr(article, name, value)
-        self.session.flush()
-        from_database = [
-            name for name, value in changes.items() if isinstance(value, ClauseElement)
-        ]
-        if from_database:  # values the database computed (now()): read them back
-            self.session.refresh(article, attribute_names=from_database)
-        return article
+        return apply_changes(self.session, article, changes)
 
     def soft_delete(self, article: Article, version: int | None) -> Article:
         if article.delete_time is not None:
