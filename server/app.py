@@ -12,6 +12,8 @@ from blogstore.v1 import (
     articles_pb2_grpc,
     pipelines_pb2,
     pipelines_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
     users_pb2,
     users_pb2_grpc,
 )
@@ -25,9 +27,11 @@ from server.interceptors import RequestInterceptor
 from server.paging import PageTokens
 from server.services.articles import ArticlesServicer
 from server.services.pipelines import PipelinesServicer, pipeline_to_proto
+from server.services.usage import UsageServicer
 from server.services.users import UsersServicer
 from server.watch import WatchHub
 from storage.engine import make_engine, mask_url
+from storage.repositories.usage import Limits
 from storage.uow import Database
 
 log = logging.getLogger(__name__)
@@ -107,10 +111,22 @@ def create_server(settings: Settings) -> App:
     pipelines_pb2_grpc.add_PipelinesServiceServicer_to_server(
         PipelinesServicer(db, page_tokens, watch_hub), server
     )
+    usage_pb2_grpc.add_UsageServiceServicer_to_server(
+        UsageServicer(
+            db,
+            page_tokens,
+            default_limits=Limits(
+                cost_micros=settings.default_monthly_cost_limit_micros,
+                articles=settings.default_monthly_article_limit,
+            ),
+        ),
+        server,
+    )
     services = [
         users_pb2.DESCRIPTOR.services_by_name["UsersService"].full_name,
         articles_pb2.DESCRIPTOR.services_by_name["ArticlesService"].full_name,
         pipelines_pb2.DESCRIPTOR.services_by_name["PipelinesService"].full_name,
+        usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
     ]
 
     health_servicer = HealthServicer()

@@ -7,6 +7,7 @@ import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from storage.credentials import digest
@@ -45,6 +46,8 @@ class Settings:
     access_token_ttl_seconds: int = 86_400
     service_keys: tuple[ServiceKey, ...] = ()
     allow_registration: bool = False
+    default_monthly_cost_limit_micros: int = 50_000_000  # 50.00 USD
+    default_monthly_article_limit: int = 100
     page_token_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     log_level: str = "INFO"
     log_format: str = "text"
@@ -84,6 +87,12 @@ class Settings:
             ),
             service_keys=parse_service_keys(env.get("BLOGSTORE_SERVICE_KEYS", "")),
             allow_registration=s.bool("BLOGSTORE_ALLOW_REGISTRATION", False),
+            default_monthly_cost_limit_micros=s.dollars(
+                "BLOGSTORE_DEFAULT_MONTHLY_COST_LIMIT", 50_000_000
+            ),
+            default_monthly_article_limit=s.int(
+                "BLOGSTORE_DEFAULT_MONTHLY_ARTICLE_LIMIT", 100, 1, 10**9
+            ),
             log_level=env.get("BLOGSTORE_LOG_LEVEL", "INFO").upper(),
             log_format=s.choice("BLOGSTORE_LOG_FORMAT", "text", ("text", "json")),
             shutdown_grace_seconds=s.float("BLOGSTORE_SHUTDOWN_GRACE_SECONDS", 20.0),
@@ -135,6 +144,19 @@ class _Reader:
         if value < 0:
             raise ConfigError(f"{name} must not be negative")
         return value
+
+    def dollars(self, name: str, default_micros: int) -> int:
+        """A positive US-dollar amount ("50.00") as integer micros, exactly (no float)."""
+        raw = self.env.get(name, "").strip()
+        if not raw:
+            return default_micros
+        try:
+            micros = Decimal(raw) * 1_000_000
+        except InvalidOperation:
+            raise ConfigError(f"{name} must be an amount in US dollars, like 50.00") from None
+        if micros <= 0 or micros != micros.to_integral_value():
+            raise ConfigError(f"{name} must be positive, with at most 6 decimal places")
+        return int(micros)
 
     def bool(self, name: str, default: bool) -> bool:
         raw = self.env.get(name, "").strip().lower()

@@ -24,6 +24,7 @@ from storage.models import AuditEvent
 from storage.repositories.articles import ArticleRepository
 from storage.repositories.credentials import CredentialRepository
 from storage.repositories.pipelines import PipelineRepository
+from storage.repositories.usage import UsageRepository
 from storage.repositories.users import UserRepository
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ class Tx:
     @cached_property
     def pipelines(self) -> PipelineRepository:
         return PipelineRepository(self.session, self.actor)
+
+    @cached_property
+    def usage(self) -> UsageRepository:
+        return UsageRepository(self.session, self.actor)
 
     @cached_property
     def users(self) -> UserRepository:

@@ -4,6 +4,7 @@ from storage.models.articles import Article, ArticleRevision
 from storage.models.audit import AuditEvent
 from storage.models.base import Base
 from storage.models.pipelines import Pipeline
+from storage.models.usage import UsageEvent, UsageLimit, UsageMonth
 from storage.models.users import AccessToken, ApiKey, User
 
 __all__ = [
@@ -14,5 +15,8 @@ __all__ = [
     "AuditEvent",
     "Base",
     "Pipeline",
+    "UsageEvent",
+    "UsageLimit",
+    "UsageMonth",
     "User",
 ]
