@@ -62,3 +62,17 @@ def test_service_keys_are_kept_as_digests_only():
     (key,) = parse_service_keys("crawler:0123456789abcdef")
     assert key.digest == digest("0123456789abcdef")
     assert "0123456789abcdef" not in repr(key)
+
+
+@pytest.mark.parametrize(
+    ("raw", "micros"), [("50.00", 50_000_000), ("0.000001", 1), ("12", 12_000_000)]
+)
+def test_dollar_limits_are_parsed_exactly(raw, micros):
+    env = {"BLOGSTORE_DEFAULT_MONTHLY_COST_LIMIT": raw}
+    assert Settings.from_env(env).default_monthly_cost_limit_micros == micros
+
+
+@pytest.mark.parametrize("raw", ["-1", "0", "0.0000001", "lots"])
+def test_bad_dollar_limits(raw):
+    with pytest.raises(ConfigError):
+        Settings.from_env({"BLOGSTORE_DEFAULT_MONTHLY_COST_LIMIT": raw})
