@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
+from blogstore.client import MAX_MESSAGE_BYTES
 from blogstore.v1 import (
     articles_pb2,
     articles_pb2_grpc,
@@ -87,7 +88,8 @@ def create_server(settings: Settings) -> App:
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
             ("grpc.max_connection_age_ms", settings.max_connection_age_seconds * 1000),
             ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_seconds * 1000)),
-            ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import grpc
+from blogstore.client import ERROR_DOMAIN
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -12,7 +13,6 @@ from grpc_status import rpc_status
 from storage import errors as domain
 
 log = logging.getLogger(__name__)
-ERROR_DOMAIN = "blogstore"
 
 # domain error -> (status code, ErrorInfo reason: an ErrorReason name without its prefix)
 STATUS_TABLE: dict[type[domain.DomainError], tuple[grpc.StatusCode, str]] = {

@@ -468,3 +468,13 @@ def test_publishing_keeps_the_callers_html(writer):
     assert published.article.internal_links == 1 and published.article.external_links == 0
     got = stub.GetArticle(pb.GetArticleRequest(id=article.id)).article
     assert got.content_html == "<p>custom</p>"
+
+
+def test_batch_returns_basic_view_unless_full_is_asked(fresh):
+    _, stub = fresh
+    big = "word " * 200_000  # ~1 MB each: a FULL echo of five would pass the default 4 MB
+    request = pb.BatchCreateArticlesRequest(articles=[draft(md=big) for _ in range(5)])
+    basic = stub.BatchCreateArticles(request).articles
+    assert all(not a.content_markdown and a.word_count == 200_000 for a in basic)
+    request = pb.BatchCreateArticlesRequest(articles=[draft(md="small")], view=pb.ARTICLE_VIEW_FULL)
+    assert stub.BatchCreateArticles(request).articles[0].content_markdown == "small"

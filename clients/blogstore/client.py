@@ -28,6 +28,7 @@ __all__ = [
 ]
 
 ERROR_DOMAIN = "blogstore"
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The ``domain`` of the google.rpc.ErrorInfo detail blogstore attaches to its errors."""
 
 IDEMPOTENT_PREFIXES: tuple[str, ...] = ("Get", "List", "Search")
@@ -143,6 +144,9 @@ def connect(
     defaults = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", json.dumps(retry_service_config())),
+        # Articles may hold 2 MiB of markdown plus HTML: allow what the server accepts.
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
     channel_options = [o for o in defaults if o[0] not in own] + list(options)
     if secure or root_certificates is not None:

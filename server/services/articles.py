@@ -235,8 +235,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             return articles
 
         articles = self.db.run(caller, create)
+        full = is_full(request.view, articles_pb2.ARTICLE_VIEW_BASIC)
         return articles_pb2.BatchCreateArticlesResponse(
-            articles=[article_to_proto(a) for a in articles]
+            articles=[article_to_proto(a, full=full) for a in articles]
         )
 
     def GetArticle(self, request, context):  # noqa: N802

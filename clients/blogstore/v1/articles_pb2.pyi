@@ -320,12 +320,14 @@ class RestoreArticleRevisionResponse(_message.Message):
     def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ...) -> None: ...
 
 class BatchCreateArticlesRequest(_message.Message):
-    __slots__ = ("articles", "request_id")
+    __slots__ = ("articles", "request_id", "view")
     ARTICLES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
     articles: _containers.RepeatedCompositeFieldContainer[Article]
     request_id: str
-    def __init__(self, articles: _Optional[_Iterable[_Union[Article, _Mapping]]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    view: ArticleView
+    def __init__(self, articles: _Optional[_Iterable[_Union[Article, _Mapping]]] = ..., request_id: _Optional[str] = ..., view: _Optional[_Union[ArticleView, str]] = ...) -> None: ...
 
 class BatchCreateArticlesResponse(_message.Message):
     __slots__ = ("articles",)
