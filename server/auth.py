@@ -9,6 +9,7 @@ from storage.actors import SYSTEM, Actor, ActorKind, Caller
 from storage.credentials import ACCESS_TOKEN_PREFIX, API_KEY_PREFIX, digest
 from storage.errors import Unauthenticated
 from storage.models import AccessToken, ApiKey
+from storage.queries import resolve_credential
 from storage.uow import Database
 
 _MODELS = {API_KEY_PREFIX: ApiKey, ACCESS_TOKEN_PREFIX: AccessToken}
@@ -42,11 +43,10 @@ class Authenticator:
         model = _MODELS.get(token[:4])
         if model is None:
             raise Unauthenticated()
-        holder = self.db.run(
-            Caller(SYSTEM, request_id, deadline),
-            lambda tx: tx.credentials.resolve(model, token_digest),
+        holder = resolve_credential(
+            self.db, Caller(SYSTEM, request_id, deadline), model, token_digest
         )
-        if holder is None:
+        if holder is None or not hmac.compare_digest(bytes(holder.secret_hash), token_digest):
             raise Unauthenticated()
         kind = ActorKind.ADMIN if holder.is_admin else ActorKind.USER
         return Actor(kind, holder.user_id)

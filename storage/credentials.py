@@ -7,7 +7,6 @@ prefix says what it is, so authentication needs one indexed lookup, not a guess.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from functools import lru_cache
 
@@ -49,7 +48,3 @@ def new_secret(prefix: str) -> str:
 
 def digest(secret: str) -> bytes:
     return hashlib.sha256(secret.encode()).digest()
-
-
-def digests_equal(a: bytes, b: bytes) -> bool:
-    return hmac.compare_digest(a, b)

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 
 log = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "blogstore"
+PING_AFTER_IDLE_SECONDS = 2.0
 
 
 def normalize_url(url: str) -> URL:
@@ -43,12 +47,11 @@ def make_engine(
     keepalives and tcp_user_timeout stop a black-holed server from hanging a thread for the
     kernel's default of many minutes; pre-ping drops connections the server has closed.
     """
-    return create_engine(
+    engine = create_engine(
         normalize_url(url),
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
-        pool_pre_ping=True,
         pool_recycle=1800,
         hide_parameters=True,  # errors must never echo bound values (hashes, emails)
         connect_args={
@@ -61,6 +64,35 @@ def make_engine(
             "application_name": application_name,
         },
     )
+    ping_when_idle(engine)
+    return engine
+
+
+def ping_when_idle(engine: Engine, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:
+    """Pre-ping, but only connections that sat idle: a busy pool skips a round trip per call.
+
+    A connection used moments ago is almost surely alive; one that idled may have been cut
+    (server restart, proxy timeout). A failed ping raises DisconnectionError, and the pool
+    then retries the checkout with a fresh connection. Errors on connections that die in
+    active use invalidate the pool and surface as UNAVAILABLE, which clients retry.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _remember(dbapi_connection: Any, record: Any) -> None:
+        record.info["checkin_time"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        checked_in = record.info.get("checkin_time")
+        if checked_in is None or time.monotonic() - checked_in < idle_seconds:
+            return
+        try:
+            with dbapi_connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+            if not dbapi_connection.autocommit:
+                dbapi_connection.rollback()
+        except Exception as error:
+            raise sa_exc.DisconnectionError() from error
 
 
 def start_embedded(data_dir: Path) -> str:

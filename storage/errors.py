@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import psycopg2
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import exc as orm_exc
 
@@ -87,12 +88,23 @@ _CONNECTION_SQLSTATE_CLASSES = ("08", "53", "57P0")  # connection, resources, ad
 
 
 def translate(error: sa_exc.SQLAlchemyError) -> DomainError | None:
-    """Map a SQLAlchemy/driver error to a domain error; None means unexpected (a bug)."""
+    """Map a SQLAlchemy error to a domain error; None means unexpected (a bug)."""
     if isinstance(error, orm_exc.StaleDataError):  # version_id_col mismatch
         return Conflict("the resource changed meanwhile (stale etag)")
     if isinstance(error, sa_exc.TimeoutError):  # QueuePool exhausted
         return Unavailable("database connection pool exhausted")
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return Unavailable("database unavailable")
     orig = getattr(error, "orig", None)
+    if orig is not None:
+        return translate_driver_error(orig)
+    return (
+        Unavailable("database unavailable") if isinstance(error, sa_exc.OperationalError) else None
+    )
+
+
+def translate_driver_error(orig: BaseException) -> DomainError | None:
+    """Map a psycopg2 error by its SQLSTATE; None means unexpected (a bug)."""
     code = getattr(orig, "pgcode", None) or ""
     if code in ("40001", "40P01"):
         return Retryable("concurrent update, try again")
@@ -106,10 +118,8 @@ def translate(error: sa_exc.SQLAlchemyError) -> DomainError | None:
         return DeadlineExceeded("the statement ran out of time")
     if code in ("22001", "22003", "23514", "22P02"):
         return InvalidArgument({"request": "a value is out of range for its field"})
-    if code.startswith(_CONNECTION_SQLSTATE_CLASSES) or (
-        isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated
-    ):
+    if code.startswith(_CONNECTION_SQLSTATE_CLASSES):
         return Unavailable("database unavailable")
-    if isinstance(error, sa_exc.OperationalError) and not code:
-        return Unavailable("database unavailable")
+    if isinstance(orig, psycopg2.OperationalError | psycopg2.InterfaceError) and not code:
+        return Unavailable("database unavailable")  # connection refused, reset or closed
     return None

@@ -12,14 +12,16 @@ import random
 import time
 from collections.abc import Callable
 from functools import cached_property
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
+import psycopg2
 from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.actors import Caller
-from storage.errors import DeadlineExceeded, Retryable, translate
+from storage.errors import DeadlineExceeded, Retryable, translate, translate_driver_error
 from storage.models import AuditEvent
 from storage.repositories.articles import ArticleRepository
 from storage.repositories.credentials import CredentialRepository
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
+_SET_TIMEOUT_PREFIX = "SELECT set_config('statement_timeout', %(timeout_ms)s, true); "
 
 
 class Tx:
@@ -102,6 +105,35 @@ class Database:
                     continue
                 raise domain from None
         raise AssertionError("unreachable")
+
+    def query(self, caller: Caller, sql: str, params: dict[str, Any]) -> list[SimpleNamespace]:
+        """Run one statement in one round trip; rows come back as attribute records.
+
+        For hot single-statement calls: autocommit (no BEGIN/COMMIT round trips) and the
+        timeout set in the same simple-query string, which PostgreSQL runs as one implicit
+        transaction, so set_config(..., true) is the statement's SET LOCAL.
+        """
+        timeout = self._timeout_ms(caller)
+        try:
+            connection = self.engine.raw_connection()
+        except sa_exc.SQLAlchemyError as error:
+            raise (translate(error) or error) from None
+        dbapi = connection.dbapi_connection
+        try:
+            dbapi.autocommit = True
+            with dbapi.cursor() as cursor:
+                cursor.execute(_SET_TIMEOUT_PREFIX + sql, {**params, "timeout_ms": str(timeout)})
+                names = [column.name for column in cursor.description or ()]
+                rows = cursor.fetchall() if names else []
+        except psycopg2.Error as error:
+            if dbapi.closed:
+                connection.invalidate()
+            raise (translate_driver_error(error) or error) from None
+        finally:
+            if not dbapi.closed:
+                dbapi.autocommit = False
+            connection.close()
+        return [SimpleNamespace(**dict(zip(names, row, strict=True))) for row in rows]
 
     def _timeout_ms(self, caller: Caller) -> int:
         if caller.deadline is None:

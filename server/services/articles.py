@@ -23,6 +23,7 @@ from storage import content
 from storage.actors import Actor
 from storage.errors import InvalidArgument, NotFound
 from storage.models import Article
+from storage.queries import get_article
 from storage.repositories.articles import (
     CONTENT_FIELDS,
     ORDER_BY,
@@ -244,7 +245,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         caller = current_caller()
         if request.id:
             article_id = parse_uuid("id", request.id)
-            article = self.db.run(caller, lambda tx: tx.articles.get(article_id))
+            article = get_article(self.db, caller, article_id)  # the hot path: one round trip
+            if article is None:
+                raise NotFound("article", article_id)
         elif request.slug:
             user_id = owner_id("user_id", request.user_id, caller.actor)
             article = self.db.run(caller, lambda tx: tx.articles.get_by_slug(user_id, request.slug))

@@ -1,56 +1,23 @@
-"""Access tokens and API keys: stored as SHA-256 digests, resolved in one statement."""
+"""Access tokens and API keys: stored as SHA-256 digests (resolved in storage/queries.py)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
-from dataclasses import dataclass
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from storage.actors import Actor
-from storage.credentials import digests_equal
 from storage.errors import NotFound
-from storage.models import AccessToken, ApiKey, User
+from storage.models import AccessToken, ApiKey
 from storage.repositories.paging import Cursor, Page, newest_first, to_page
-
-
-@dataclass(frozen=True, slots=True)
-class Holder:
-    """The active user behind a valid credential."""
-
-    user_id: uuid.UUID
-    is_admin: bool
 
 
 class CredentialRepository:
     def __init__(self, session: Session, actor: Actor) -> None:
         self.session = session
         self.actor = actor
-
-    def resolve(self, model: type[AccessToken] | type[ApiKey], token_hash: bytes) -> Holder | None:
-        """Find a live credential, count its use and return its active user, in one UPDATE.
-
-        Revocation, expiry and deactivation take effect on the very next call: nothing cached.
-        """
-        stmt = (
-            update(model)
-            .where(
-                model.secret_hash == token_hash,
-                model.revoke_time.is_(None),
-                (model.expire_time.is_(None)) | (model.expire_time > func.now()),
-                User.id == model.user_id,
-                User.is_active,
-            )
-            .values(last_used_time=func.now(), usage_count=model.usage_count + 1)
-            .returning(model.secret_hash, User.id, User.is_admin)
-            .execution_options(synchronize_session=False)
-        )
-        row = self.session.execute(stmt).one_or_none()
-        if row is None or not digests_equal(row[0], token_hash):
-            return None
-        return Holder(user_id=row[1], is_admin=row[2])
 
     def create_access_token(
         self, user_id: uuid.UUID, token_hash: bytes, expire_time: dt.datetime

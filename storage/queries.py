@@ -1,0 +1,69 @@
+"""Hot-path statements that skip the ORM and run as one round trip each (Database.query).
+
+Each is a SQLAlchemy construct compiled once, at import, to psycopg2's parameter style;
+only bound values change per call. Rows come back as attribute records of driver values
+(the engine's psycopg2 connections return UUID columns as uuid.UUID).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import bindparam, func, literal_column, or_, select, update
+from sqlalchemy.dialects import postgresql
+
+from storage.actors import Caller
+from storage.models import AccessToken, ApiKey, Article, User
+from storage.uow import Database
+
+_DIALECT = postgresql.psycopg2.dialect()  # type: ignore[attr-defined]
+_ARTICLE_COLUMNS = [c for c in Article.__table__.c if c.name != "search_vector"]
+
+
+def _compile(statement: Any) -> str:
+    return str(statement.compile(dialect=_DIALECT))
+
+
+_GET_ARTICLE = _compile(
+    select(*_ARTICLE_COLUMNS).where(
+        Article.id == bindparam("id"),
+        or_(bindparam("owner").is_(None), Article.user_id == bindparam("owner")),
+    )
+)
+
+
+def _resolve(model: type[ApiKey] | type[AccessToken]) -> str:
+    """Count a use of a live credential and return its active user, in one UPDATE."""
+    return _compile(
+        update(model)
+        .where(
+            model.secret_hash == bindparam("secret_hash"),
+            model.revoke_time.is_(None),
+            (model.expire_time.is_(None)) | (model.expire_time > func.now()),
+            User.id == model.user_id,
+            User.is_active,
+        )
+        .values(last_used_time=func.now(), usage_count=model.usage_count + literal_column("1"))
+        .returning(model.secret_hash, User.id.label("user_id"), User.is_admin)
+    )
+
+
+_RESOLVE = {ApiKey: _resolve(ApiKey), AccessToken: _resolve(AccessToken)}
+
+
+def get_article(db: Database, caller: Caller, article_id: uuid.UUID) -> Any | None:
+    """The article, if it exists and the caller may see it."""
+    owner = caller.actor.owner_scope()
+    rows = db.query(
+        caller, _GET_ARTICLE, {"id": str(article_id), "owner": str(owner) if owner else None}
+    )
+    return rows[0] if rows else None
+
+
+def resolve_credential(
+    db: Database, caller: Caller, model: type[ApiKey] | type[AccessToken], secret_hash: bytes
+) -> Any | None:
+    """The (secret_hash, user_id, is_admin) behind a live credential of an active user."""
+    rows = db.query(caller, _RESOLVE[model], {"secret_hash": secret_hash})
+    return rows[0] if rows else None
