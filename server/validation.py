@@ -10,7 +10,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from google.protobuf.message import Message
 
 from storage.actors import Actor
-from storage.errors import InvalidArgument
+from storage.errors import InvalidArgument, NotFound
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -48,9 +48,16 @@ def optional_uuid(field: str, value: str) -> uuid.UUID | None:
 
 
 def owner_id(field: str, value: str, actor: Actor) -> uuid.UUID:
-    """A request's user_id; empty means the calling user (services must name one)."""
+    """A request's user_id; empty means the calling user (services must name one).
+
+    A user principal naming anyone else gets NOT_FOUND here, before any query runs.
+    """
     if value:
-        return parse_uuid(field, value)
+        user_id = parse_uuid(field, value)
+        scope = actor.owner_scope()
+        if scope is not None and scope != user_id:
+            raise NotFound("user", user_id)
+        return user_id
     if actor.user_id is None:
         raise InvalidArgument({field: "is required for service principals"})
     return actor.user_id

@@ -6,6 +6,7 @@ nothing above storage ever sees a driver exception.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 import psycopg2
@@ -85,6 +86,12 @@ UNIQUE_FIELDS: dict[str, tuple[str, str]] = {
 }
 
 _CONNECTION_SQLSTATE_CLASSES = ("08", "53", "57P0")  # connection, resources, admin shutdown
+# SQLSTATEs raised by blogstore's SQL functions: (message, JSON detail) -> domain error.
+_OWN_SQLSTATES = {
+    "BS400": lambda message, detail: InvalidArgument(json.loads(detail)),
+    "BS404": lambda message, detail: NotFound(message),
+    "BS429": lambda message, detail: QuotaExceeded(message, json.loads(detail)),
+}
 
 
 def translate(error: sa_exc.SQLAlchemyError) -> DomainError | None:
@@ -106,6 +113,9 @@ def translate(error: sa_exc.SQLAlchemyError) -> DomainError | None:
 def translate_driver_error(orig: BaseException) -> DomainError | None:
     """Map a psycopg2 error by its SQLSTATE; None means unexpected (a bug)."""
     code = getattr(orig, "pgcode", None) or ""
+    diag = getattr(orig, "diag", None)
+    if code in _OWN_SQLSTATES:  # raised by blogstore's own SQL functions
+        return _OWN_SQLSTATES[code](diag.message_primary or "", diag.message_detail or "{}")
     if code in ("40001", "40P01"):
         return Retryable("concurrent update, try again")
     if code == "23505":

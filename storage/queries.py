@@ -52,6 +52,38 @@ def _resolve(model: type[ApiKey] | type[AccessToken]) -> str:
 _RESOLVE = {ApiKey: _resolve(ApiKey), AccessToken: _resolve(AccessToken)}
 
 
+_RECORD_USAGE_ARGS = (
+    "user_id", "request_id", "pipeline_id", "article_id", "service", "model", "operation",
+    "input_tokens", "output_tokens", "cost_micros", "articles_generated", "api_calls",
+    "event_time", "month", "default_cost_limit", "default_article_limit", "actor_kind",
+    "actor_id", "actor_name", "audit_request_id",
+)  # fmt: skip
+_RECORD_USAGE = "SELECT * FROM blogstore_record_usage({})".format(
+    ", ".join(f"%({name})s" for name in _RECORD_USAGE_ARGS)
+)
+
+
+def record_usage(
+    db: Database, caller: Caller, event: dict[str, Any], default_limits: tuple[int, int]
+) -> Any:
+    """Append a usage event in one round trip (migration 0006 holds the rules).
+
+    Returns the event's fields, its month's totals (month_*), the limits in force and
+    `created` (False for a retry with a known request_id). Raises QuotaExceeded past a limit.
+    """
+    actor = caller.actor
+    params = {
+        **event,
+        "default_cost_limit": default_limits[0],
+        "default_article_limit": default_limits[1],
+        "actor_kind": actor.kind.value,
+        "actor_id": actor.user_id,
+        "actor_name": actor.name,
+        "audit_request_id": caller.request_id,
+    }
+    return db.query(caller, _RECORD_USAGE, params)[0]
+
+
 def get_article(db: Database, caller: Caller, article_id: uuid.UUID) -> Any | None:
     """The article, if it exists and the caller may see it."""
     owner = caller.actor.owner_scope()

@@ -23,6 +23,7 @@ from server.validation import (
 from storage.actors import Actor
 from storage.errors import InvalidArgument, NotFound, PermissionDenied
 from storage.models import UsageEvent
+from storage.queries import record_usage
 from storage.repositories.usage import EventFilters, Limits, MonthTotals, month_of
 from storage.uow import Database
 
@@ -126,17 +127,16 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         v.raise_if_any()
         values.update(event_time=event_time, month=month_of(event_time))
 
-        def record(tx):
-            tx.users.require_visible({user_id})
-            limits = self._limits(tx, user_id)
-            event, totals, created = tx.usage.record(values, limits)
-            if created:
-                tx.audit("usage.record", "usage_event", event.id, cost_micros=event.cost_micros)
-            return event, totals, limits
-
-        event, totals, limits = self.db.run(caller, record)
+        defaults = (self.default_limits.cost_micros, self.default_limits.articles)
+        row = record_usage(self.db, caller, values, defaults)
+        totals = MonthTotals(
+            row.user_id, row.month, row.month_cost_micros, row.month_articles_generated,
+            row.month_input_tokens, row.month_output_tokens, row.month_api_calls,
+            row.month_event_count,
+        )  # fmt: skip
+        limits = Limits(row.cost_limit_micros, row.article_limit)
         return usage_pb2.RecordUsageResponse(
-            event=event_to_proto(event), usage=month_to_proto(totals, limits)
+            event=event_to_proto(row), usage=month_to_proto(totals, limits)
         )
 
     def CheckQuota(self, request, context):  # noqa: N802

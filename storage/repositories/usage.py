@@ -1,4 +1,4 @@
-"""The usage ledger: idempotent appends, race-free monthly limits, exact sums in SQL."""
+"""The usage ledger's reads and limits (appends: storage/queries.py record_usage)."""
 
 from __future__ import annotations
 
@@ -7,13 +7,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, cast, func, select, update
+from sqlalchemy import ColumnElement, Select, String, cast, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from storage.actors import Actor
-from storage.errors import InvalidArgument, NotFound, QuotaExceeded
-from storage.models import Article, Pipeline, UsageEvent, UsageLimit, UsageMonth
+from storage.models import UsageEvent, UsageLimit, UsageMonth
 from storage.repositories.paging import Page, after_key, to_page
 
 GROUP_BY = ("service", "model", "day", "user")
@@ -65,105 +64,6 @@ class UsageRepository:
     def __init__(self, session: Session, actor: Actor) -> None:
         self.session = session
         self.actor = actor
-
-    def record(
-        self, values: dict[str, Any], limits: Limits
-    ) -> tuple[UsageEvent, MonthTotals, bool]:
-        """Append an event and add it to its month and pipeline, or change nothing.
-
-        The event insert comes first: a concurrent call with the same request_id waits on its
-        unique entry and then finds it (a retry: the first event is returned, nothing is
-        written). The month's totals grow by one conditional upsert whose WHERE is the limit
-        check, so concurrent writers cannot both squeeze under the limit.
-        """
-        event = self.session.scalars(
-            insert(UsageEvent)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["user_id", "request_id"])
-            .returning(UsageEvent)
-        ).one_or_none()
-        if event is None:
-            first = self.session.scalars(
-                select(UsageEvent).where(
-                    UsageEvent.user_id == values["user_id"],
-                    UsageEvent.request_id == values["request_id"],
-                )
-            ).one()
-            if any(getattr(first, k) != values[k] for k in (*_TOTALS, "service", "pipeline_id")):
-                raise InvalidArgument({"request_id": "was already used for a different event"})
-            return first, self.month(first.user_id, first.month), False
-        if event.article_id is not None:
-            self._require_article(event)
-        totals = self._add_to_month(event, limits)
-        if event.pipeline_id is not None:
-            self._add_to_pipeline(event)
-        return event, totals, True
-
-    def _add_to_month(self, event: UsageEvent, limits: Limits) -> MonthTotals:
-        amounts = {name: getattr(event, name) for name in _TOTALS}
-        if amounts["cost_micros"] > limits.cost_micros or (
-            amounts["articles_generated"] > limits.articles
-        ):
-            raise self._over_limit(event, limits)
-        stmt = insert(UsageMonth).values(
-            user_id=event.user_id, month=event.month, event_count=1, **amounts
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["user_id", "month"],
-            set_={
-                **{name: getattr(UsageMonth, name) + stmt.excluded[name] for name in _TOTALS},
-                "event_count": UsageMonth.event_count + 1,
-                "update_time": func.now(),
-            },
-            where=(UsageMonth.cost_micros + stmt.excluded.cost_micros <= limits.cost_micros)
-            & (UsageMonth.articles_generated + stmt.excluded.articles_generated <= limits.articles),
-        ).returning(*(getattr(UsageMonth, n) for n in (*_TOTALS, "event_count")))
-        row = self.session.execute(stmt).one_or_none()
-        if row is None:  # the WHERE said no: the month is (or would go) over a limit
-            raise self._over_limit(event, limits)
-        return MonthTotals(event.user_id, event.month, *row)
-
-    def _over_limit(self, event: UsageEvent, limits: Limits) -> QuotaExceeded:
-        current = self.month(event.user_id, event.month)
-        subject = f"user:{event.user_id}/month:{event.month:%Y-%m}"
-        violations = {}
-        if current.cost_micros + event.cost_micros > limits.cost_micros:
-            violations[f"{subject}/cost_micros"] = (
-                f"{current.cost_micros} + {event.cost_micros} exceeds the limit of "
-                f"{limits.cost_micros} micros"
-            )
-        if current.articles_generated + event.articles_generated > limits.articles:
-            violations[f"{subject}/articles"] = (
-                f"{current.articles_generated} + {event.articles_generated} exceeds the limit "
-                f"of {limits.articles} articles"
-            )
-        return QuotaExceeded("the monthly usage limit would be exceeded", violations)
-
-    def _add_to_pipeline(self, event: UsageEvent) -> None:
-        """Keep the pipeline's totals (and bump its version, so watchers see the change)."""
-        updated = self.session.execute(
-            update(Pipeline)
-            .where(Pipeline.id == event.pipeline_id, Pipeline.user_id == event.user_id)
-            .values(
-                total_cost_micros=Pipeline.total_cost_micros + event.cost_micros,
-                llm_tokens_used=Pipeline.llm_tokens_used + event.input_tokens + event.output_tokens,
-                api_calls_made=Pipeline.api_calls_made + event.api_calls,
-                version=Pipeline.version + 1,
-            )
-            .returning(Pipeline.id)
-            .execution_options(synchronize_session=False)
-        ).one_or_none()
-        if updated is None:
-            raise NotFound("pipeline", event.pipeline_id)
-
-    def _require_article(self, event: UsageEvent) -> None:
-        found = self.session.scalar(
-            select(Article.id).where(
-                Article.id == event.article_id, Article.user_id == event.user_id
-            )
-        )
-        if found is None:
-            raise NotFound("article", event.article_id)
 
     # -- reads ---------------------------------------------------------------------------
     def month(self, user_id: uuid.UUID, month: dt.date) -> MonthTotals:
