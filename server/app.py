@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import grpc
-from blogstore.v1 import users_pb2, users_pb2_grpc
+from blogstore.v1 import competitors_pb2, competitors_pb2_grpc, users_pb2, users_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -16,6 +16,7 @@ from server.config import Settings
 from server.health import HealthMonitor, HealthServicer
 from server.interceptors import RequestInterceptor
 from server.paging import PageTokens
+from server.services.competitors import CompetitorsServicer
 from server.services.users import UsersServicer
 from storage.engine import make_engine, mask_url
 from storage.uow import Database
@@ -84,7 +85,13 @@ def create_server(settings: Settings) -> App:
         ),
         server,
     )
-    services = [users_pb2.DESCRIPTOR.services_by_name["UsersService"].full_name]
+    competitors_pb2_grpc.add_CompetitorsServiceServicer_to_server(
+        CompetitorsServicer(db, page_tokens), server
+    )
+    services = [
+        users_pb2.DESCRIPTOR.services_by_name["UsersService"].full_name,
+        competitors_pb2.DESCRIPTOR.services_by_name["CompetitorsService"].full_name,
+    ]
 
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

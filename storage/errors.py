@@ -78,6 +78,9 @@ UNIQUE_FIELDS: dict[str, tuple[str, str]] = {
     "uq_users_email_lower": ("user", "email"),
     "uq_users_username_lower": ("user", "username"),
     "uq_users_create_request_id": ("user", "request_id"),
+    "uq_competitors_user_id_domain": ("competitor", "domain"),
+    "uq_competitors_user_id_create_request_id": ("competitor", "request_id"),
+    "uq_competitor_articles_competitor_id_url": ("competitor article", "url"),
 }
 
 _CONNECTION_SQLSTATE_CLASSES = ("08", "53", "57P0")  # connection, resources, admin shutdown

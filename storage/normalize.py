@@ -7,6 +7,7 @@ servicer passes the request field's name as `field`.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit
 
 from storage.errors import InvalidArgument
@@ -141,3 +142,13 @@ def _query(query: str) -> str:
     ]
     pairs.sort(key=lambda pair: pair[0])  # stable: repeated names keep their order
     return urlencode(pairs, quote_via=quote, safe="")
+
+
+def normalize_terms(values: Iterable[str]) -> tuple[str, ...]:
+    """Topics and keywords: whitespace collapsed, lower-cased, empty ones and repeats dropped."""
+    terms: dict[str, None] = {}
+    for value in values:
+        term = " ".join(value.split()).lower()
+        if term:
+            terms.setdefault(term)
+    return tuple(terms)

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from storage.actors import Caller
 from storage.errors import DeadlineExceeded, Retryable, translate
 from storage.models import AuditEvent
+from storage.repositories.competitors import CompetitorRepository
 from storage.repositories.credentials import CredentialRepository
 from storage.repositories.users import UserRepository
 
@@ -45,6 +46,10 @@ class Tx:
     @cached_property
     def credentials(self) -> CredentialRepository:
         return CredentialRepository(self.session, self.actor)
+
+    @cached_property
+    def competitors(self) -> CompetitorRepository:
+        return CompetitorRepository(self.session, self.actor)
 
     def audit(self, action: str, resource_type: str, resource_id: object, **details: Any) -> None:
         """Record a mutation; it commits or rolls back with the change itself."""
