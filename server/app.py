@@ -11,6 +11,8 @@ from blogstore.client import MAX_MESSAGE_BYTES
 from blogstore.v1 import (
     articles_pb2,
     articles_pb2_grpc,
+    competitors_pb2,
+    competitors_pb2_grpc,
     pipelines_pb2,
     pipelines_pb2_grpc,
     usage_pb2,
@@ -27,6 +29,7 @@ from server.health import HealthMonitor, HealthServicer
 from server.interceptors import RequestInterceptor
 from server.paging import PageTokens
 from server.services.articles import ArticlesServicer
+from server.services.competitors import CompetitorsServicer
 from server.services.pipelines import PipelinesServicer, pipeline_to_proto
 from server.services.usage import UsageServicer
 from server.services.users import UsersServicer
@@ -113,6 +116,9 @@ def create_server(settings: Settings) -> App:
     pipelines_pb2_grpc.add_PipelinesServiceServicer_to_server(
         PipelinesServicer(db, page_tokens, watch_hub), server
     )
+    competitors_pb2_grpc.add_CompetitorsServiceServicer_to_server(
+        CompetitorsServicer(db, page_tokens), server
+    )
     usage_pb2_grpc.add_UsageServiceServicer_to_server(
         UsageServicer(
             db,
@@ -129,6 +135,7 @@ def create_server(settings: Settings) -> App:
         articles_pb2.DESCRIPTOR.services_by_name["ArticlesService"].full_name,
         pipelines_pb2.DESCRIPTOR.services_by_name["PipelinesService"].full_name,
         usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name,
+        competitors_pb2.DESCRIPTOR.services_by_name["CompetitorsService"].full_name,
     ]
 
     health_servicer = HealthServicer()

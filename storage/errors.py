@@ -83,6 +83,9 @@ UNIQUE_FIELDS: dict[str, tuple[str, str]] = {
     "uq_articles_user_id_slug_live": ("article", "slug"),
     "uq_articles_user_id_create_request_id": ("article", "request_id"),
     "uq_pipelines_user_id_create_request_id": ("pipeline", "request_id"),
+    "uq_competitors_user_id_domain": ("competitor", "domain"),
+    "uq_competitors_user_id_create_request_id": ("competitor", "request_id"),
+    "uq_competitor_articles_competitor_id_url": ("competitor article", "url"),
 }
 
 _CONNECTION_SQLSTATE_CLASSES = ("08", "53", "57P0")  # connection, resources, admin shutdown

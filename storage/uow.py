@@ -24,6 +24,7 @@ from storage.actors import Caller
 from storage.errors import DeadlineExceeded, Retryable, translate, translate_driver_error
 from storage.models import AuditEvent
 from storage.repositories.articles import ArticleRepository
+from storage.repositories.competitors import CompetitorRepository
 from storage.repositories.credentials import CredentialRepository
 from storage.repositories.pipelines import PipelineRepository
 from storage.repositories.usage import UsageRepository
@@ -63,6 +64,10 @@ class Tx:
     @cached_property
     def credentials(self) -> CredentialRepository:
         return CredentialRepository(self.session, self.actor)
+
+    @cached_property
+    def competitors(self) -> CompetitorRepository:
+        return CompetitorRepository(self.session, self.actor)
 
     def audit(self, action: str, resource_type: str, resource_id: object, **details: Any) -> None:
         """Record a mutation; it commits or rolls back with the change itself."""

@@ -3,6 +3,7 @@
 from storage.models.articles import Article, ArticleRevision
 from storage.models.audit import AuditEvent
 from storage.models.base import Base
+from storage.models.competitors import Competitor, CompetitorArticle
 from storage.models.pipelines import Pipeline
 from storage.models.usage import UsageEvent, UsageLimit, UsageMonth
 from storage.models.users import AccessToken, ApiKey, User
@@ -14,6 +15,8 @@ __all__ = [
     "ArticleRevision",
     "AuditEvent",
     "Base",
+    "Competitor",
+    "CompetitorArticle",
     "Pipeline",
     "UsageEvent",
     "UsageLimit",
