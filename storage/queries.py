@@ -1,8 +1,8 @@
 """Hot-path statements that skip the ORM and run as one round trip each (Database.query).
 
-Each is a SQLAlchemy construct compiled once, at import, to psycopg2's parameter style;
-only bound values change per call. Rows come back as attribute records of driver values
-(the engine's psycopg2 connections return UUID columns as uuid.UUID).
+Each is a SQLAlchemy construct compiled once, at import, with $n placeholders, and
+PREPAREd once per pooled connection; only the EXECUTE arguments change per call. Rows come
+back as attribute records of driver values (the engine's connections return UUIDs as UUID).
 """
 
 from __future__ import annotations
@@ -15,27 +15,36 @@ from sqlalchemy.dialects import postgresql
 
 from storage.actors import Caller
 from storage.models import AccessToken, ApiKey, Article, User
-from storage.uow import Database
+from storage.uow import Database, Prepared
 
-_DIALECT = postgresql.psycopg2.dialect()  # type: ignore[attr-defined]
+_DIALECT = postgresql.psycopg2.dialect(paramstyle="numeric_dollar")  # type: ignore[attr-defined]
 _ARTICLE_COLUMNS = [c for c in Article.__table__.c if c.name != "search_vector"]
 
 
-def _compile(statement: Any) -> str:
-    return str(statement.compile(dialect=_DIALECT))
+def _prepare(name: str, statement: Any, **types: str) -> Prepared:
+    compiled = statement.compile(dialect=_DIALECT)
+    params = tuple(dict.fromkeys(compiled.positiontup))  # $n order, each name once
+    return Prepared(
+        name=f"blogstore_{name}", body=compiled.string, params=params,
+        types=tuple(types[p] for p in params),
+    )  # fmt: skip
 
 
-_GET_ARTICLE = _compile(
+_GET_ARTICLE = _prepare(
+    "get_article",
     select(*_ARTICLE_COLUMNS).where(
         Article.id == bindparam("id"),
         or_(bindparam("owner").is_(None), Article.user_id == bindparam("owner")),
-    )
+    ),
+    id="uuid",
+    owner="uuid",
 )
 
 
-def _resolve(model: type[ApiKey] | type[AccessToken]) -> str:
+def _resolve(model: type[ApiKey] | type[AccessToken]) -> Prepared:
     """Count a use of a live credential and return its active user, in one UPDATE."""
-    return _compile(
+    return _prepare(
+        f"resolve_{model.__tablename__}",
         update(model)
         .where(
             model.secret_hash == bindparam("secret_hash"),
@@ -45,7 +54,8 @@ def _resolve(model: type[ApiKey] | type[AccessToken]) -> str:
             User.is_active,
         )
         .values(last_used_time=func.now(), usage_count=model.usage_count + literal_column("1"))
-        .returning(model.secret_hash, User.id.label("user_id"), User.is_admin)
+        .returning(model.secret_hash, User.id.label("user_id"), User.is_admin),
+        secret_hash="bytea",  # noqa: S106 - a SQL type name, not a secret
     )
 
 
@@ -58,8 +68,17 @@ _RECORD_USAGE_ARGS = (
     "event_time", "month", "default_cost_limit", "default_article_limit", "actor_kind",
     "actor_id", "actor_name", "audit_request_id",
 )  # fmt: skip
-_RECORD_USAGE = "SELECT * FROM blogstore_record_usage({})".format(
-    ", ".join(f"%({name})s" for name in _RECORD_USAGE_ARGS)
+_RECORD_USAGE_TYPES = (
+    "uuid", "uuid", "uuid", "uuid", "text", "text", "text", "bigint", "bigint", "bigint",
+    "bigint", "bigint", "timestamptz", "date", "bigint", "bigint", "text", "uuid", "text", "text",
+)  # fmt: skip
+_RECORD_USAGE = Prepared(
+    name="blogstore_record_usage",
+    body="SELECT * FROM blogstore_record_usage({})".format(
+        ", ".join(f"${i}" for i in range(1, len(_RECORD_USAGE_ARGS) + 1))
+    ),
+    params=_RECORD_USAGE_ARGS,
+    types=_RECORD_USAGE_TYPES,
 )
 
 
@@ -87,9 +106,7 @@ def record_usage(
 def get_article(db: Database, caller: Caller, article_id: uuid.UUID) -> Any | None:
     """The article, if it exists and the caller may see it."""
     owner = caller.actor.owner_scope()
-    rows = db.query(
-        caller, _GET_ARTICLE, {"id": str(article_id), "owner": str(owner) if owner else None}
-    )
+    rows = db.query(caller, _GET_ARTICLE, {"id": article_id, "owner": owner})
     return rows[0] if rows else None
 
 

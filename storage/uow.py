@@ -11,6 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cached_property
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -35,6 +36,24 @@ T = TypeVar("T")
 
 _SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
 _SET_TIMEOUT_PREFIX = "SELECT set_config('statement_timeout', %(timeout_ms)s, true); "
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A statement compiled once with $n placeholders, for Database.query."""
+
+    name: str
+    body: str  # SQL with $1..$n
+    params: tuple[str, ...]  # parameter names, in $n order
+    types: tuple[str, ...]  # their SQL types, for PREPARE
+
+    def sql(self, *, prepare: bool) -> str:
+        execute = f"EXECUTE {self.name}({', '.join(f'%(p{i})s' for i in range(len(self.params)))})"
+        if not prepare:
+            return _SET_TIMEOUT_PREFIX + execute
+        body = self.body.replace("%", "%%")  # the string also carries pyformat parameters
+        prepare_sql = f"PREPARE {self.name} ({', '.join(self.types)}) AS {body}; "
+        return _SET_TIMEOUT_PREFIX + prepare_sql + execute
 
 
 class Tx:
@@ -111,12 +130,15 @@ class Database:
                 raise domain from None
         raise AssertionError("unreachable")
 
-    def query(self, caller: Caller, sql: str, params: dict[str, Any]) -> list[SimpleNamespace]:
-        """Run one statement in one round trip; rows come back as attribute records.
+    def query(
+        self, caller: Caller, statement: Prepared, params: dict[str, Any]
+    ) -> list[SimpleNamespace]:
+        """Run one prepared statement in one round trip; rows come back as attribute records.
 
-        For hot single-statement calls: autocommit (no BEGIN/COMMIT round trips) and the
-        timeout set in the same simple-query string, which PostgreSQL runs as one implicit
-        transaction, so set_config(..., true) is the statement's SET LOCAL.
+        For hot single-statement calls: autocommit (no BEGIN/COMMIT round trips), the timeout
+        set in the same simple-query string (which PostgreSQL runs as one implicit
+        transaction, so set_config(..., true) is the statement's SET LOCAL), and the
+        statement PREPAREd once per connection, in that same string, then EXECUTEd.
         """
         timeout = self._timeout_ms(caller)
         try:
@@ -124,12 +146,12 @@ class Database:
         except sa_exc.SQLAlchemyError as error:
             raise (translate(error) or error) from None
         dbapi = connection.dbapi_connection
+        prepared: set[str] = connection.info.setdefault("prepared_statements", set())
+        values = {**{f"p{i}": params[name] for i, name in enumerate(statement.params)},
+                  "timeout_ms": str(timeout)}  # fmt: skip
         try:
             dbapi.autocommit = True
-            with dbapi.cursor() as cursor:
-                cursor.execute(_SET_TIMEOUT_PREFIX + sql, {**params, "timeout_ms": str(timeout)})
-                names = [column.name for column in cursor.description or ()]
-                rows = cursor.fetchall() if names else []
+            names, rows = self._execute(dbapi, statement, prepared, values)
         except psycopg2.Error as error:
             if dbapi.closed:
                 connection.invalidate()
@@ -139,6 +161,36 @@ class Database:
                 dbapi.autocommit = False
             connection.close()
         return [SimpleNamespace(**dict(zip(names, row, strict=True))) for row in rows]
+
+    @staticmethod
+    def _execute(
+        dbapi: Any, statement: Prepared, prepared: set[str], values: dict[str, Any]
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """EXECUTE, PREPAREing first when this connection has not seen the statement.
+
+        A PREPARE outlives a failed transaction, so after any attempt the statement counts as
+        prepared; the two definite answers (26000: not prepared, 42P05: already prepared)
+        correct that bookkeeping and retry once.
+        """
+        for attempt in (1, 2):
+            prepare = statement.name not in prepared
+            try:
+                with dbapi.cursor() as cursor:
+                    cursor.execute(statement.sql(prepare=prepare), values)
+                    names = [column.name for column in cursor.description or ()]
+                    return names, (cursor.fetchall() if names else [])
+            except psycopg2.Error as error:
+                if error.pgcode == "26000" and attempt == 1:
+                    prepared.discard(statement.name)
+                    continue
+                if error.pgcode == "42P05" and attempt == 1:
+                    prepared.add(statement.name)
+                    continue
+                raise
+            finally:
+                if prepare:
+                    prepared.add(statement.name)
+        raise AssertionError("unreachable")
 
     def _timeout_ms(self, caller: Caller) -> int:
         if caller.deadline is None:
