@@ -7,11 +7,12 @@ are open and pass through untouched.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -68,37 +69,15 @@ class RequestInterceptor(grpc.ServerInterceptor):
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         def unary(request: Any, context: grpc.ServicerContext) -> Any:
-            started = time.perf_counter()
-            caller = Caller(ANONYMOUS, _request_id(context.invocation_metadata()))
-            code = grpc.StatusCode.OK
-            try:
-                caller = self._begin(method, context, caller.request_id)
-                reject_nul_characters(request)
+            with self._serving(method, context, request):
                 return behavior(request, context)
-            except Exception as error:  # noqa: BLE001 - every failure leaves through the table
-                status = _failure_status(method, caller.request_id, error)
-                code = status.code
-                context.abort_with_status(status)
-            finally:
-                _log_access(method, caller, code, started)
 
         return unary
 
     def _wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
         def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            started = time.perf_counter()
-            caller = Caller(ANONYMOUS, _request_id(context.invocation_metadata()))
-            code = grpc.StatusCode.OK
-            try:
-                caller = self._begin(method, context, caller.request_id)
-                reject_nul_characters(request)
+            with self._serving(method, context, request):
                 yield from behavior(request, context)
-            except Exception as error:  # noqa: BLE001
-                status = _failure_status(method, caller.request_id, error)
-                code = status.code
-                context.abort_with_status(status)
-            finally:
-                _log_access(method, caller, code, started)
 
         return stream
 
@@ -109,30 +88,32 @@ class RequestInterceptor(grpc.ServerInterceptor):
         def non_blocking(
             request: Any, context: grpc.ServicerContext, send_response_callback: Any = None
         ) -> None:
-            started = time.perf_counter()
-            caller = Caller(ANONYMOUS, _request_id(context.invocation_metadata()))
-            code = grpc.StatusCode.OK
-            try:
-                caller = self._begin(method, context, caller.request_id)
-                reject_nul_characters(request)
+            with self._serving(method, context, request):
                 behavior(request, context, send_response_callback)
-            except Exception as error:  # noqa: BLE001
-                status = _failure_status(method, caller.request_id, error)
-                code = status.code
-                context.abort_with_status(status)
-            finally:
-                _log_access(method, caller, code, started)
 
         return non_blocking
 
-    def _begin(self, method: str, context: grpc.ServicerContext, request_id: str) -> Caller:
-        """Resolve the principal and publish the caller (with its deadline) for the handler."""
-        remaining = context.time_remaining()
-        deadline = None if remaining is None else time.monotonic() + remaining
-        principal = self._principal(method, context.invocation_metadata(), request_id, deadline)
-        caller = Caller(principal, request_id, deadline)
-        set_caller(caller)
-        return caller
+    @contextlib.contextmanager
+    def _serving(self, method: str, context: grpc.ServicerContext, request: Any) -> Iterator[None]:
+        """Request id, principal, input check; every failure leaves through the error table."""
+        started = time.perf_counter()
+        metadata = context.invocation_metadata()
+        caller = Caller(ANONYMOUS, _request_id(metadata))
+        code = grpc.StatusCode.OK
+        try:
+            remaining = context.time_remaining()
+            deadline = None if remaining is None else time.monotonic() + remaining
+            principal = self._principal(method, metadata, caller.request_id, deadline)
+            caller = Caller(principal, caller.request_id, deadline)
+            set_caller(caller)
+            reject_nul_characters(request)
+            yield
+        except Exception as error:  # noqa: BLE001 - every failure leaves through the table
+            status = _failure_status(method, caller.request_id, error)
+            code = status.code
+            context.abort_with_status(status)
+        finally:
+            _log_access(method, caller, code, started)
 
     def _principal(
         self, method: str, metadata: Any, request_id: str, deadline: float | None
@@ -159,7 +140,7 @@ def _request_id(metadata: Any) -> str:
     for key, value in metadata or ():
         if key == "x-request-id" and _REQUEST_ID.match(value):
             return value
-    return uuid.uuid4().hex
+    return secrets.token_hex(16)
 
 
 def _log_access(method: str, caller: Caller, code: grpc.StatusCode, started: float) -> None:
