@@ -67,6 +67,15 @@ def current_user(port: int, key: str) -> users_pb2.GetCurrentUserResponse:
         )
 
 
+def admin_key(database_url: str) -> str:
+    """A new admin's API key, made directly in the database the process serves."""
+    name = unique()
+    settings = make_settings(database_url)
+    return create_admin(
+        database_url, settings, email=f"{name}@x.io", username=name, password=PASSWORD
+    )[1]
+
+
 @pytest.fixture
 def server_env(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLOGSTORE_")}
@@ -81,13 +90,7 @@ def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(database_url, server
     )
     try:
         wait_serving(port, process)
-        _, key = create_admin(
-            database_url,
-            make_settings(database_url),
-            email=f"{unique()}@x.io",
-            username=unique(),
-            password=PASSWORD,
-        )
+        key = admin_key(database_url)
         result: dict[str, object] = {}
 
         def slow_create() -> None:
@@ -127,13 +130,7 @@ def test_two_workers_share_the_port_and_stop_cleanly(database_url, server_env):
     process = blogstore("serve", "--port", str(port), "--workers", "2", env=server_env)
     try:
         wait_serving(port, process)
-        _, key = create_admin(
-            database_url,
-            make_settings(database_url),
-            email=f"{unique()}@x.io",
-            username=unique(),
-            password=PASSWORD,
-        )
+        key = admin_key(database_url)
         for _ in range(10):
             assert current_user(port, key).user.is_admin
         code, output = stop(process)
