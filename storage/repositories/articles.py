@@ -273,15 +273,19 @@ class ArticleRepository:
         todo = [i for i in items if i.id in derived]
         if not todo:
             return
-        bases = {(i.values["user_id"], content.slug_from_title(i.values["title"])) for i in todo}
-        taken = set() if first_round else self._taken_slugs(bases)
-        taken |= {(i.values["user_id"], i.values["slug"]) for i in items if i.id not in derived}
+        base_of = {i.id: content.slug_from_title(i.values["title"]) for i in todo}
+        pairs = {(i.values["user_id"], base_of[i.id]) for i in todo}
+        taken_pairs = set() if first_round else self._taken_slugs(pairs)
+        taken_pairs |= {
+            (i.values["user_id"], i.values["slug"]) for i in items if i.id not in derived
+        }
+        taken: dict[uuid.UUID, set[str]] = {}
+        for owner, slug in taken_pairs:
+            taken.setdefault(owner, set()).add(slug)
         for item in todo:
-            user_id = item.values["user_id"]
-            base = content.slug_from_title(item.values["title"])
-            mine = {slug for owner, slug in taken if owner == user_id}
-            item.values["slug"] = content.next_free_slug(base, mine)
-            taken.add((user_id, item.values["slug"]))
+            mine = taken.setdefault(item.values["user_id"], set())
+            item.values["slug"] = content.next_free_slug(base_of[item.id], mine)
+            mine.add(item.values["slug"])
 
     def _taken_slugs(self, bases: set[tuple[uuid.UUID, str]]) -> set[tuple[uuid.UUID, str]]:
         conditions = [
