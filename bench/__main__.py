@@ -1,0 +1,119 @@
+"""`python -m bench load ...` and `python -m bench run ...` (see BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bench import dataset
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in text.split(","))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    load = commands.add_parser("load", help="create a bench database and load a dataset")
+    load.add_argument("--articles", type=int, required=True)
+    load.add_argument("--users", type=int, help="default: articles / 100 (at least 10)")
+    load.add_argument("--database-url", help="default: .../bench_<articles> on 127.0.0.1:5432")
+    load.add_argument(
+        "--bulk",
+        action="store_true",
+        help="COPY articles straight into the table (the path for 1M)",
+    )
+    load.add_argument("--replace", action="store_true", help="drop the database first")
+    load.add_argument("--seed", type=int, default=7)
+
+    run = commands.add_parser("run", help="measure the scenarios and their limits")
+    run.add_argument(
+        "--quick",
+        action="store_true",
+        help="2,000 articles, 2+3 s, 8 in flight, a subset: the CI smoke test",
+    )
+    run.add_argument(
+        "--articles",
+        type=int,
+        default=10_000,
+        help="dataset size when the harness makes its own database",
+    )
+    run.add_argument("--users", type=int)
+    run.add_argument("--database-url", help="use this loaded dataset (from `bench load`)")
+    run.add_argument("--bulk", action="store_true", help="load the dataset with COPY")
+    run.add_argument("--keep-db", action="store_true", help="keep the database it created")
+    run.add_argument("--seed", type=int, default=7)
+    run.add_argument("--concurrency", type=_ints, help="calls in flight (default 1,8,32)")
+    run.add_argument("--warmup", type=float, help="seconds (default 3)")
+    run.add_argument("--duration", type=float, help="measured seconds (default 8)")
+    run.add_argument(
+        "--scenario",
+        action="append",
+        dest="scenarios",
+        help="a scenario name (repeatable; default all)",
+    )
+    run.add_argument(
+        "--no-workers-compare", action="store_true", help="skip GetArticle with --workers 2"
+    )
+    run.add_argument("--no-db-limit", action="store_true")
+    run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
+    args = parser.parse_args(argv)
+    if args.command == "load":
+        return _load(args)
+    return _run(args)
+
+
+def _load(args: argparse.Namespace) -> int:
+    import json
+
+    from bench.servers import start_server
+
+    url = args.database_url or dataset.url_for(f"bench_{args.articles}")
+    dataset.create_database(url, replace=args.replace)
+    server = None
+    if not args.bulk or dataset.competitors_served():
+        server = start_server(url)
+    try:
+        stats = dataset.load(
+            url,
+            articles=args.articles,
+            users=args.users,
+            bulk=args.bulk,
+            seed=args.seed,
+            server=server,
+        )
+    finally:
+        if server is not None:
+            server.stop()
+    print(json.dumps(stats, indent=1))
+    print(f"loaded into {url}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bench.run import Harness, Options
+
+    opts = Options(
+        quick=args.quick,
+        articles=2_000 if args.quick else args.articles,
+        users=args.users,
+        database_url=args.database_url,
+        keep_db=args.keep_db,
+        bulk=args.bulk,
+        seed=args.seed,
+        concurrency=args.concurrency or ((8,) if args.quick else (1, 8, 32)),
+        warmup=args.warmup or (2.0 if args.quick else 3.0),
+        duration=args.duration or (3.0 if args.quick else 8.0),
+        scenarios=tuple(args.scenarios or ()),
+        workers_compare=not args.no_workers_compare,
+        db_limits=not args.no_db_limit,
+        output=args.output,
+    )
+    return Harness(opts).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

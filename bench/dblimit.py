@@ -1,0 +1,140 @@
+"""The database limit: the SQL blogstore runs for List and Search, issued through psycopg2.
+
+The statements are written by hand from storage/repositories/articles.py (checked against the
+statement log of a scratch run with `log_statement = all`). Per call the server also sends
+`SELECT 1` (pool pre-ping), BEGIN, `set_config('statement_timeout', ...)` and COMMIT around
+them; the limit leaves those out: it is what the data costs, one autocommit connection per
+thread, results fetched and converted by psycopg2 as SQLAlchemy would.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import psycopg2
+import psycopg2.extras
+
+from bench.loadgen import Job, Recorder, cpu_seconds
+from bench.scenarios import LIST_PAGE_SIZE, SEARCH_PAGE_SIZE
+
+psycopg2.extras.register_uuid()
+
+# ArticleView BASIC: every column but content_markdown and content_html (and search_vector).
+BASIC = (
+    "articles.id, articles.user_id, articles.pipeline_id, articles.title, articles.slug, "
+    "articles.excerpt, articles.meta_title, articles.meta_description, articles.primary_keyword, "
+    "articles.secondary_keywords, articles.tags, articles.seo_score, articles.wp_post_id, "
+    "articles.wp_url, articles.wp_status, articles.status, articles.word_count, "
+    "articles.reading_time_minutes, articles.internal_links, articles.external_links, "
+    "articles.content_hash, articles.publish_time, articles.create_time, articles.update_time, "
+    "articles.delete_time, articles.version, articles.create_request_id"
+)
+LIST_FIRST = (
+    f"SELECT {BASIC} FROM articles WHERE articles.delete_time IS NULL "
+    "ORDER BY articles.create_time DESC, articles.id DESC LIMIT %(limit)s"
+)
+LIST_DEEP = (
+    f"SELECT {BASIC} FROM articles WHERE articles.delete_time IS NULL "
+    "AND (articles.create_time, articles.id) < (%(after_time)s, %(after_id)s::uuid) "
+    "ORDER BY articles.create_time DESC, articles.id DESC LIMIT %(limit)s"
+)
+Q = "websearch_to_tsquery(CAST('english' AS REGCONFIG), %(q)s)"
+SEARCH_NUMNODE = f"SELECT numnode({Q})"
+SEARCH_RANK = f"""
+WITH candidates AS (
+  SELECT articles.id AS id, articles.create_time AS create_time,
+         articles.search_vector AS search_vector
+  FROM articles
+  WHERE articles.delete_time IS NULL AND (articles.search_vector @@ {Q})
+  ORDER BY articles.create_time DESC, articles.id DESC LIMIT 1000)
+SELECT anon_1.id, anon_1.rank, anon_1.create_time FROM (
+  SELECT candidates.id AS id, candidates.create_time AS create_time,
+         CASE WHEN (ts_filter(candidates.search_vector, '{{a}}') @@ {Q}) THEN 1.0 ELSE 0.0 END
+         + CAST(ts_rank(candidates.search_vector, {Q}, 32) AS FLOAT) AS rank
+  FROM candidates) AS anon_1
+ORDER BY anon_1.rank DESC, anon_1.create_time DESC, anon_1.id DESC LIMIT %(limit)s
+"""
+SEARCH_PAGE = f"""
+SELECT {BASIC}, ts_headline(CAST('english' AS REGCONFIG),
+  replace(replace(replace(articles.excerpt || ' ' || left(articles.content_markdown, 10000),
+    '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
+  {Q}, 'MaxFragments=2, MinWords=8, MaxWords=24, StartSel=<b>, StopSel=</b>') AS snippet
+FROM articles WHERE articles.id IN %(ids)s
+"""
+
+
+def call_for(client: str, params: dict) -> Any:
+    """A function(cursor) doing what the server does in the database for one call."""
+    if client == "list_first":
+        args = {"limit": LIST_PAGE_SIZE + 1}
+        return lambda cur: _fetch(cur, LIST_FIRST, args)
+    if client == "list_deep":
+        after_time, after_id = params["deep_cursor"]
+        args = {"limit": LIST_PAGE_SIZE + 1, "after_time": after_time, "after_id": after_id}
+        return lambda cur: _fetch(cur, LIST_DEEP, args)
+    if client.startswith("search_"):
+        query = params[client.replace("search_", "") + "_query"]
+        return lambda cur: _search(cur, query)
+    raise ValueError(f"no database limit for {client}")
+
+
+def _fetch(cur: Any, sql: str, args: dict) -> list:
+    cur.execute(sql, args)
+    return cur.fetchall()
+
+
+def _search(cur: Any, query: str) -> list:
+    if not _fetch(cur, SEARCH_NUMNODE, {"q": query})[0][0]:
+        return []
+    rows = _fetch(cur, SEARCH_RANK, {"q": query, "limit": SEARCH_PAGE_SIZE + 1})
+    if not rows:
+        return []
+    ids = tuple(r[0] for r in rows[:SEARCH_PAGE_SIZE])
+    return _fetch(cur, SEARCH_PAGE, {"q": query, "ids": ids})
+
+
+def run_job(job: Job, conn: Any) -> dict:
+    """`job.slots` threads, one connection each, calls back to back; same protocol as gRPC."""
+    call = call_for(job.client, job.params)
+    connections = []
+    for _ in range(job.slots):
+        db = psycopg2.connect(job.target, application_name="bench-dblimit")
+        db.autocommit = True
+        connections.append(db)
+    try:
+        for db in connections:
+            with db.cursor() as cur:
+                call(cur)  # connect, plan caches and buffers warm before the clock starts
+        conn.send("ready")
+        start = conn.recv()
+        rec = Recorder(start + job.warmup, start + job.warmup + job.duration)
+        lock = threading.Lock()
+
+        def loop(db: Any) -> None:
+            with db.cursor() as cur:
+                while time.monotonic() < rec.end:
+                    started = time.monotonic()
+                    try:
+                        call(cur)
+                        code, detail = None, ""
+                    except psycopg2.Error as error:
+                        code, detail = f"SQLSTATE {error.pgcode}", str(error)
+                    with lock:
+                        rec.record(started, time.monotonic(), code, detail)
+
+        threads = [threading.Thread(target=loop, args=(db,)) for db in connections]
+        time.sleep(max(0.0, start - time.monotonic()))
+        for t in threads:
+            t.start()
+        time.sleep(max(0.0, rec.begin - time.monotonic()))
+        rec.cpu[0] = cpu_seconds()
+        time.sleep(max(0.0, rec.end - time.monotonic()))
+        rec.cpu[1] = cpu_seconds()
+        for t in threads:
+            t.join()
+        return rec.result()
+    finally:
+        for db in connections:
+            db.close()
