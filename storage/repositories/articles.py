@@ -7,6 +7,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import Float, Select, and_, case, cast, func, literal, or_, select
@@ -32,6 +33,7 @@ SNAPSHOT_FIELDS = (
 )  # fmt: skip
 _DERIVED_INPUTS = {"content_markdown", "content_html", "wp_url"}
 ORDER_BY = ("create_time desc", "publish_time desc", "title")
+_INSERT_CHUNK = 100
 SEARCH_CANDIDATES = 1000  # rank at most the newest N matches: bounded work for common words
 _SLUG_ROUNDS = 20
 _ENGLISH = cast(literal("english"), REGCONFIG)
@@ -218,7 +220,7 @@ class ArticleRepository:
         return Page(hits, (last.rank, last.create_time, last.id) if more else None)
 
     # -- writes --------------------------------------------------------------------------
-    def create_many(self, items: Sequence[NewArticle]) -> list[Article]:
+    def create_many(self, items: Sequence[NewArticle]) -> list[Any]:
         """Insert all items (multi-row INSERTs) or raise; returns them in input order.
 
         Rows go in with ON CONFLICT DO NOTHING; an item that did not land either met its own
@@ -226,7 +228,7 @@ class ArticleRepository:
         (it gets the next free suffix and another round), or its given slug was taken
         (ALREADY_EXISTS, and the transaction rolls back).
         """
-        results: dict[uuid.UUID, Article] = {}
+        results: dict[uuid.UUID, Any] = {}
         pending = list(items)
         replayed = self._by_request_ids(pending)
         for item in pending:
@@ -256,18 +258,33 @@ class ArticleRepository:
             raise AlreadyExists("article", "slug")
         return [results[item.id] for item in items]
 
-    def _insert(self, items: Sequence[NewArticle]) -> dict[uuid.UUID, Article]:
-        rows = [
-            {
-                **i.values,
-                "id": i.id,
-                "create_request_id": i.request_id,
-                "publish_time": func.now() if i.values.get("status") == "published" else None,
-            }
-            for i in items
-        ]
-        stmt = insert(Article).values(rows).on_conflict_do_nothing().returning(Article)
-        return {a.id: a for a in self.session.scalars(stmt)}
+    def _insert(self, items: Sequence[NewArticle]) -> dict[uuid.UUID, Any]:
+        """Multi-row INSERTs of _INSERT_CHUNK rows; the inserted articles by id.
+
+        Chunks keep each statement (and the server's memory) small; RETURNING leaves out the
+        content, which the caller already holds and which is taken from the item instead.
+        """
+        inserted: dict[uuid.UUID, Any] = {}
+        for start in range(0, len(items), _INSERT_CHUNK):
+            chunk = {i.id: i for i in items[start : start + _INSERT_CHUNK]}
+            rows = [
+                {
+                    **i.values,
+                    "id": i.id,
+                    "create_request_id": i.request_id,
+                    "publish_time": func.now() if i.values.get("status") == "published" else None,
+                }
+                for i in chunk.values()
+            ]
+            stmt = insert(Article).values(rows).on_conflict_do_nothing()
+            for row in self.session.execute(stmt.returning(*_BASIC_COLUMNS)):
+                values = chunk[row.id].values
+                inserted[row.id] = SimpleNamespace(
+                    **row._asdict(),
+                    content_markdown=values["content_markdown"],
+                    content_html=values["content_html"],
+                )
+        return inserted
 
     def _by_request_ids(self, items: Sequence[NewArticle]) -> dict[uuid.UUID, Article]:
         keys = [(i.values["user_id"], i.request_id) for i in items if i.request_id]
