@@ -321,3 +321,38 @@ def test_watchers_are_bounded_free_their_slot_and_leave_workers_free(small_serve
     for stream in (*streams[1:], again):
         stream.cancel()
     channel.close()
+
+
+def test_articles_link_only_their_owners_pipelines(owner, new_account, connect):
+    account, stub = owner
+    articles = articles_pb2_grpc.ArticlesServiceStub(connect(account.token))
+    pipeline = new_pipeline(stub)
+    made = articles.CreateArticle(
+        articles_pb2.CreateArticleRequest(
+            article=articles_pb2.Article(title="From a run", pipeline_id=pipeline.id)
+        )
+    ).article
+    assert made.pipeline_id == pipeline.id
+    batch = articles.BatchCreateArticles(
+        articles_pb2.BatchCreateArticlesRequest(
+            articles=[articles_pb2.Article(title="Batch run", pipeline_id=pipeline.id)]
+        )
+    ).articles
+    assert batch[0].pipeline_id == pipeline.id
+    listed = articles.ListArticles(articles_pb2.ListArticlesRequest(pipeline_id=pipeline.id))
+    assert {a.id for a in listed.articles} == {made.id, batch[0].id}
+    other = new_account()
+    theirs = (
+        pipelines_pb2_grpc.PipelinesServiceStub(connect(other.token))
+        .CreatePipeline(pb.CreatePipelineRequest())
+        .pipeline
+    )
+    foreign = articles_pb2.CreateArticleRequest(
+        article=articles_pb2.Article(title="Not mine", pipeline_id=theirs.id)
+    )
+    assert status_of(lambda: articles.CreateArticle(foreign)) is Code.NOT_FOUND
+    update = articles_pb2.UpdateArticleRequest(
+        article=articles_pb2.Article(id=made.id, pipeline_id=theirs.id),
+        update_mask={"paths": ["pipeline_id"]},
+    )
+    assert status_of(lambda: articles.UpdateArticle(update)) is Code.NOT_FOUND

@@ -148,9 +148,10 @@ class PipelineRepository:
     def require_owned(self, links: set[tuple[uuid.UUID, uuid.UUID]]) -> None:
         """NotFound unless each (user_id, pipeline_id) names a pipeline of that user."""
         ids = {pipeline_id for _, pipeline_id in links}
-        owners = dict(
-            self.session.execute(select(Pipeline.id, Pipeline.user_id).where(Pipeline.id.in_(ids)))
+        rows = self.session.execute(
+            select(Pipeline.id, Pipeline.user_id).where(Pipeline.id.in_(ids))
         )
+        owners = {pipeline_id: user_id for pipeline_id, user_id in rows}
         for user_id, pipeline_id in links:
             if owners.get(pipeline_id) != user_id:
                 raise NotFound("pipeline", pipeline_id)
