@@ -1,4 +1,4 @@
-"""`python -m bench load ...` and `python -m bench run ...` (see BENCHMARKS.md)."""
+"""`python -m bench load | run | report` (see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--no-db-limit", action="store_true")
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
+    table = commands.add_parser("report", help="print a results JSON file as a Markdown table")
+    table.add_argument("json", type=Path)
     args = parser.parse_args(argv)
+    if args.command == "report":
+        import json
+
+        from bench.report import markdown
+
+        print(markdown(json.loads(args.json.read_text())))
+        return 0
     if args.command == "load":
         return _load(args)
     return _run(args)
