@@ -218,7 +218,7 @@ class Harness:
                     f"{s.get('error_samples', '')} {s.get('failures', '')}"
                 )
         self.report["results"].append(row)
-        print(report.row_line(row), flush=True)
+        print(report.row_line(row), file=sys.stderr, flush=True)
         return row
 
     def window_for(self, scenario: Scenario, concurrency: int) -> tuple[float, float]:
