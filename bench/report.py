@@ -123,7 +123,11 @@ def row_line(row: dict) -> str:
 def print_report(report: dict) -> None:
     ds = report.get("dataset", {})
     print()
-    print(f"blogstore bench  {report['started']}  commit {report['machine'].get('commit', '?')}")
+    m = report["machine"]
+    print(
+        f"blogstore bench  {report['started']}  harness {m.get('commit', '?')}, server "
+        f"{m.get('server_commit', '?')} ({m.get('server_checkout', '?')})"
+    )
     m = report["machine"]
     print(
         f"machine: {m['cores']} cores, {m['python']}, {m['postgres']}; load average at start "

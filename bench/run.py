@@ -28,6 +28,7 @@ from bench.loadgen import Job, Pool, split
 from bench.noop import CONTROL
 from bench.scenarios import CATALOG, CHANNEL_OPTIONS, CLIENTS, Scenario
 from bench.servers import (
+    CHECKOUT,
     Managed,
     RssSampler,
     db_backend_cpu,
@@ -78,14 +79,16 @@ def machine_info() -> dict:
         "python": f"Python {platform.python_version()}",
         "loadavg_start": tuple(round(x, 2) for x in os.getloadavg()),
     }
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        info["commit"] = subprocess.run(  # noqa: S603
-            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=True,
-        ).stdout.strip()
+    for key, where in (("commit", Path(__file__).parent), ("server_commit", CHECKOUT["dir"])):
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            info[key] = subprocess.run(  # noqa: S603
+                ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+                capture_output=True,
+                text=True,
+                cwd=where,
+                check=True,
+            ).stdout.strip()
+    info["server_checkout"] = str(CHECKOUT["dir"])
     return info
 
 
