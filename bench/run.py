@@ -219,6 +219,7 @@ class Harness:
                 self.report["problems"].append(
                     f"{scenario.name} x{concurrency} [{kind}]: ok={s['ok']} errors={s['errors']} "
                     f"{s.get('error_samples', '')} {s.get('failures', '')}"
+                    + (f"\nserver log:\n{self.server.log_tail(30)}" if kind == "server" else "")
                 )
         self.report["results"].append(row)
         print(report.row_line(row), file=sys.stderr, flush=True)

@@ -81,6 +81,8 @@ class Managed:
                     with contextlib.suppress(psutil.NoSuchProcess):
                         proc.kill()
                 self.popen.wait(5)
+        if self.log is not None and not os.environ.get("BLOGSTORE_BENCH_KEEP_LOGS"):
+            self.log.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 20) -> str:
         if self.log is None or not self.log.exists():
