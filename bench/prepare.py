@@ -90,7 +90,7 @@ def queries(cur: Any, texts: list[str], total: int, rng: random.Random, facts: d
     0.02-0.2% of the articles, at least 2) and a phrase of two frequent adjacent words."""
     docs: Counter[str] = Counter()
     for text in texts:
-        docs.update(set(_WORD.findall(text)))
+        docs.update(sorted(set(_WORD.findall(text))))  # sorted: no hash-seed order
 
     def df(query: str) -> int:
         cur.execute(DF_SQL, (query,))
