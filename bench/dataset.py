@@ -418,7 +418,7 @@ def load(
     stats["usage_events"] = insert_usage(conn, plan, articles // 2, rng)
     if competitors_served() and server is not None:
         stats["competitors"] = load_competitors(
-            server.target, server.key, corpus, plan, min(10_000, max(100, articles // 10)), rng
+            server.target, server.key, corpus, plan, min(10_000, max(1000, articles // 10)), rng
         )
     finish(conn)
     conn.close()

@@ -21,7 +21,7 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_mess
 LIST_PAGE_SIZE = 50
 SEARCH_PAGE_SIZE = 20
 BATCH_SIZE = 1000
-CLAIM_LEASE_SECONDS = 5
+CLAIM_LEASE_SECONDS = 1
 
 
 @dataclass(frozen=True)
@@ -236,8 +236,8 @@ class Auth(Client):
 
 
 class Claim(Client):
-    """Not yet run against the real service (not merged when this was written). A short lease
-    makes claimed competitors due again soon, so that claims keep returning work."""
+    """Claims of 10 with a 1 s lease over 1,000+ competitors: leases run out and competitors
+    fall due again, so claims keep finding work (checked against main's service)."""
 
     method = "/blogstore.v1.CompetitorsService/ClaimDueCompetitors"
 
