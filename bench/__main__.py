@@ -1,4 +1,4 @@
-"""`python -m bench load ...` and `python -m bench run ...` (see BENCHMARKS.md)."""
+"""`python -m bench load | run | report` (see BENCHMARKS.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,11 @@ import sys
 from pathlib import Path
 
 from bench import dataset
+
+CHECKOUT_HELP = (
+    "measure (and migrate with) the server of another blogstore checkout, e.g. to compare "
+    "branches; it runs with that checkout's .venv and writes nothing there"
+)
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -28,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     load.add_argument("--replace", action="store_true", help="drop the database first")
     load.add_argument("--seed", type=int, default=7)
+    load.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
 
     run = commands.add_parser("run", help="measure the scenarios and their limits")
     run.add_argument(
@@ -60,7 +66,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--no-db-limit", action="store_true")
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
+    run.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
+    table = commands.add_parser("report", help="print a results JSON file as a Markdown table")
+    table.add_argument("json", type=Path)
     args = parser.parse_args(argv)
+    if getattr(args, "server_checkout", None):
+        from bench.servers import use_checkout
+
+        use_checkout(args.server_checkout)
+    if args.command == "report":
+        import json
+
+        from bench.report import markdown
+
+        print(markdown(json.loads(args.json.read_text())))
+        return 0
     if args.command == "load":
         return _load(args)
     return _run(args)

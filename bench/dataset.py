@@ -15,7 +15,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -75,18 +74,14 @@ def create_database(url: str, *, replace: bool = False, admin_url: str = ADMIN_U
         if not cur.fetchone():
             cur.execute(f'CREATE DATABASE "{name}"')
     conn.close()
-    subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "server", "migrate"],
-        env={
-            **{
-                k: v for k, v in os.environ.items() if not k.startswith(("BLOGSTORE_", "DATABASE_"))
-            },
-            "DATABASE_URL": url,
-            "BLOGSTORE_LOG_LEVEL": "WARNING",
-        },
-        check=True,
-        capture_output=True,
-    )
+    from bench.servers import REPO, server_command
+
+    argv, cwd = server_command("migrate")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BLOGSTORE_", "DATABASE_"))}
+    env.update(DATABASE_URL=url, BLOGSTORE_LOG_LEVEL="WARNING")
+    if cwd != REPO:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"
+    subprocess.run(argv, cwd=cwd, env=env, check=True, capture_output=True)  # noqa: S603
 
 
 def drop_database(url: str, admin_url: str = ADMIN_URL) -> None:
@@ -332,11 +327,14 @@ def insert_usage(conn: Any, plan: Plan, count: int, rng: random.Random) -> int:
 
 
 def competitors_served() -> bool:
-    """Whether this checkout serves CompetitorsService (the lead may merge it later)."""
-    from pathlib import Path
+    """Whether the measured checkout serves CompetitorsService and our stubs know it."""
+    import importlib.util
 
-    app = Path(__file__).resolve().parent.parent / "server" / "app.py"
-    return "CompetitorsService" in app.read_text()
+    from bench.servers import CHECKOUT
+
+    app = CHECKOUT["dir"] / "server" / "app.py"
+    stubs = importlib.util.find_spec("blogstore.v1.competitors_pb2") is not None
+    return "CompetitorsService" in app.read_text() and stubs
 
 
 def load_competitors(
@@ -420,7 +418,7 @@ def load(
     stats["usage_events"] = insert_usage(conn, plan, articles // 2, rng)
     if competitors_served() and server is not None:
         stats["competitors"] = load_competitors(
-            server.target, server.key, corpus, plan, max(20, articles // 100), rng
+            server.target, server.key, corpus, plan, min(10_000, max(1000, articles // 10)), rng
         )
     finish(conn)
     conn.close()

@@ -123,7 +123,11 @@ def row_line(row: dict) -> str:
 def print_report(report: dict) -> None:
     ds = report.get("dataset", {})
     print()
-    print(f"blogstore bench  {report['started']}  commit {report['machine'].get('commit', '?')}")
+    m = report["machine"]
+    print(
+        f"blogstore bench  {report['started']}  harness {m.get('commit', '?')}, server "
+        f"{m.get('server_commit', '?')} ({m.get('server_checkout', '?')})"
+    )
     m = report["machine"]
     print(
         f"machine: {m['cores']} cores, {m['python']}, {m['postgres']}; load average at start "
@@ -171,3 +175,35 @@ def write_json(report: dict, path: Path | None = None) -> Path:
         path = RESULTS_DIR / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"
     path.write_text(json.dumps(report, indent=1, default=str))
     return path
+
+
+def _m(value: Any, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def markdown(report: dict) -> str:
+    """The results as a Markdown table (for BENCHMARKS.md)."""
+    lines = [
+        "| scenario | in flight | calls/s | p50 ms | p95 ms | p99 ms | errors | server CPU ms/call "
+        "| PG CPU ms/call | RSS MB | other CPU % | no-op calls/s | x no-op | p95 x no-op "
+        "| SQL calls/s | x SQL | p95 x SQL |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in sorted(report["results"], key=lambda r: r.get("apart", False)):
+        s, n, d = row["server"], row.get("noop") or {}, row.get("db") or {}
+        name = row["scenario"] + (f" (--workers {row['workers']})" if row["workers"] > 1 else "")
+        if row.get("items_per_call", 1) > 1:
+            name += f" ({s['calls_per_s'] * row['items_per_call']:.0f} articles/s)"
+        if row.get("window"):
+            name += f" ({row['window']})"
+        lines.append(
+            f"| {name} | {row['concurrency']} | {s['calls_per_s']:.1f} | {_m(s['p50_ms'], '.1f')} "
+            f"| {_m(s['p95_ms'], '.1f')} | {_m(s['p99_ms'], '.1f')} "
+            f"| {sum(s['errors'].values())} | {_m(s.get('server_cpu_ms_per_call'), '.2f')} "
+            f"| {_m(s.get('db_cpu_ms_per_call'), '.2f')} | {_m(s.get('rss_peak_mb'), '.0f')} "
+            f"| {_m(s.get('other_cpu_pct'), '.0f')} | {_m(n.get('calls_per_s'), '.0f')} "
+            f"| {_m(row.get('noop_ratio'), '.2f')} | {_m(row.get('noop_p95_ratio'), '.1f')} "
+            f"| {_m(d.get('calls_per_s'), '.1f')} | {_m(row.get('db_ratio'), '.2f')} "
+            f"| {_m(row.get('db_p95_ratio'), '.2f')} |"
+        )
+    return "\n".join(lines)

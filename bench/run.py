@@ -28,6 +28,7 @@ from bench.loadgen import Job, Pool, split
 from bench.noop import CONTROL
 from bench.scenarios import CATALOG, CHANNEL_OPTIONS, CLIENTS, Scenario
 from bench.servers import (
+    CHECKOUT,
     Managed,
     RssSampler,
     db_backend_cpu,
@@ -78,14 +79,16 @@ def machine_info() -> dict:
         "python": f"Python {platform.python_version()}",
         "loadavg_start": tuple(round(x, 2) for x in os.getloadavg()),
     }
-    with contextlib.suppress(OSError, subprocess.CalledProcessError):
-        info["commit"] = subprocess.run(  # noqa: S603
-            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
-            capture_output=True,
-            text=True,
-            cwd=Path(__file__).parent,
-            check=True,
-        ).stdout.strip()
+    for key, where in (("commit", Path(__file__).parent), ("server_commit", CHECKOUT["dir"])):
+        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+            info[key] = subprocess.run(  # noqa: S603
+                ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+                capture_output=True,
+                text=True,
+                cwd=where,
+                check=True,
+            ).stdout.strip()
+    info["server_checkout"] = str(CHECKOUT["dir"])
     return info
 
 
@@ -216,9 +219,10 @@ class Harness:
                 self.report["problems"].append(
                     f"{scenario.name} x{concurrency} [{kind}]: ok={s['ok']} errors={s['errors']} "
                     f"{s.get('error_samples', '')} {s.get('failures', '')}"
+                    + (f"\nserver log:\n{self.server.log_tail(30)}" if kind == "server" else "")
                 )
         self.report["results"].append(row)
-        print(report.row_line(row), flush=True)
+        print(report.row_line(row), file=sys.stderr, flush=True)
         return row
 
     def window_for(self, scenario: Scenario, concurrency: int) -> tuple[float, float]:

@@ -24,6 +24,22 @@ import grpc
 import psutil
 
 REPO = Path(__file__).resolve().parent.parent
+# The checkout whose server (and migrations) are measured: this one, unless
+# `--server-checkout DIR` points at another (to compare branches with the same harness).
+CHECKOUT = {"dir": REPO, "python": sys.executable}
+
+
+def use_checkout(directory: Path) -> None:
+    directory = directory.resolve()
+    python = directory / ".venv" / "bin" / "python"
+    if not (directory / "server" / "app.py").exists() or not python.exists():
+        raise SystemExit(f"{directory} is not a blogstore checkout with a .venv (uv sync there)")
+    CHECKOUT.update(dir=directory, python=str(python))
+
+
+def server_command(*argv: str) -> tuple[list[str], Path]:
+    """argv and cwd to run `python -m server ...` of the measured checkout."""
+    return [CHECKOUT["python"], "-m", "server", *argv], CHECKOUT["dir"]
 
 
 def free_port() -> int:
@@ -65,6 +81,8 @@ class Managed:
                     with contextlib.suppress(psutil.NoSuchProcess):
                         proc.kill()
                 self.popen.wait(5)
+        if self.log is not None and not os.environ.get("BLOGSTORE_BENCH_KEEP_LOGS"):
+            self.log.unlink(missing_ok=True)
 
     def log_tail(self, lines: int = 20) -> str:
         if self.log is None or not self.log.exists():
@@ -72,11 +90,11 @@ class Managed:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], port: int) -> Managed:
+def _spawn(name: str, argv: list[str], env: dict[str, str], port: int, cwd: Path = REPO) -> Managed:
     log = Path(tempfile.mkstemp(prefix=f"bench-{name}-", suffix=".log")[1])
     with log.open("w") as out:
         popen = subprocess.Popen(  # noqa: S603 - our interpreter, our modules
-            [sys.executable, *argv], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+            argv, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
         )
     return Managed(name, popen, port, log=log)
 
@@ -96,18 +114,12 @@ def start_server(
         # Page tokens must survive a restart (workers 1 -> 2) and be valid on every worker.
         "BLOGSTORE_PAGE_TOKEN_SECRET": page_secret or "bench-page-token-secret",
     }
-    argv = [
-        "-m",
-        "server",
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
-    server = _spawn(f"server-w{workers}", argv, env, port)
+    if CHECKOUT["dir"] != REPO:
+        env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave the other checkout untouched
+    argv, cwd = server_command(
+        "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)
+    )
+    server = _spawn(f"server-w{workers}", argv, env, port, cwd)
     server.key, server.workers = key, workers
     try:
         wait_serving(server, timeout=60)
@@ -120,6 +132,7 @@ def start_server(
 def start_noop(*, threads: int = 16, workers: int = 1) -> Managed:
     port = free_port()
     argv = [
+        sys.executable,
         "-m",
         "bench.noop",
         "--port",
