@@ -34,10 +34,6 @@ BENCH_PASSWORD = "bench password 12345"
 USERNAME = "bench-user-{:06d}"
 SITE = "https://blog.example.com"
 COPY_CHUNK = 2000
-# BatchCreateArticles with pipeline_id fails with INTERNAL (PipelineRepository.require_owned
-# passes a Result to dict(), which takes it for a mapping): until that is fixed, the articles go
-# in without it and are linked to their pipelines by SQL afterwards.
-PIPELINE_IDS_IN_REQUESTS = False
 SERVICES = [
     ("openai", "gpt-4o"),
     ("openai", "gpt-4o-mini"),
@@ -214,31 +210,26 @@ def load_articles_grpc(
     channel = grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
     stub = articles_pb2_grpc.ArticlesServiceStub(channel)
     rpc_seconds, started, calls = 0.0, time.perf_counter(), 0
-    links: list[tuple[uuid.UUID, uuid.UUID]] = []
     for first in range(0, len(plan.owners), batch):
         items = []
         for i in range(first, min(first + batch, len(plan.owners))):
             values = corpus.article(rng)
             values["status"] = status[values["status"]]
-            pipeline = str(plan.pipelines[i] or "") if PIPELINE_IDS_IN_REQUESTS else ""
+            pipeline = str(plan.pipelines[i] or "")
             items.append(
                 articles_pb2.Article(user_id=str(plan.owners[i]), pipeline_id=pipeline, **values)
             )
         request = articles_pb2.BatchCreateArticlesRequest(articles=items)
         t0 = time.perf_counter()
-        reply = stub.BatchCreateArticles(
+        stub.BatchCreateArticles(
             request, metadata=(("authorization", f"Bearer {key}"),), timeout=300
         )
         rpc_seconds += time.perf_counter() - t0
-        for i, article in enumerate(reply.articles, start=first):
-            if plan.pipelines[i] and not PIPELINE_IDS_IN_REQUESTS:
-                links.append((uuid.UUID(article.id), plan.pipelines[i]))
         calls += 1
     channel.close()
     count = len(plan.owners)
     return {
         "path": "BatchCreateArticles",
-        "links": links,
         "articles": count,
         "calls": calls,
         "rpc_seconds": round(rpc_seconds, 2),
@@ -361,21 +352,6 @@ def load_competitors(
     return count
 
 
-def link_pipelines(conn: Any, links: list[tuple[uuid.UUID, uuid.UUID]]) -> None:
-    import psycopg2.extras
-
-    with conn.cursor() as cur:
-        psycopg2.extras.execute_values(
-            cur,
-            "UPDATE articles a SET pipeline_id = v.pid FROM (VALUES %s) v(aid, pid) "
-            "WHERE a.id = v.aid",
-            [(str(a), str(p)) for a, p in links],
-            template="(%s::uuid, %s::uuid)",
-            page_size=1000,
-        )
-    conn.commit()
-
-
 def finish(conn: Any) -> None:
     """Link succeeded pipelines to their articles; VACUUM ANALYZE for realistic plans."""
     with conn.cursor() as cur:
@@ -413,7 +389,6 @@ def load(
         stats["load"] = load_articles_bulk(conn, plan, seed)
     else:
         stats["load"] = load_articles_grpc(server.target, server.key, corpus, plan, rng)
-        link_pipelines(conn, stats["load"].pop("links"))
     t0 = time.perf_counter()
     stats["usage_events"] = insert_usage(conn, plan, articles // 2, rng)
     if competitors_served() and server is not None:
