@@ -107,7 +107,8 @@ def create_server(settings: Settings) -> App:
         server,
     )
     articles_pb2_grpc.add_ArticlesServiceServicer_to_server(
-        ArticlesServicer(db, page_tokens), server
+        ArticlesServicer(db, page_tokens, max_concurrent_batches=settings.max_concurrent_batches),
+        server,
     )
     watch_hub = WatchHub(
         db, settings.database_url, max_watchers=settings.max_watchers,

@@ -38,6 +38,7 @@ class Settings:
     threads: int = 16
     max_concurrent_rpcs: int = 256
     max_watchers: int = 100
+    max_concurrent_batches: int = 2
     db_pool_size: int = 0  # 0: as many connections as threads
     db_pool_timeout: float = 5.0
     db_connect_timeout: int = 5
@@ -77,6 +78,7 @@ class Settings:
             threads=s.int("BLOGSTORE_THREADS", 16, 1, 1024),
             max_concurrent_rpcs=s.int("BLOGSTORE_MAX_CONCURRENT_RPCS", 256, 1, 100_000),
             max_watchers=s.int("BLOGSTORE_MAX_WATCHERS", 100, 1, 100_000),
+            max_concurrent_batches=s.int("BLOGSTORE_MAX_CONCURRENT_BATCHES", 2, 1, 64),
             db_pool_size=s.int("BLOGSTORE_DB_POOL_SIZE", 0, 0, 1000),
             db_pool_timeout=s.float("BLOGSTORE_DB_POOL_TIMEOUT_SECONDS", 5.0),
             db_connect_timeout=s.int("BLOGSTORE_DB_CONNECT_TIMEOUT_SECONDS", 5, 1, 300),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -478,3 +479,30 @@ def test_batch_returns_basic_view_unless_full_is_asked(fresh):
     assert all(not a.content_markdown and a.word_count == 200_000 for a in basic)
     request = pb.BatchCreateArticlesRequest(articles=[draft(md="small")], view=pb.ARTICLE_VIEW_FULL)
     assert stub.BatchCreateArticles(request).articles[0].content_markdown == "small"
+
+
+def test_batch_imports_beyond_the_bound_wait_then_give_up(database_url, new_account):
+    """With one slot, a second concurrent batch waits; past its deadline it is UNAVAILABLE."""
+    import grpc as grpc_module
+
+    from server.app import create_server
+    from tests.support import make_settings
+
+    account = new_account()
+    app = create_server(make_settings(database_url, max_concurrent_batches=1))
+    app.start()
+    try:
+        channel = grpc_module.insecure_channel(f"127.0.0.1:{app.port}")
+        stub = articles_pb2_grpc.ArticlesServiceStub(channel)
+        metadata = [("authorization", f"Bearer {account.token}")]
+        big = pb.BatchCreateArticlesRequest(articles=[draft(md="word " * 3000) for _ in range(300)])
+        first = stub.BatchCreateArticles.future(big, metadata=metadata, timeout=120)
+        time.sleep(0.3)  # the first batch holds the only slot
+        small = pb.BatchCreateArticlesRequest(articles=[draft()])
+        error = details_of(lambda: stub.BatchCreateArticles(small, metadata=metadata, timeout=0.5))
+        assert error.code in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED)
+        assert len(first.result().articles) == 300
+        assert len(stub.BatchCreateArticles(small, metadata=metadata, timeout=30).articles) == 1
+        channel.close()
+    finally:
+        app.stop(grace=0)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
 import uuid
 from typing import Any
 
@@ -21,7 +23,7 @@ from server.validation import (
 )
 from storage import content
 from storage.actors import Actor
-from storage.errors import InvalidArgument, NotFound
+from storage.errors import InvalidArgument, NotFound, Unavailable
 from storage.models import Article
 from storage.queries import get_article
 from storage.repositories.articles import (
@@ -36,6 +38,7 @@ from storage.repositories.articles import (
 MAX_CONTENT_BYTES = 2 * 1024 * 1024
 MAX_BATCH = 1000
 MAX_QUERY_CHARS = 1000
+_BATCH_WAIT_SECONDS = 60.0
 _REQUEST_NAMESPACE = uuid.UUID("6b1d3a4e-2f57-4c1b-9a56-3e0f5d1c7b20")
 _LIST_LIMITS = {"secondary_keywords": 50, "tags": 50}
 _TEXT_LIMITS = {
@@ -178,9 +181,12 @@ def filter_key(filters: ArticleFilters, **extra: Any) -> dict[str, Any]:
 
 
 class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
-    def __init__(self, db, page_tokens: PageTokens) -> None:
+    def __init__(self, db, page_tokens: PageTokens, *, max_concurrent_batches: int = 2) -> None:
         self.db = db
         self.page_tokens = page_tokens
+        # A batch of 1000 articles holds ~10x its request size while it runs: bound how many
+        # run at once so that memory is set by configuration, not by clients.
+        self._batch_slots = threading.BoundedSemaphore(max_concurrent_batches)
 
     def _new_article(self, v: Violations, prefix: str, article: Any, actor: Actor) -> dict:
         values = article_fields(v, prefix, article, set(MUTABLE))
@@ -211,6 +217,17 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         caller = current_caller()
         if not 1 <= len(request.articles) <= MAX_BATCH:
             raise InvalidArgument({"articles": f"must hold 1 to {MAX_BATCH} articles"})
+        wait = _BATCH_WAIT_SECONDS
+        if caller.deadline is not None:
+            wait = max(0.0, min(wait, caller.deadline - time.monotonic()))
+        if not self._batch_slots.acquire(timeout=wait):
+            raise Unavailable("too many batch imports in progress on this server; retry")
+        try:
+            return self._batch_create(caller, request)
+        finally:
+            self._batch_slots.release()
+
+    def _batch_create(self, caller, request) -> articles_pb2.BatchCreateArticlesResponse:
         batch_id = optional_uuid("request_id", request.request_id)
         v = Violations()
         items: list[NewArticle] = []
