@@ -58,7 +58,7 @@ ORDER BY anon_1.rank DESC, anon_1.create_time DESC, anon_1.id DESC LIMIT %(limit
 """
 SEARCH_PAGE = f"""
 SELECT {BASIC}, ts_headline(CAST('english' AS REGCONFIG),
-  replace(replace(replace(articles.excerpt || ' ' || left(articles.content_markdown, 10000),
+  replace(replace(replace(articles.excerpt || ' ' || left(articles.content_markdown, 3000),
     '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
   {Q}, 'MaxFragments=2, MinWords=8, MaxWords=24, StartSel=<b>, StopSel=</b>') AS snippet
 FROM articles WHERE articles.id IN %(ids)s
