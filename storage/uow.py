@@ -3,6 +3,9 @@
 `Database.run(caller, work)` opens a session, sets `statement_timeout` for this transaction only
 (`SET LOCAL` semantics via set_config(..., true)), hands `work` a `Tx` with the repositories,
 commits once, and runs the whole transaction again on serialization failures and deadlocks.
+
+`Database.query(caller, statement, params)` is the hot-path variant for single statements
+(storage/queries.py): one round trip, prepared once per pooled connection, same timeout rule.
 """
 
 from __future__ import annotations
