@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from storage.actors import Actor
 from storage.errors import Conflict, NotFound
 from storage.models import User
+from storage.repositories.changes import apply_changes
 from storage.repositories.paging import Cursor, Page, newest_first, to_page
 
 
@@ -127,10 +128,7 @@ class UserRepository:
         """Apply changes if the caller's etag (version) is current; the flush re-checks it."""
         if etag_version is not None and etag_version != user.version:
             raise Conflict("the user changed meanwhile (stale etag)")
-        for field, value in changes.items():
-            setattr(user, field, value)
-        self.session.flush()
-        return user
+        return apply_changes(self.session, user, changes)
 
     def record_login(self, user_id: uuid.UUID, new_password_hash: str | None) -> User:
         """Stamp last_login_time (unscoped: runs for Authenticate, before any principal)."""
