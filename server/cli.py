@@ -103,24 +103,40 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         context.Process(target=_worker_main, args=(settings,), name=f"blogstore-worker-{i}")
         for i in range(settings.workers)
     ]
-    for worker in workers:
-        worker.start()
+    stopping = threading.Event()
 
-    def forward(signum: int, _frame: object) -> None:
+    def forward(_signum: int, _frame: object) -> None:
+        stopping.set()
         for worker in workers:
             if worker.pid and worker.is_alive():
-                worker.terminate() if signum == signal.SIGTERM else worker.kill()
+                worker.terminate()  # SIGTERM: each worker drains its calls
 
+    # Installed before the workers start, so no SIGTERM finds the parent unprepared.
     signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, lambda *_: forward(signal.SIGTERM, None))
+    signal.signal(signal.SIGINT, forward)
+    for worker in workers:
+        worker.start()
+        if stopping.is_set():
+            worker.terminate()
     for worker in workers:
         worker.join()
-    return max((w.exitcode or 0) for w in workers)
+    # A worker stopped by the forwarded SIGTERM before it could install its handler had
+    # nothing in flight: that is an orderly stop too.
+    clean = (0, -signal.SIGTERM)
+    return 0 if all(w.exitcode in clean for w in workers) else 1
 
 
 def _worker_main(settings: Settings) -> None:
+    stop = _stop_on_signals()  # first: a SIGTERM during start-up then still drains cleanly
     configure_logging(settings.log_level, settings.log_format)
-    sys.exit(run_worker(settings))
+    sys.exit(run_worker(settings, stop))
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    return stop
 
 
 def limit_malloc_arenas(arenas: int = 2) -> None:
@@ -138,14 +154,12 @@ def limit_malloc_arenas(arenas: int = 2) -> None:
     libc.mallopt(m_arena_max, arenas)
 
 
-def run_worker(settings: Settings) -> int:
+def run_worker(settings: Settings, stop: threading.Event | None = None) -> int:
     """Serve until SIGTERM/SIGINT, then drain in-flight calls and return 0."""
     from server.app import create_server
 
+    stop = stop or _stop_on_signals()
     limit_malloc_arenas()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     app = create_server(settings)
     app.start()
     stop.wait()

@@ -128,17 +128,34 @@ def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(database_url, server
 def test_two_workers_share_the_port_and_stop_cleanly(database_url, server_env):
     port = free_port()
     process = blogstore("serve", "--port", str(port), "--workers", "2", env=server_env)
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.decode() for line in process.stdout), daemon=True
+    )
+    reader.start()
     try:
+        deadline = time.monotonic() + 90
+        while sum("blogstore listening" in line for line in lines) < 2:
+            assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.1)
         wait_serving(port, process)
         key = admin_key(database_url)
         for _ in range(10):
             assert current_user(port, key).user.is_admin
-        code, output = stop(process)
-        assert code == 0, output
-        assert output.count("blogstore listening") == 2
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, "".join(lines)
+        reader.join(timeout=10)
+        assert sum("INFO blogstore stopped" in line for line in lines) == 2, "".join(lines)
     finally:
         if process.poll() is None:
             process.kill()
+
+
+def test_sigterm_while_workers_start_still_exits_0(server_env):
+    process = blogstore("serve", "--port", str(free_port()), "--workers", "2", env=server_env)
+    time.sleep(0.5)  # the workers are spawning and importing: no server is up yet
+    code, output = stop(process)
+    assert code == 0, output
 
 
 def test_embedded_database_keeps_users_across_restarts(tmp_path: Path):
