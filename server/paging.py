@@ -50,6 +50,12 @@ class PageTokens:
         return hmac.new(self._secret, payload, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
 
 
+def filter_key(filters: object, **extra: Any) -> dict[str, Any]:
+    """A filters dataclass (plus extras such as order_by) as the values a token is bound to."""
+    values = {k: str(v) if v is not None else None for k, v in vars(filters).items()}
+    return {**values, **extra}
+
+
 def _fingerprint(filters: Mapping[str, Any]) -> str:
     canonical = json.dumps(filters, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

@@ -63,6 +63,12 @@ def owner_id(field: str, value: str, actor: Actor) -> uuid.UUID:
     return actor.user_id
 
 
+def list_owner(field: str, value: str, actor: Actor) -> uuid.UUID | None:
+    """A List/Search user_id filter: the named user (scope-checked by owner_id), else the
+    caller's own rows for a user principal, or every user's (None) for admins and services."""
+    return owner_id(field, value, actor) if value else actor.owner_scope()
+
+
 def page_size(value: int) -> int:
     if value < 0:
         raise InvalidArgument({"page_size": "must not be negative"})

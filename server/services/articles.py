@@ -11,10 +11,11 @@ from typing import Any
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
 from server.context import current_caller
-from server.paging import PageTokens
+from server.paging import PageTokens, filter_key
 from server.protoconv import datetime_or_none, etag, etag_version, timestamp
 from server.validation import (
     Violations,
+    list_owner,
     mask_paths,
     optional_uuid,
     owner_id,
@@ -162,7 +163,7 @@ def filters_from(request: Any, actor: Actor) -> ArticleFilters:
         v.check(status is not None, "status", "is not a known status")
     v.raise_if_any()
     return ArticleFilters(
-        user_id=optional_uuid("user_id", request.user_id) or actor.owner_scope(),
+        user_id=list_owner("user_id", request.user_id, actor),
         status=status,
         primary_keyword=request.primary_keyword.strip() or None,
         tag=request.tag.strip() or None,
@@ -173,11 +174,6 @@ def filters_from(request: Any, actor: Actor) -> ArticleFilters:
         end_publish_time=datetime_or_none(request, "end_publish_time"),
         show_deleted=getattr(request, "show_deleted", False),
     )
-
-
-def filter_key(filters: ArticleFilters, **extra: Any) -> dict[str, Any]:
-    """What a page token is bound to."""
-    return {**{k: str(v) if v is not None else None for k, v in vars(filters).items()}, **extra}
 
 
 class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
@@ -275,7 +271,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
 
     def ListArticles(self, request, context):  # noqa: N802
         caller = current_caller()
-        filters = self._visible_filters(caller, request)
+        filters = filters_from(request, caller.actor)
         order_by = " ".join(request.order_by.split()).lower() or ORDER_BY[0]
         if order_by not in ORDER_BY:
             raise InvalidArgument({"order_by": f"must be one of: {', '.join(ORDER_BY)}"})
@@ -301,7 +297,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             raise InvalidArgument({"query": "is required"})
         if len(query) > MAX_QUERY_CHARS:
             raise InvalidArgument({"query": f"must be at most {MAX_QUERY_CHARS} characters"})
-        filters = self._visible_filters(caller, request)
+        filters = filters_from(request, caller.actor)
         limit = page_size(request.page_size)
         key = filter_key(filters, query=query)
         after = self.page_tokens.decode(request.page_token, key)
@@ -441,14 +437,6 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
 
         article = self.db.run(caller, restore)
         return articles_pb2.RestoreArticleRevisionResponse(article=article_to_proto(article))
-
-    def _visible_filters(self, caller, request) -> ArticleFilters:
-        """Filters for List/Search; naming another user's id as a user principal is NOT_FOUND."""
-        filters = filters_from(request, caller.actor)
-        owner = caller.actor.owner_scope()
-        if owner is not None and filters.user_id != owner:
-            raise NotFound("user", filters.user_id)
-        return filters
 
 
 def _require_links(tx, items: list[NewArticle]) -> None:

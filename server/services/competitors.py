@@ -14,6 +14,7 @@ from server.paging import PageTokens
 from server.protoconv import datetime_or_none, etag, etag_version, timestamp
 from server.validation import (
     Violations,
+    list_owner,
     mask_paths,
     optional_uuid,
     owner_id,
@@ -236,10 +237,7 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
     def ListCompetitors(self, request, context):  # noqa: N802
         caller = current_caller()
         actor = caller.actor
-        if request.user_id or not actor.is_privileged:
-            user_id = owner_id("user_id", request.user_id, actor)
-        else:
-            user_id = None  # admin and service principals: every user
+        user_id = list_owner("user_id", request.user_id, actor)
         limit = page_size(request.page_size)
         is_active = request.is_active if request.HasField("is_active") else None
         filters = {"user_id": str(user_id or ""), "is_active": is_active}

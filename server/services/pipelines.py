@@ -9,12 +9,12 @@ from blogstore.v1 import pipelines_pb2, pipelines_pb2_grpc
 from google.protobuf import json_format, struct_pb2
 
 from server.context import current_caller
-from server.paging import PageTokens
+from server.paging import PageTokens, filter_key
 from server.protoconv import datetime_or_none, etag, timestamp
-from server.validation import Violations, optional_uuid, owner_id, page_size, parse_uuid
+from server.validation import Violations, list_owner, optional_uuid, owner_id, page_size, parse_uuid
 from server.watch import WatchHub
 from storage.actors import Actor
-from storage.errors import InvalidArgument, NotFound
+from storage.errors import InvalidArgument
 from storage.models import Pipeline
 from storage.repositories.pipelines import PipelineFilters
 from storage.uow import Database
@@ -115,7 +115,7 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
         caller = current_caller()
         filters = self._filters(request, caller.actor)
         limit = page_size(request.page_size)
-        key = {k: str(v) if v is not None else None for k, v in vars(filters).items()}
+        key = filter_key(filters)
         after = self.page_tokens.decode(request.page_token, key)
         page = self.db.run(caller, lambda tx: tx.pipelines.list(filters, after=after, limit=limit))
         return pipelines_pb2.ListPipelinesResponse(
@@ -200,13 +200,10 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
         v.check(not request.state or state is not None, "state", "is not a known state")
         v.raise_if_any()
         filters = PipelineFilters(
-            user_id=optional_uuid("user_id", request.user_id) or actor.owner_scope(),
+            user_id=list_owner("user_id", request.user_id, actor),
             state=state,
             article_id=optional_uuid("article_id", request.article_id),
             start_create_time=datetime_or_none(request, "start_create_time"),
             end_create_time=datetime_or_none(request, "end_create_time"),
         )
-        owner = actor.owner_scope()
-        if owner is not None and filters.user_id != owner:
-            raise NotFound("user", filters.user_id)
         return filters

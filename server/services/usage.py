@@ -10,10 +10,11 @@ from typing import Any
 from blogstore.v1 import usage_pb2, usage_pb2_grpc
 
 from server.context import current_caller
-from server.paging import PageTokens
+from server.paging import PageTokens, filter_key
 from server.protoconv import datetime_or_none, timestamp
 from server.validation import (
     Violations,
+    list_owner,
     optional_uuid,
     owner_id,
     page_size,
@@ -21,7 +22,7 @@ from server.validation import (
     text_field,
 )
 from storage.actors import Actor
-from storage.errors import InvalidArgument, NotFound, PermissionDenied
+from storage.errors import InvalidArgument, PermissionDenied
 from storage.models import UsageEvent
 from storage.queries import record_usage
 from storage.repositories.usage import EventFilters, Limits, MonthTotals, month_of
@@ -194,7 +195,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         caller = current_caller()
         filters = self._filters(request, caller.actor)
         limit = page_size(request.page_size)
-        key = {k: str(v) if v is not None else None for k, v in vars(filters).items()}
+        key = filter_key(filters)
         after = self.page_tokens.decode(request.page_token, key)
         page = self.db.run(
             caller, lambda tx: tx.usage.list_events(filters, after=after, limit=limit)
@@ -275,13 +276,10 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
 
     def _filters(self, request, actor: Actor) -> EventFilters:
         filters = EventFilters(
-            user_id=optional_uuid("user_id", request.user_id) or actor.owner_scope(),
+            user_id=list_owner("user_id", request.user_id, actor),
             pipeline_id=optional_uuid("pipeline_id", getattr(request, "pipeline_id", "")),
             service=getattr(request, "service", "").strip() or None,
             start_time=datetime_or_none(request, "start_time"),
             end_time=datetime_or_none(request, "end_time"),
         )
-        owner = actor.owner_scope()
-        if owner is not None and filters.user_id != owner:
-            raise NotFound("user", filters.user_id)
         return filters
