@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -28,6 +28,15 @@ class Violations:
     def check(self, ok: bool, field: str, description: str) -> None:
         if not ok:
             self.add(field, description)
+
+    def collect(self, parse: Callable[..., Any], *args: Any, default: Any = None, **kw: Any) -> Any:
+        """Run a parser that raises InvalidArgument, keeping its complaint with the others."""
+        try:
+            return parse(*args, **kw)
+        except InvalidArgument as error:
+            for field, description in error.violations.items():
+                self.add(field, description)
+            return default
 
     def raise_if_any(self) -> None:
         if self.fields:

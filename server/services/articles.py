@@ -148,10 +148,9 @@ def article_fields(v: Violations, prefix: str, article: Any, paths: set[str]) ->
         if values["status"] is None and article.status:
             v.add(prefix + "status", "must be DRAFT, PUBLISHED or ARCHIVED")
     if "pipeline_id" in paths:
-        try:
-            values["pipeline_id"] = optional_uuid(prefix + "pipeline_id", article.pipeline_id)
-        except InvalidArgument as error:
-            v.fields.update(error.violations)
+        values["pipeline_id"] = v.collect(
+            optional_uuid, prefix + "pipeline_id", article.pipeline_id
+        )
     return values
 
 

@@ -117,12 +117,7 @@ def with_stats(tx: Tx, competitors: Sequence[Competitor]) -> list[tuple[Competit
 
 def normalized(v: Violations, normalize: Callable[..., str], field: str, value: str) -> str:
     """Run a storage normalizer, collecting its complaint as a field violation."""
-    try:
-        return normalize(value, field=field)
-    except InvalidArgument as error:
-        for name, description in error.violations.items():
-            v.add(name, description)
-        return ""
+    return v.collect(normalize, value, field=field, default="")
 
 
 def check_frequency(v: Violations, field: str, hours: int) -> int:

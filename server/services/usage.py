@@ -100,11 +100,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
         v = Violations()
-        request_id = None
-        try:
-            request_id = parse_uuid("request_id", request.request_id)
-        except InvalidArgument as error:
-            v.fields.update(error.violations)
+        request_id = v.collect(parse_uuid, "request_id", request.request_id)
         values: dict[str, Any] = {
             "user_id": user_id,
             "request_id": request_id,
@@ -118,10 +114,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             values[name] = getattr(request, name)
             v.check(values[name] >= 0, name, "must not be negative")
         for name in ("pipeline_id", "article_id"):
-            try:
-                values[name] = optional_uuid(name, getattr(request, name))
-            except InvalidArgument as error:
-                v.fields.update(error.violations)
+            values[name] = v.collect(optional_uuid, name, getattr(request, name))
         now = dt.datetime.now(dt.UTC)
         event_time = datetime_or_none(request, "event_time") or now
         v.check(event_time <= now + _FUTURE_SLACK, "event_time", "must not lie in the future")
