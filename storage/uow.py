@@ -10,7 +10,6 @@ commits once, and runs the whole transaction again on serialization failures and
 
 from __future__ import annotations
 
-import logging
 import random
 import time
 from collections.abc import Callable
@@ -34,7 +33,6 @@ from storage.repositories.pipelines import PipelineRepository
 from storage.repositories.usage import UsageRepository
 from storage.repositories.users import UserRepository
 
-log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")

@@ -90,7 +90,10 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         self.default_limits = default_limits
 
     def _limits(self, tx, user_id: uuid.UUID) -> Limits:
-        cost, articles = tx.usage.limits_override(user_id)
+        return self._effective(*tx.usage.limits_override(user_id))
+
+    def _effective(self, cost: int | None, articles: int | None) -> Limits:
+        """The limits in force: a user's own, else the configured defaults."""
         return Limits(
             cost_micros=cost or self.default_limits.cost_micros,
             articles=articles or self.default_limits.articles,
@@ -221,12 +224,10 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
 
         def get(tx):
             tx.users.require_visible({user_id})
-            return tx.usage.limits_override(user_id), self._limits(tx, user_id)
+            return tx.usage.limits_override(user_id)
 
-        (cost, articles), effective = self.db.run(caller, get)
-        return usage_pb2.GetUsageLimitsResponse(
-            limits=self._limits_proto(user_id, cost, articles, effective)
-        )
+        cost, articles = self.db.run(caller, get)
+        return usage_pb2.GetUsageLimitsResponse(limits=self._limits_proto(user_id, cost, articles))
 
     def SetUsageLimits(self, request, context):  # noqa: N802
         caller = current_caller()
@@ -250,15 +251,12 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             tx.audit(
                 "usage.set_limits", "user", user_id, cost_limit_micros=cost, article_limit=articles
             )
-            return self._limits(tx, user_id)
 
-        effective = self.db.run(caller, set_limits)
-        return usage_pb2.SetUsageLimitsResponse(
-            limits=self._limits_proto(user_id, cost, articles, effective)
-        )
+        self.db.run(caller, set_limits)
+        return usage_pb2.SetUsageLimitsResponse(limits=self._limits_proto(user_id, cost, articles))
 
-    @staticmethod
-    def _limits_proto(user_id, cost, articles, effective: Limits) -> usage_pb2.UsageLimits:
+    def _limits_proto(self, user_id, cost, articles) -> usage_pb2.UsageLimits:
+        effective = self._effective(cost, articles)
         return usage_pb2.UsageLimits(
             user_id=str(user_id),
             cost_limit_micros=cost or 0,

@@ -23,7 +23,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models.base import Base, created_at, uuid_pk
 
-ARTICLE_STATUSES = ("draft", "published", "archived")
 # Content beyond this many characters is stored but not indexed: tsvector is capped at 1 MiB.
 SEARCH_CONTENT_CHARS = 100_000
 # Title weighs A; excerpt, keywords and tags B; content C. Functions must be immutable here,

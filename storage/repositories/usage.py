@@ -15,7 +15,6 @@ from storage.actors import Actor
 from storage.models import UsageEvent, UsageLimit, UsageMonth
 from storage.repositories.paging import Page, after_key, to_page
 
-GROUP_BY = ("service", "model", "day", "user")
 _TOTALS = ("cost_micros", "articles_generated", "input_tokens", "output_tokens", "api_calls")
 
 
