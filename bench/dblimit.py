@@ -9,6 +9,7 @@ thread, results fetched and converted by psycopg2 as SQLAlchemy would.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -40,25 +41,27 @@ LIST_DEEP = (
     "AND (articles.create_time, articles.id) < (%(after_time)s, %(after_id)s::uuid) "
     "ORDER BY articles.create_time DESC, articles.id DESC LIMIT %(limit)s"
 )
+_TERM = re.compile(r"(!?)'((?:[^']|'')+)'")
 Q = "websearch_to_tsquery(CAST('english' AS REGCONFIG), %(q)s)"
-SEARCH_NUMNODE = f"SELECT numnode({Q})"
+SEARCH_NUMNODE = f"SELECT numnode({Q}), querytree({Q})"
 SEARCH_RANK = f"""
 WITH candidates AS (
   SELECT articles.id AS id, articles.create_time AS create_time,
-         articles.search_vector AS search_vector
+         articles.rank_vector AS rank_vector
   FROM articles
   WHERE articles.delete_time IS NULL AND (articles.search_vector @@ {Q})
   ORDER BY articles.create_time DESC, articles.id DESC LIMIT 1000)
 SELECT anon_1.id, anon_1.rank, anon_1.create_time FROM (
   SELECT candidates.id AS id, candidates.create_time AS create_time,
-         CASE WHEN (ts_filter(candidates.search_vector, '{{a}}') @@ {Q}) THEN 1.0 ELSE 0.0 END
-         + CAST(ts_rank(candidates.search_vector, {Q}, 32) AS FLOAT) AS rank
+         CASE WHEN (ts_filter(candidates.rank_vector, '{{a}}') @@ {Q}) THEN 1.0 ELSE 0.0 END
+         + CAST(ts_rank(candidates.rank_vector, {Q}, 32) AS FLOAT) AS rank
   FROM candidates) AS anon_1
 ORDER BY anon_1.rank DESC, anon_1.create_time DESC, anon_1.id DESC LIMIT %(limit)s
 """
 SEARCH_PAGE = f"""
 SELECT {BASIC}, ts_headline(CAST('english' AS REGCONFIG),
-  replace(replace(replace(articles.excerpt || ' ' || left(articles.content_markdown, 3000),
+  replace(replace(replace(articles.excerpt || ' ' || substr(articles.content_markdown,
+    greatest(1, strpos(lower(articles.content_markdown), %(term)s) - 300), 1500),
     '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
   {Q}, 'MaxFragments=2, MinWords=8, MaxWords=24, StartSel=<b>, StopSel=</b>') AS snippet
 FROM articles WHERE articles.id IN %(ids)s
@@ -86,13 +89,16 @@ def _fetch(cur: Any, sql: str, args: dict) -> list:
 
 
 def _search(cur: Any, query: str) -> list:
-    if not _fetch(cur, SEARCH_NUMNODE, {"q": query})[0][0]:
+    nodes, tree = _fetch(cur, SEARCH_NUMNODE, {"q": query})[0]
+    if not nodes:
         return []
+    # The server's snippet window: around the query's first non-negated term.
+    term = next((m[2].replace("''", "'") for m in _TERM.finditer(tree) if not m[1]), "")
     rows = _fetch(cur, SEARCH_RANK, {"q": query, "limit": SEARCH_PAGE_SIZE + 1})
     if not rows:
         return []
     ids = tuple(r[0] for r in rows[:SEARCH_PAGE_SIZE])
-    return _fetch(cur, SEARCH_PAGE, {"q": query, "ids": ids})
+    return _fetch(cur, SEARCH_PAGE, {"q": query, "ids": ids, "term": term})
 
 
 def run_job(job: Job, conn: Any) -> dict:

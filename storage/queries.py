@@ -15,10 +15,10 @@ from sqlalchemy.dialects import postgresql
 
 from storage.actors import Caller
 from storage.models import AccessToken, ApiKey, Article, User
+from storage.models.articles import ARTICLE_COLUMNS
 from storage.uow import Database, Prepared
 
 _DIALECT = postgresql.psycopg2.dialect(paramstyle="numeric_dollar")  # type: ignore[attr-defined]
-_ARTICLE_COLUMNS = [c for c in Article.__table__.c if c.name != "search_vector"]
 
 
 def _prepare(name: str, statement: Any, **types: str) -> Prepared:
@@ -32,7 +32,7 @@ def _prepare(name: str, statement: Any, **types: str) -> Prepared:
 
 _GET_ARTICLE = _prepare(
     "get_article",
-    select(*_ARTICLE_COLUMNS).where(
+    select(*ARTICLE_COLUMNS).where(
         Article.id == bindparam("id"),
         or_(bindparam("owner").is_(None), Article.user_id == bindparam("owner")),
     ),
