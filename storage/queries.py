@@ -7,6 +7,8 @@ back as attribute records of driver values (the engine's connections return UUID
 
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from typing import Any
 
@@ -16,18 +18,31 @@ from sqlalchemy.dialects import postgresql
 from storage.actors import Caller
 from storage.models import AccessToken, ApiKey, Article, User
 from storage.models.articles import ARTICLE_COLUMNS
+from storage.repositories.articles import (
+    ArticleFilters,
+    list_cursor,
+    list_statement,
+    list_values,
+)
+from storage.repositories.paging import Page, to_page
 from storage.uow import Database, Prepared
 
 _DIALECT = postgresql.psycopg2.dialect(paramstyle="numeric_dollar")  # type: ignore[attr-defined]
 
 
 def _prepare(name: str, statement: Any, **types: str) -> Prepared:
+    """`statement` with $n placeholders; parameter types from `types`, else from their binds."""
     compiled = statement.compile(dialect=_DIALECT)
     params = tuple(dict.fromkeys(compiled.positiontup))  # $n order, each name once
     return Prepared(
         name=f"blogstore_{name}", body=compiled.string, params=params,
-        types=tuple(types[p] for p in params),
+        types=tuple(types.get(p) or _sql_type(compiled.binds[p].type) for p in params),
     )  # fmt: skip
+
+
+def _sql_type(type_: Any) -> str:
+    """A bind's type for PREPARE; varchar(n) as text, so a long filter value cannot fail."""
+    return re.sub(r"VARCHAR(\(\d+\))?", "TEXT", type_.compile(dialect=_DIALECT))
 
 
 _GET_ARTICLE = _prepare(
@@ -108,6 +123,27 @@ def get_article(db: Database, caller: Caller, article_id: uuid.UUID) -> Any | No
     owner = caller.actor.owner_scope()
     rows = db.query(caller, _GET_ARTICLE, {"id": article_id, "owner": owner})
     return rows[0] if rows else None
+
+
+_LIST_STATEMENTS: dict[tuple[Any, ...], Prepared] = {}
+
+
+def list_articles(
+    db: Database, caller: Caller, filters: ArticleFilters, *, order_by: str,
+    after: tuple | None, limit: int, full: bool,
+) -> Page[Any]:  # fmt: skip
+    """A List page in one round trip: one prepared statement per shape (which filters are
+    set, order, cursor, view), so the SQL is built and planned once per shape."""
+    owner = caller.actor.owner_scope()
+    values = list_values(filters, owner, after, limit)
+    shape = (order_by, full, filters.show_deleted, after is not None, *sorted(values))
+    prepared = _LIST_STATEMENTS.get(shape)
+    if prepared is None:
+        stmt = list_statement(filters, owner, order_by=order_by, after=after, full=full)
+        key = hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
+        prepared = _LIST_STATEMENTS.setdefault(shape, _prepare(f"list_articles_{key}", stmt))
+    rows = db.query(caller, prepared, values)
+    return to_page(rows, limit, key=list_cursor(order_by))
 
 
 def resolve_credential(

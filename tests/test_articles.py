@@ -192,6 +192,13 @@ class TestGetAndList:
         assert ids(order_by="publish_time desc")[0] == c.id
         assert ids(start_create_time=b.create_time) == [c.id, b.id]
         assert ids(end_create_time=b.create_time) == [a.id]
+        published = stub.GetArticle(pb.GetArticleRequest(id=c.id)).article.publish_time
+        assert ids(start_publish_time=published) == [c.id]
+        assert ids(end_publish_time=published) == []
+        assert ids(primary_keyword="k" * 300) == []  # longer than the column: no match, no error
+        stub.DeleteArticle(pb.DeleteArticleRequest(id=a.id))
+        assert ids() == [c.id, b.id]
+        assert ids(show_deleted=True, tag="x") == [a.id]
         bad = pb.ListArticlesRequest(order_by="user_id; drop table articles")
         assert status_of(lambda: stub.ListArticles(bad)) is Code.INVALID_ARGUMENT
 

@@ -26,7 +26,7 @@ from storage import content
 from storage.actors import Actor
 from storage.errors import InvalidArgument, NotFound, Unavailable
 from storage.models import Article
-from storage.queries import get_article
+from storage.queries import get_article, list_articles
 from storage.repositories.articles import (
     CONTENT_FIELDS,
     ORDER_BY,
@@ -278,11 +278,8 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         key = filter_key(filters, order_by=order_by)
         after = self.page_tokens.decode(request.page_token, key)
         full = is_full(request.view, articles_pb2.ARTICLE_VIEW_BASIC)
-        page = self.db.run(
-            caller,
-            lambda tx: tx.articles.list(
-                filters, order_by=order_by, after=after, limit=limit, full=full
-            ),
+        page = list_articles(
+            self.db, caller, filters, order_by=order_by, after=after, limit=limit, full=full
         )
         return articles_pb2.ListArticlesResponse(
             articles=[article_to_proto(a, full=full) for a in page.items],

@@ -6,12 +6,24 @@ import dataclasses
 import datetime as dt
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Float, Select, and_, case, cast, func, literal, or_, select
+from sqlalchemy import (
+    Float,
+    Integer,
+    Select,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+)
 from sqlalchemy.dialects.postgresql import REGCONFIG, insert
 from sqlalchemy.orm import Session
 
@@ -125,47 +137,6 @@ class ArticleRepository:
             raise NotFound("article", slug)
         return article
 
-    def list(
-        self, filters: ArticleFilters, *, order_by: str, after: tuple | None, limit: int,
-        full: bool,
-    ) -> Page[Any]:  # fmt: skip
-        """A page of article rows: Core rows with the columns as attributes.
-
-        Not ORM objects: loading 50 entities per page cost more than the query itself.
-        """
-        stmt = self._filtered(select(*_columns(full)), filters)
-        if order_by == "create_time desc":
-            rows = self.session.execute(newest_first(stmt, Article, after, limit)).all()
-            return to_page(rows, limit)
-        if order_by == "title":
-            if after is not None:
-                stmt = stmt.where(after_key((Article.title, Article.id), after, descending=False))
-            stmt = stmt.order_by(Article.title, Article.id).limit(limit + 1)
-            rows = self.session.execute(stmt).all()
-            return to_page(rows, limit, key=lambda a: (a.title, a.id))
-        # publish_time desc, never-published articles last
-        if after is not None:
-            stmt = stmt.where(_after_publish_time(*after))
-        stmt = stmt.order_by(Article.publish_time.desc().nulls_last(), Article.id.desc())
-        rows = self.session.execute(stmt.limit(limit + 1)).all()
-        return to_page(rows, limit, key=lambda a: (a.publish_time, a.id))
-
-    def _filtered(self, stmt: Select[Any], f: ArticleFilters) -> Select[Any]:
-        stmt = self._scoped(stmt)
-        conditions = [
-            Article.user_id == f.user_id if f.user_id else None,
-            Article.status == f.status if f.status else None,
-            Article.primary_keyword == f.primary_keyword if f.primary_keyword else None,
-            Article.tags.contains([f.tag]) if f.tag else None,
-            Article.pipeline_id == f.pipeline_id if f.pipeline_id else None,
-            Article.create_time >= f.start_create_time if f.start_create_time else None,
-            Article.create_time < f.end_create_time if f.end_create_time else None,
-            Article.publish_time >= f.start_publish_time if f.start_publish_time else None,
-            Article.publish_time < f.end_publish_time if f.end_publish_time else None,
-            None if f.show_deleted else Article.delete_time.is_(None),
-        ]
-        return stmt.where(*(c for c in conditions if c is not None))
-
     # -- search --------------------------------------------------------------------------
     def search(
         self, query: str, filters: ArticleFilters, *, after: tuple | None, limit: int,
@@ -179,9 +150,12 @@ class ArticleRepository:
         if not nodes:
             return Page([], None)  # empty or only stop words: nothing can match
         # Match on search_vector (GIN), rank on the small rank_vector (no TOAST reads).
+        owner = self.actor.owner_scope()
+        selected, values = filtered(
+            select(Article.id, Article.create_time, Article.rank_vector), filters, owner
+        )
         candidates = (
-            self._filtered(select(Article.id, Article.create_time, Article.rank_vector), filters)
-            .where(Article.search_vector.op("@@")(tsquery))
+            selected.where(Article.search_vector.op("@@")(tsquery))
             .order_by(Article.create_time.desc(), Article.id.desc())
             .limit(SEARCH_CANDIDATES)
             .cte("candidates")
@@ -206,7 +180,8 @@ class ArticleRepository:
         page_rows = self.session.execute(
             page_stmt.order_by(
                 ranked.c.rank.desc(), ranked.c.create_time.desc(), ranked.c.id.desc()
-            ).limit(limit + 1)
+            ).limit(limit + 1),
+            values,
         ).all()
         more = len(page_rows) > limit
         page_rows = page_rows[:limit]
@@ -428,6 +403,87 @@ def from_snapshot(data: dict[str, Any]) -> Article:
     return Article(**values)
 
 
+# Filters as conditions on parameters named after the field, so that a statement's SQL
+# depends only on which filters are set (queries.list_articles prepares one per shape).
+_FILTER_CONDITIONS = {
+    "user_id": Article.user_id == bindparam("user_id"),
+    "status": Article.status == bindparam("status"),
+    "primary_keyword": Article.primary_keyword == bindparam("primary_keyword"),
+    "tag": Article.tags.contains(bindparam("tag")),
+    "pipeline_id": Article.pipeline_id == bindparam("pipeline_id"),
+    "start_create_time": Article.create_time >= bindparam("start_create_time"),
+    "end_create_time": Article.create_time < bindparam("end_create_time"),
+    "start_publish_time": Article.publish_time >= bindparam("start_publish_time"),
+    "end_publish_time": Article.publish_time < bindparam("end_publish_time"),
+}
+
+
+def filter_values(f: ArticleFilters, owner: uuid.UUID | None) -> dict[str, Any]:
+    """The parameters of the filters that are set (`owner`: the caller's scope, if any)."""
+    values = {name: getattr(f, name) for name in _FILTER_CONDITIONS if getattr(f, name)}
+    if "tag" in values:
+        values["tag"] = [values["tag"]]  # tags @> ARRAY[tag]
+    if owner is not None:
+        values["owner"] = owner
+    return values
+
+
+def filtered(
+    stmt: Select[Any], f: ArticleFilters, owner: uuid.UUID | None
+) -> tuple[Select[Any], dict[str, Any]]:
+    """`stmt` limited to the owner's live rows matching `f`, and the parameters it needs."""
+    values = filter_values(f, owner)
+    conditions = [_FILTER_CONDITIONS[name] for name in values if name != "owner"]
+    if owner is not None:
+        conditions.append(Article.user_id == bindparam("owner"))
+    if not f.show_deleted:
+        conditions.append(Article.delete_time.is_(None))
+    return stmt.where(*conditions), values
+
+
+def list_statement(
+    f: ArticleFilters, owner: uuid.UUID | None, *, order_by: str, after: tuple | None, full: bool
+) -> Select[Any]:
+    """A List page in `order_by` (one of ORDER_BY) after the cursor `after`, LIMIT :limit.
+
+    The cursor's values are the parameters after_0 and after_1 (list_values gives them).
+    """
+    stmt, _ = filtered(select(*_columns(full)), f, owner)
+    if order_by == "publish_time desc":  # never-published articles last
+        if after is not None:
+            stmt = stmt.where(_after_publish_time(after[0] is None))
+        keys = (Article.publish_time.desc().nulls_last(), Article.id.desc())
+    else:
+        columns, descending = (
+            ((Article.title, Article.id), False)
+            if order_by == "title"
+            else ((Article.create_time, Article.id), True)
+        )
+        if after is not None:
+            bound = [bindparam(f"after_{i}", type_=c.type) for i, c in enumerate(columns)]
+            stmt = stmt.where(after_key(columns, bound, descending=descending))
+        keys = tuple(c.desc() for c in columns) if descending else columns
+    return stmt.order_by(*keys).limit(bindparam("limit", type_=Integer))
+
+
+def list_values(
+    f: ArticleFilters, owner: uuid.UUID | None, after: tuple | None, limit: int
+) -> dict[str, Any]:
+    values = {**filter_values(f, owner), "limit": limit + 1}
+    if after is not None:
+        values.update({f"after_{i}": v for i, v in enumerate(after) if v is not None})
+    return values
+
+
+def list_cursor(order_by: str) -> Callable[[Any], tuple[Any, ...]]:
+    """The cursor of a List row in `order_by`."""
+    if order_by == "title":
+        return lambda a: (a.title, a.id)
+    if order_by == "publish_time desc":
+        return lambda a: (a.publish_time, a.id)
+    return lambda a: (a.create_time, a.id)
+
+
 def _snippet_window(tree: str) -> Any:
     """HEADLINE_CHARS of content around the first occurrence of the query's first term.
 
@@ -441,12 +497,14 @@ def _snippet_window(tree: str) -> Any:
     return func.substr(Article.content_markdown, start, HEADLINE_CHARS)
 
 
-def _after_publish_time(publish_time: dt.datetime | None, article_id: uuid.UUID) -> Any:
+def _after_publish_time(after_null: bool) -> Any:
     """Keyset condition for ORDER BY publish_time DESC NULLS LAST, id DESC."""
-    if publish_time is None:
-        return and_(Article.publish_time.is_(None), Article.id < article_id)
+    after_time = bindparam("after_0", type_=Article.publish_time.type)
+    after_id = bindparam("after_1", type_=Article.id.type)
+    if after_null:
+        return and_(Article.publish_time.is_(None), Article.id < after_id)
     return or_(
-        Article.publish_time < publish_time,
-        and_(Article.publish_time == publish_time, Article.id < article_id),
+        Article.publish_time < after_time,
+        and_(Article.publish_time == after_time, Article.id < after_id),
         Article.publish_time.is_(None),
     )
