@@ -1,8 +1,9 @@
 """Hot-path statements that skip the ORM and run as one round trip each (Database.query).
 
-Each is a SQLAlchemy construct compiled once, at import, with $n placeholders, and
-PREPAREd once per pooled connection; only the EXECUTE arguments change per call. Rows come
-back as attribute records of driver values (the engine's connections return UUIDs as UUID).
+Each is a SQLAlchemy construct compiled once (at import, or per shape for List) with $n
+placeholders, and PREPAREd once per pooled connection; only the EXECUTE arguments change per
+call. Rows come back as attribute records of driver values; article rows, which go straight
+to protobuf, carry their UUIDs as text.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from storage.uow import Database, Prepared
 _DIALECT = postgresql.psycopg2.dialect(paramstyle="numeric_dollar")  # type: ignore[attr-defined]
 
 
-def _prepare(name: str, statement: Any, **types: str) -> Prepared:
+def _prepare(name: str, statement: Any, uuids_as_text: bool = False, **types: str) -> Prepared:
     """`statement` with $n placeholders; parameter types from `types`, else from their binds."""
     compiled = statement.compile(dialect=_DIALECT)
     params = tuple(dict.fromkeys(compiled.positiontup))  # $n order, each name once
     return Prepared(
         name=f"blogstore_{name}", body=compiled.string, params=params,
         types=tuple(types.get(p) or _sql_type(compiled.binds[p].type) for p in params),
+        uuids_as_text=uuids_as_text,
     )  # fmt: skip
 
 
@@ -51,6 +53,7 @@ _GET_ARTICLE = _prepare(
         Article.id == bindparam("id"),
         or_(bindparam("owner").is_(None), Article.user_id == bindparam("owner")),
     ),
+    uuids_as_text=True,
     id="uuid",
     owner="uuid",
 )
@@ -141,7 +144,9 @@ def list_articles(
     if prepared is None:
         stmt = list_statement(filters, owner, order_by=order_by, after=after, full=full)
         key = hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
-        prepared = _LIST_STATEMENTS.setdefault(shape, _prepare(f"list_articles_{key}", stmt))
+        prepared = _LIST_STATEMENTS.setdefault(
+            shape, _prepare(f"list_articles_{key}", stmt, uuids_as_text=True)
+        )
     rows = db.query(caller, prepared, values)
     return to_page(rows, limit, key=list_cursor(order_by))
 

@@ -39,6 +39,9 @@ _SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
 _SET_TIMEOUT_PREFIX = "SELECT set_config('statement_timeout', %(timeout_ms)s, true); "
 
 
+_UUID_AS_TEXT = psycopg2.extensions.new_type((2950,), "UUID_AS_TEXT", lambda value, _: value)
+
+
 @dataclass(frozen=True)
 class Prepared:
     """A statement compiled once with $n placeholders, for Database.query."""
@@ -47,6 +50,7 @@ class Prepared:
     body: str  # SQL with $1..$n
     params: tuple[str, ...]  # parameter names, in $n order
     types: tuple[str, ...]  # their SQL types, for PREPARE
+    uuids_as_text: bool = False  # rows headed for protobuf: skip str -> UUID -> str
 
     def sql(self, *, prepare: bool) -> str:
         execute = f"EXECUTE {self.name}({', '.join(f'%(p{i})s' for i in range(len(self.params)))})"
@@ -177,6 +181,8 @@ class Database:
             prepare = statement.name not in prepared
             try:
                 with dbapi.cursor() as cursor:
+                    if statement.uuids_as_text:
+                        psycopg2.extensions.register_type(_UUID_AS_TEXT, cursor)
                     cursor.execute(statement.sql(prepare=prepare), values)
                     names = [column.name for column in cursor.description or ()]
                     return names, (cursor.fetchall() if names else [])

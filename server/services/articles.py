@@ -64,7 +64,16 @@ STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
 
 
 def article_to_proto(article: Article, *, full: bool = True) -> articles_pb2.Article:
-    message = articles_pb2.Article(
+    return articles_pb2.Article(**proto_fields(article, full=full))
+
+
+def proto_fields(article: Any, *, full: bool) -> dict[str, Any]:
+    """An article (ORM entity or row) as Article constructor arguments.
+
+    Pages use repeated_field.add(**fields), which builds each message in place rather than
+    building it and copying it into the response.
+    """
+    fields = dict(
         id=str(article.id),
         user_id=str(article.user_id),
         pipeline_id=str(article.pipeline_id or ""),
@@ -93,9 +102,9 @@ def article_to_proto(article: Article, *, full: bool = True) -> articles_pb2.Art
         etag=etag(article.version),
     )
     if full:
-        message.content_markdown = article.content_markdown
-        message.content_html = article.content_html
-    return message
+        fields["content_markdown"] = article.content_markdown
+        fields["content_html"] = article.content_html
+    return fields
 
 
 def is_full(view: int, default: int) -> bool:
@@ -281,10 +290,13 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         page = list_articles(
             self.db, caller, filters, order_by=order_by, after=after, limit=limit, full=full
         )
-        return articles_pb2.ListArticlesResponse(
-            articles=[article_to_proto(a, full=full) for a in page.items],
-            next_page_token=self.page_tokens.encode(page.next_cursor, key),
+        response = articles_pb2.ListArticlesResponse(
+            next_page_token=self.page_tokens.encode(page.next_cursor, key)
         )
+        add = response.articles.add
+        for article in page.items:
+            add(**proto_fields(article, full=full))
+        return response
 
     def SearchArticles(self, request, context):  # noqa: N802
         caller = current_caller()
@@ -302,17 +314,13 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             caller,
             lambda tx: tx.articles.search(query, filters, after=after, limit=limit, full=full),
         )
-        return articles_pb2.SearchArticlesResponse(
-            results=[
-                articles_pb2.SearchResult(
-                    article=article_to_proto(hit.article, full=full),
-                    rank=hit.rank,
-                    snippet=hit.snippet,
-                )
-                for hit in page.items
-            ],
-            next_page_token=self.page_tokens.encode(page.next_cursor, key),
+        response = articles_pb2.SearchArticlesResponse(
+            next_page_token=self.page_tokens.encode(page.next_cursor, key)
         )
+        add = response.results.add
+        for hit in page.items:
+            add(article=proto_fields(hit.article, full=full), rank=hit.rank, snippet=hit.snippet)
+        return response
 
     def UpdateArticle(self, request, context):  # noqa: N802
         caller = current_caller()
