@@ -9,8 +9,9 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import cmarkgfm
 from slugify import slugify
+
+from storage.markdown import render_html as markdown_html
 
 WORDS_PER_MINUTE = 238
 MAX_SLUG_LENGTH = 200
@@ -35,7 +36,7 @@ class Derived:
 
 def render_html(markdown: str) -> str:
     """CommonMark + GitHub extensions; raw HTML and javascript: links are left out."""
-    return cmarkgfm.github_flavored_markdown_to_html(markdown)
+    return markdown_html(markdown)
 
 
 def derive(markdown: str, content_html: str = "", site_url: str = "") -> Derived:
