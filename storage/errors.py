@@ -37,7 +37,8 @@ class NotFound(DomainError):
 class AlreadyExists(DomainError):
     def __init__(self, resource: str, field: str) -> None:
         self.resource, self.field = resource, field
-        super().__init__(f"a {resource} with this {field} already exists")
+        article = "an" if resource[:1] in "aeiou" else "a"
+        super().__init__(f"{article} {resource} with this {field} already exists")
 
 
 class Conflict(DomainError):

@@ -96,6 +96,21 @@ class TestCreate:
             slugs = list(pool.map(lambda _: create(stub, draft("Busy Title")).slug, range(8)))
         assert len(set(slugs)) == 8 and "busy-title" in slugs
 
+    def test_concurrent_batches_with_crossing_slugs_both_succeed(self, fresh):
+        """Two imports for one user whose derived slugs collide in opposite orders: rows go in
+        sorted by slug, so the two never wait on each other in a cycle (a deadlock)."""
+        _, stub = fresh
+        titles = [f"Shared title {i}" for i in range(150)]
+
+        def batch(order):
+            articles = [draft(t) for t in order]
+            return stub.BatchCreateArticles(pb.BatchCreateArticlesRequest(articles=articles))
+
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(batch, [titles, titles[::-1]] * 2))
+        slugs = [a.slug for r in results for a in r.articles]
+        assert len(slugs) == len(set(slugs)) == 600
+
     def test_request_id_makes_create_idempotent(self, fresh):
         _, stub = fresh
         request_id = str(uuid.uuid4())

@@ -80,6 +80,12 @@ class NewArticle:
     values: dict[str, Any]
     request_id: uuid.UUID | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # Fixed at construction: create_many fills values["slug"] in, and a transaction retried
+    # after a deadlock must still treat that slug as derived, not as given.
+    slug_given: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slug_given = bool(self.values.get("slug"))
 
 
 @dataclass(frozen=True)
@@ -221,7 +227,7 @@ class ArticleRepository:
             if item.request_id in replayed:
                 results[item.id] = replayed[item.request_id]
         pending = [i for i in pending if i.id not in results]
-        derived = {i.id for i in pending if not i.values.get("slug")}
+        derived = {i.id for i in pending if not i.slug_given}
         self._assign_slugs(pending, derived, first_round=True)
         for _ in range(_SLUG_ROUNDS):
             if not pending:
@@ -251,6 +257,9 @@ class ArticleRepository:
         content, which the caller already holds and which is taken from the item instead.
         """
         inserted: dict[uuid.UUID, Any] = {}
+        # Sorted by (user, slug): concurrent imports then take the unique index's row locks in
+        # one order, so two batches with colliding slugs queue instead of deadlocking.
+        items = sorted(items, key=lambda i: (str(i.values["user_id"]), i.values["slug"]))
         for start in range(0, len(items), _INSERT_CHUNK):
             chunk = {i.id: i for i in items[start : start + _INSERT_CHUNK]}
             rows = [
