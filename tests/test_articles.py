@@ -506,6 +506,7 @@ def test_batch_returns_basic_view_unless_full_is_asked(fresh):
 def test_batch_imports_beyond_the_bound_wait_then_give_up(database_url, new_account):
     """With one slot, a second concurrent batch waits; past its deadline it is UNAVAILABLE."""
     import grpc as grpc_module
+    from sqlalchemy import create_engine, text
 
     from server.app import create_server
     from tests.support import make_settings
@@ -513,18 +514,23 @@ def test_batch_imports_beyond_the_bound_wait_then_give_up(database_url, new_acco
     account = new_account()
     app = create_server(make_settings(database_url, max_concurrent_batches=1))
     app.start()
+    blocker = create_engine(database_url).connect()
     try:
         channel = grpc_module.insecure_channel(f"127.0.0.1:{app.port}")
         stub = articles_pb2_grpc.ArticlesServiceStub(channel)
         metadata = [("authorization", f"Bearer {account.token}")]
-        big = pb.BatchCreateArticlesRequest(articles=[draft(md="word " * 3000) for _ in range(300)])
+        # The first batch takes the only slot, then waits on this lock until we release it.
+        blocker.execute(text("LOCK TABLE articles IN SHARE MODE"))
+        big = pb.BatchCreateArticlesRequest(articles=[draft(md="word " * 100) for _ in range(30)])
         first = stub.BatchCreateArticles.future(big, metadata=metadata, timeout=120)
-        time.sleep(0.3)  # the first batch holds the only slot
+        time.sleep(0.3)
         small = pb.BatchCreateArticlesRequest(articles=[draft()])
         error = details_of(lambda: stub.BatchCreateArticles(small, metadata=metadata, timeout=0.5))
         assert error.code in (Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED)
-        assert len(first.result().articles) == 300
+        blocker.rollback()
+        assert len(first.result().articles) == 30
         assert len(stub.BatchCreateArticles(small, metadata=metadata, timeout=30).articles) == 1
         channel.close()
     finally:
+        blocker.close()
         app.stop(grace=0)
