@@ -32,6 +32,11 @@ BASIC = (
     "articles.content_hash, articles.publish_time, articles.create_time, articles.update_time, "
     "articles.delete_time, articles.version, articles.create_request_id"
 )
+# GetArticle's statement, for the SQL no-op server (bench/noop.py --database-url).
+GET_ARTICLE_SQL = (
+    f"SELECT {BASIC}, articles.content_markdown, articles.content_html FROM articles "
+    "WHERE articles.id = %s"
+)
 LIST_FIRST = (
     f"SELECT {BASIC} FROM articles WHERE articles.delete_time IS NULL "
     "ORDER BY articles.create_time DESC, articles.id DESC LIMIT %(limit)s"

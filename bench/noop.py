@@ -7,6 +7,10 @@ parsing, no database. The harness sets the reply of a method with the control me
 /bench.Noop/SetResponse (request: method name, NUL, reply bytes), using a real reply captured
 from blogstore, so both servers send the same bytes. With several workers, every worker must be
 told: the harness sends the control call on fresh connections until each pid has answered.
+
+With `--database-url`, GetArticle first runs the article's primary-key SELECT through raw
+psycopg2 (autocommit, one connection per thread) and then answers with the captured bytes:
+the issue's "data path as lean as raw psycopg2" reference, measured beside blogstore.
 """
 
 from __future__ import annotations
@@ -19,6 +23,11 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import psycopg2
+import psycopg2.extras
+from blogstore.v1 import articles_pb2
+
+from bench.dblimit import GET_ARTICLE_SQL
 
 CONTROL = "/bench.Noop/SetResponse"
 # Same values as server/app.py with the default Settings (keep in step with it).
@@ -32,8 +41,13 @@ OPTIONS = [
 ]
 
 
+GET_ARTICLE = "/blogstore.v1.ArticlesService/GetArticle"
+
+
 class NoopHandler(grpc.GenericRpcHandler):
-    def __init__(self) -> None:
+    def __init__(self, database_url: str | None = None) -> None:
+        self.database_url = database_url
+        self._local = threading.local()
         self.responses: dict[str, bytes] = {}
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self._control = grpc.unary_unary_rpc_method_handler(self._set)
@@ -50,17 +64,33 @@ class NoopHandler(grpc.GenericRpcHandler):
         handler = self._handlers.get(method)
         if handler is None:
             responses = self.responses
-            handler = grpc.unary_unary_rpc_method_handler(
-                lambda request, context: responses.get(method, b"")
-            )
+            if method == GET_ARTICLE and self.database_url:
+                handler = grpc.unary_unary_rpc_method_handler(
+                    lambda request, context: self._select(request) or responses.get(method, b"")
+                )
+            else:
+                handler = grpc.unary_unary_rpc_method_handler(
+                    lambda request, context: responses.get(method, b"")
+                )
             self._handlers[method] = handler
         return handler
 
+    def _select(self, request: bytes) -> None:
+        """The article's row through raw psycopg2; the reply stays the captured bytes."""
+        cursor = getattr(self._local, "cursor", None)
+        if cursor is None:
+            psycopg2.extras.register_uuid()
+            connection = psycopg2.connect(self.database_url, application_name="bench-sqlnoop")
+            connection.autocommit = True
+            cursor = self._local.cursor = connection.cursor()
+        cursor.execute(GET_ARTICLE_SQL, (articles_pb2.GetArticleRequest.FromString(request).id,))
+        cursor.fetchall()
 
-def serve(port: int, threads: int, workers: int) -> None:
+
+def serve(port: int, threads: int, workers: int, database_url: str | None = None) -> None:
     server = grpc.server(
         ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rpc"),
-        handlers=[NoopHandler()],
+        handlers=[NoopHandler(database_url)],
         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
         options=[("grpc.so_reuseport", 1 if workers > 1 else 0), *OPTIONS],
     )
@@ -78,13 +108,16 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--database-url", help="GetArticle runs its SELECT here first")
     args = parser.parse_args()
     if args.workers == 1:
-        serve(args.port, args.threads, 1)
+        serve(args.port, args.threads, 1, args.database_url)
         return
     context = multiprocessing.get_context("spawn")
     procs = [
-        context.Process(target=serve, args=(args.port, args.threads, args.workers))
+        context.Process(
+            target=serve, args=(args.port, args.threads, args.workers, args.database_url)
+        )
         for _ in range(args.workers)
     ]
     for proc in procs:

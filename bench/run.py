@@ -99,6 +99,7 @@ class Harness:
         self.dbname = dataset.database_name(self.url)
         self.server: Managed | None = None
         self.noop: Managed | None = None
+        self.sql_noop: Managed | None = None  # started for the first db_limit="grpc" scenario
         self.pool: Pool | None = None
         self.params: dict[str, Any] = {}
         self.replies: dict[str, bytes] = {}
@@ -157,7 +158,7 @@ class Harness:
             if self.opts.workers_compare and not self.opts.quick:
                 self.compare_workers()
         finally:
-            for managed in (self.server, self.noop):
+            for managed in (self.server, self.noop, self.sql_noop):
                 if managed is not None:
                     managed.stop()
             if self.pool is not None:
@@ -210,7 +211,12 @@ class Harness:
         row["server"] = self.measure("grpc", self.server, scenario, concurrency, channels)
         self.set_noop_reply(scenario)
         row["noop"] = self.measure("grpc", self.noop, scenario, concurrency, channels)
-        if scenario.db_limit and self.opts.db_limits:
+        if scenario.db_limit == "grpc" and self.opts.db_limits and workers == 1:
+            if self.sql_noop is None:
+                self.sql_noop = start_noop(database_url=self.url)
+            self.set_noop_reply(scenario, self.sql_noop)
+            row["db"] = self.measure("grpc", self.sql_noop, scenario, concurrency, channels)
+        elif scenario.db_limit and self.opts.db_limits:
             row["db"] = self.measure("db", None, scenario, concurrency, 1)
         report.ratios(row)
         for kind in ("server", "noop", "db"):
@@ -284,8 +290,9 @@ class Harness:
         return summary
 
     # -- the no-op server's reply ----------------------------------------------------------
-    def set_noop_reply(self, scenario: Scenario) -> None:
-        assert self.noop
+    def set_noop_reply(self, scenario: Scenario, noop: Managed | None = None) -> None:
+        noop = noop or self.noop
+        assert noop
         client = CLIENTS[scenario.client](self.params, 0, 1)
         if scenario.name not in self.replies:
             self.replies[scenario.name] = self.capture(scenario)
@@ -293,9 +300,9 @@ class Harness:
         pids: set[bytes] = set()
         options = [*CHANNEL_OPTIONS, ("grpc.use_local_subchannel_pool", 1)]
         for _ in range(200):
-            with grpc.insecure_channel(self.noop.target, options=options) as channel:
+            with grpc.insecure_channel(noop.target, options=options) as channel:
                 pids.add(channel.unary_unary(CONTROL)(payload, timeout=30))
-            if len(pids) >= self.noop.workers:
+            if len(pids) >= noop.workers:
                 return
         raise RuntimeError("could not reach every no-op worker")
 

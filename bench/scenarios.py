@@ -28,13 +28,15 @@ CLAIM_LEASE_SECONDS = 1
 class Scenario:
     name: str
     client: str  # key of CLIENTS
-    db_limit: bool = False  # also measure the same SQL through psycopg2
+    # True: also the same SQL through psycopg2; "grpc": also the no-op server running the
+    # scenario's SELECT through raw psycopg2 before each reply (bench/noop.py --database-url)
+    db_limit: bool | str = False
     apart: bool = False  # reported in its own table (bcrypt-bound)
     items_per_call: int = 1
 
 
 CATALOG = [
-    Scenario("GetArticle", "get"),
+    Scenario("GetArticle", "get", db_limit="grpc"),
     Scenario("ListArticles first page", "list_first", db_limit=True),
     Scenario("ListArticles deep page", "list_deep", db_limit=True),
     Scenario("SearchArticles common word", "search_common", db_limit=True),

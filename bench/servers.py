@@ -129,7 +129,7 @@ def start_server(
     return server
 
 
-def start_noop(*, threads: int = 16, workers: int = 1) -> Managed:
+def start_noop(*, threads: int = 16, workers: int = 1, database_url: str | None = None) -> Managed:
     port = free_port()
     argv = [
         sys.executable,
@@ -141,6 +141,7 @@ def start_noop(*, threads: int = 16, workers: int = 1) -> Managed:
         str(threads),
         "--workers",
         str(workers),
+        *(["--database-url", database_url] if database_url else []),
     ]
     noop = _spawn(f"noop-w{workers}", argv, dict(os.environ), port)
     noop.workers = workers
