@@ -31,14 +31,16 @@ from storage.uow import Database, Prepared
 _DIALECT = postgresql.psycopg2.dialect(paramstyle="numeric_dollar")  # type: ignore[attr-defined]
 
 
-def _prepare(name: str, statement: Any, uuids_as_text: bool = False, **types: str) -> Prepared:
+def _prepare(
+    name: str, statement: Any, uuids_as_text: bool = False, durable: bool = True, **types: str
+) -> Prepared:
     """`statement` with $n placeholders; parameter types from `types`, else from their binds."""
     compiled = statement.compile(dialect=_DIALECT)
     params = tuple(dict.fromkeys(compiled.positiontup))  # $n order, each name once
     return Prepared(
         name=f"blogstore_{name}", body=compiled.string, params=params,
         types=tuple(types.get(p) or _sql_type(compiled.binds[p].type) for p in params),
-        uuids_as_text=uuids_as_text,
+        uuids_as_text=uuids_as_text, durable=durable,
     )  # fmt: skip
 
 
@@ -60,7 +62,11 @@ _GET_ARTICLE = _prepare(
 
 
 def _resolve(model: type[ApiKey] | type[AccessToken]) -> Prepared:
-    """Count a use of a live credential and return its active user, in one UPDATE."""
+    """Count a use of a live credential and return its active user, in one UPDATE.
+
+    Not durable (Prepared.durable): every authenticated call makes this write, and waiting
+    for its WAL flush would put an fsync on every read.
+    """
     return _prepare(
         f"resolve_{model.__tablename__}",
         update(model)
@@ -73,6 +79,7 @@ def _resolve(model: type[ApiKey] | type[AccessToken]) -> Prepared:
         )
         .values(last_used_time=func.now(), usage_count=model.usage_count + literal_column("1"))
         .returning(model.secret_hash, User.id.label("user_id"), User.is_admin),
+        durable=False,
         secret_hash="bytea",  # noqa: S106 - a SQL type name, not a secret
     )
 

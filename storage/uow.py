@@ -37,6 +37,10 @@ T = TypeVar("T")
 
 _SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
 _SET_TIMEOUT_PREFIX = "SELECT set_config('statement_timeout', %(timeout_ms)s, true); "
+_RELAXED_PREFIX = (
+    "SELECT set_config('statement_timeout', %(timeout_ms)s, true), "
+    "set_config('synchronous_commit', 'off', true); "
+)
 
 
 _UUID_AS_TEXT = psycopg2.extensions.new_type((2950,), "UUID_AS_TEXT", lambda value, _: value)
@@ -51,14 +55,18 @@ class Prepared:
     params: tuple[str, ...]  # parameter names, in $n order
     types: tuple[str, ...]  # their SQL types, for PREPARE
     uuids_as_text: bool = False  # rows headed for protobuf: skip str -> UUID -> str
+    # False for bookkeeping writes on read paths (a credential's last use): the commit does
+    # not wait for the WAL flush. A crash may lose the last few such updates, never data.
+    durable: bool = True
 
     def sql(self, *, prepare: bool) -> str:
         execute = f"EXECUTE {self.name}({', '.join(f'%(p{i})s' for i in range(len(self.params)))})"
+        prefix = _SET_TIMEOUT_PREFIX if self.durable else _RELAXED_PREFIX
         if not prepare:
-            return _SET_TIMEOUT_PREFIX + execute
+            return prefix + execute
         body = self.body.replace("%", "%%")  # the string also carries pyformat parameters
         prepare_sql = f"PREPARE {self.name} ({', '.join(self.types)}) AS {body}; "
-        return _SET_TIMEOUT_PREFIX + prepare_sql + execute
+        return prefix + prepare_sql + execute
 
 
 class Tx:

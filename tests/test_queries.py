@@ -57,3 +57,15 @@ def test_an_expired_deadline_never_reaches_the_database(db):
     caller = Caller(SYSTEM, deadline=0.0)  # long past on the monotonic clock
     with pytest.raises(DeadlineExceeded):
         get_article(db, caller, uuid.uuid4())
+
+
+def test_credential_bookkeeping_skips_the_flush_only_for_itself(db):
+    """resolve_credential's UPDATE commits without waiting for the WAL flush; the setting is
+    the implicit transaction's own, so the pooled connection keeps synchronous_commit on."""
+    from storage.models import ApiKey
+    from storage.queries import _RESOLVE, resolve_credential
+
+    assert "set_config('synchronous_commit', 'off', true)" in _RESOLVE[ApiKey].sql(prepare=False)
+    assert resolve_credential(db, Caller(SYSTEM), ApiKey, b"\0" * 32) is None
+    with db.engine.connect() as connection:  # the same (only) pooled connection
+        assert connection.scalar(text("SHOW synchronous_commit")) == "on"
