@@ -1,10 +1,9 @@
 """The database limit: the SQL blogstore runs for List and Search, issued through psycopg2.
 
-The statements are written by hand from storage/repositories/articles.py (checked against the
-statement log of a scratch run with `log_statement = all`). Per call the server also sends
-`SELECT 1` (pool pre-ping), BEGIN, `set_config('statement_timeout', ...)` and COMMIT around
-them; the limit leaves those out: it is what the data costs, one autocommit connection per
-thread, results fetched and converted by psycopg2 as SQLAlchemy would.
+The statements are written by hand from storage/repositories/article_reads.py (checked
+against the statement log of a scratch run with `log_statement = all`). The server runs them
+as prepared statements in autocommit, each prefixed by `set_config(...)` calls in the same
+string; the limit sends them as plain statements, one autocommit connection per thread.
 """
 
 from __future__ import annotations
@@ -48,15 +47,14 @@ LIST_DEEP = (
 )
 _TERM = re.compile(r"(!?)'((?:[^']|'')+)'")
 Q = "websearch_to_tsquery(CAST('english' AS REGCONFIG), %(q)s)"
-SEARCH_NUMNODE = f"SELECT numnode({Q}), querytree({Q})"
 SEARCH_RANK = f"""
 WITH candidates AS (
   SELECT articles.id AS id, articles.create_time AS create_time,
          articles.rank_vector AS rank_vector
   FROM articles
-  WHERE articles.delete_time IS NULL AND (articles.search_vector @@ {Q})
+  WHERE articles.delete_time IS NULL AND numnode({Q}) > 0 AND (articles.search_vector @@ {Q})
   ORDER BY articles.create_time DESC, articles.id DESC LIMIT 1000)
-SELECT anon_1.id, anon_1.rank, anon_1.create_time FROM (
+SELECT anon_1.id, anon_1.rank, anon_1.create_time, querytree({Q}) AS tree FROM (
   SELECT candidates.id AS id, candidates.create_time AS create_time,
          CASE WHEN (ts_filter(candidates.rank_vector, '{{a}}') @@ {Q}) THEN 1.0 ELSE 0.0 END
          + CAST(ts_rank(candidates.rank_vector, {Q}, 32) AS FLOAT) AS rank
@@ -69,7 +67,7 @@ SELECT {BASIC}, ts_headline(CAST('english' AS REGCONFIG),
     greatest(1, strpos(lower(articles.content_markdown), %(term)s) - 300), 1500),
     '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
   {Q}, 'MaxFragments=2, MinWords=8, MaxWords=24, StartSel=<b>, StopSel=</b>') AS snippet
-FROM articles WHERE articles.id IN %(ids)s
+FROM articles WHERE articles.id = ANY(%(ids)s::uuid[])
 """
 
 
@@ -94,15 +92,12 @@ def _fetch(cur: Any, sql: str, args: dict) -> list:
 
 
 def _search(cur: Any, query: str) -> list:
-    nodes, tree = _fetch(cur, SEARCH_NUMNODE, {"q": query})[0]
-    if not nodes:
-        return []
-    # The server's snippet window: around the query's first non-negated term.
-    term = next((m[2].replace("''", "'") for m in _TERM.finditer(tree) if not m[1]), "")
     rows = _fetch(cur, SEARCH_RANK, {"q": query, "limit": SEARCH_PAGE_SIZE + 1})
     if not rows:
         return []
-    ids = tuple(r[0] for r in rows[:SEARCH_PAGE_SIZE])
+    # The server's snippet window: around the query's first non-negated term.
+    term = next((m[2].replace("''", "'") for m in _TERM.finditer(rows[0][3]) if not m[1]), "")
+    ids = [str(r[0]) for r in rows[:SEARCH_PAGE_SIZE]]
     return _fetch(cur, SEARCH_PAGE, {"q": query, "ids": ids, "term": term})
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import bindparam, func, literal_column, or_, select, update
@@ -19,11 +21,15 @@ from sqlalchemy.dialects import postgresql
 from storage.actors import Caller
 from storage.models import AccessToken, ApiKey, Article, User
 from storage.models.articles import ARTICLE_COLUMNS
-from storage.repositories.articles import (
+from storage.repositories.article_reads import (
     ArticleFilters,
     list_cursor,
     list_statement,
     list_values,
+    search_page_statement,
+    search_rank_statement,
+    search_values,
+    snippet_term,
 )
 from storage.repositories.paging import Page, to_page
 from storage.uow import Database, Prepared
@@ -32,15 +38,20 @@ _DIALECT = postgresql.psycopg2.dialect(paramstyle="numeric_dollar")  # type: ign
 
 
 def _prepare(
-    name: str, statement: Any, uuids_as_text: bool = False, durable: bool = True, **types: str
+    name: str, statement: Any, *, options: dict[str, bool] | None = None, **types: str
 ) -> Prepared:
-    """`statement` with $n placeholders; parameter types from `types`, else from their binds."""
+    """`statement` with $n placeholders; parameter types from `types`, else from their binds.
+
+    Literals in the statement (bound parameters with a value) become parameters too, whose
+    values the Prepared carries. `options`: Prepared fields (uuids_as_text, durable, ...).
+    """
     compiled = statement.compile(dialect=_DIALECT)
     params = tuple(dict.fromkeys(compiled.positiontup))  # $n order, each name once
+    constants = {p: compiled.binds[p].value for p in params if compiled.binds[p].value is not None}
     return Prepared(
         name=f"blogstore_{name}", body=compiled.string, params=params,
         types=tuple(types.get(p) or _sql_type(compiled.binds[p].type) for p in params),
-        uuids_as_text=uuids_as_text, durable=durable,
+        constants=constants, **(options or {}),
     )  # fmt: skip
 
 
@@ -55,7 +66,7 @@ _GET_ARTICLE = _prepare(
         Article.id == bindparam("id"),
         or_(bindparam("owner").is_(None), Article.user_id == bindparam("owner")),
     ),
-    uuids_as_text=True,
+    options={"uuids_as_text": True},
     id="uuid",
     owner="uuid",
 )
@@ -79,7 +90,7 @@ def _resolve(model: type[ApiKey] | type[AccessToken]) -> Prepared:
         )
         .values(last_used_time=func.now(), usage_count=model.usage_count + literal_column("1"))
         .returning(model.secret_hash, User.id.label("user_id"), User.is_admin),
-        durable=False,
+        options={"durable": False},
         secret_hash="bytea",  # noqa: S106 - a SQL type name, not a secret
     )
 
@@ -135,7 +146,8 @@ def get_article(db: Database, caller: Caller, article_id: uuid.UUID) -> Any | No
     return rows[0] if rows else None
 
 
-_LIST_STATEMENTS: dict[tuple[Any, ...], Prepared] = {}
+# List and Search statements by shape; see storage/repositories/article_reads.py.
+_BY_SHAPE: dict[tuple[Any, ...], Prepared] = {}
 
 
 def list_articles(
@@ -146,16 +158,65 @@ def list_articles(
     set, order, cursor, view), so the SQL is built and planned once per shape."""
     owner = caller.actor.owner_scope()
     values = list_values(filters, owner, after, limit)
-    shape = (order_by, full, filters.show_deleted, after is not None, *sorted(values))
-    prepared = _LIST_STATEMENTS.get(shape)
-    if prepared is None:
-        stmt = list_statement(filters, owner, order_by=order_by, after=after, full=full)
-        key = hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
-        prepared = _LIST_STATEMENTS.setdefault(
-            shape, _prepare(f"list_articles_{key}", stmt, uuids_as_text=True)
-        )
+    shape = ("list", order_by, full, filters.show_deleted, after is not None, *sorted(values))
+    prepared = _prepared_shape(
+        shape, lambda: list_statement(filters, owner, order_by=order_by, after=after, full=full)
+    )
     rows = db.query(caller, prepared, values)
     return to_page(rows, limit, key=list_cursor(order_by))
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    article: Any  # a row with the article's columns
+    rank: float
+    snippet: str
+
+
+def search_articles(
+    db: Database, caller: Caller, query: str, filters: ArticleFilters, *,
+    after: tuple | None, limit: int, full: bool,
+) -> Page[SearchHit]:  # fmt: skip
+    """A ranked Search page in two round trips: rank (ids, ranks, the query's tree), then
+    the page's articles with their snippets. Each statement is prepared once per shape.
+
+    The two run in separate snapshots: an article deleted in between drops out of the page.
+    """
+    owner = caller.actor.owner_scope()
+    values = search_values(query, filters, owner, after, limit)
+    shape = ("search", filters.show_deleted, *sorted(values))
+    rank = _prepared_shape(
+        shape, lambda: search_rank_statement(filters, owner, after=after is not None)
+    )
+    rows = db.query(caller, rank, values)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    if not rows:
+        return Page([], None)
+    term = snippet_term(rows[0].tree)
+    page_values = {"query": query, "ids": [r.id for r in rows], "term": term}
+    shape = ("search_page", full, bool(term))
+    page = _prepared_shape(shape, lambda: search_page_statement(full=full, windowed=bool(term)))
+    by_id = {a.id: a for a in db.query(caller, page, page_values)}
+    hits = [SearchHit(by_id[r.id], r.rank, by_id[r.id].snippet) for r in rows if r.id in by_id]
+    last = rows[-1]
+    return Page(hits, (last.rank, last.create_time, last.id) if more else None)
+
+
+def _prepared_shape(shape: tuple[Any, ...], build: Callable[[], Any]) -> Prepared:
+    """The statement of this shape (its first item names it), built by `build` once."""
+    prepared = _BY_SHAPE.get(shape)
+    if prepared is None:
+        key = hashlib.sha256(repr(shape).encode()).hexdigest()[:16]
+        prepared = _BY_SHAPE.setdefault(
+            shape,
+            _prepare(
+                f"{shape[0]}_articles_{key}",
+                build(),
+                options={"uuids_as_text": True, "custom_plans": True},
+            ),
+        )
+    return prepared
 
 
 def resolve_credential(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from types import SimpleNamespace
 from typing import Any, TypeVar
@@ -36,11 +36,9 @@ from storage.repositories.users import UserRepository
 T = TypeVar("T")
 
 _SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
-_SET_TIMEOUT_PREFIX = "SELECT set_config('statement_timeout', %(timeout_ms)s, true); "
-_RELAXED_PREFIX = (
-    "SELECT set_config('statement_timeout', %(timeout_ms)s, true), "
-    "set_config('synchronous_commit', 'off', true); "
-)
+_TIMEOUT = "set_config('statement_timeout', %(timeout_ms)s, true)"
+_NO_FLUSH = "set_config('synchronous_commit', 'off', true)"
+_CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
 
 
 _UUID_AS_TEXT = psycopg2.extensions.new_type((2950,), "UUID_AS_TEXT", lambda value, _: value)
@@ -54,14 +52,21 @@ class Prepared:
     body: str  # SQL with $1..$n
     params: tuple[str, ...]  # parameter names, in $n order
     types: tuple[str, ...]  # their SQL types, for PREPARE
+    constants: dict[str, Any] = field(default_factory=dict)  # values of the literal parameters
     uuids_as_text: bool = False  # rows headed for protobuf: skip str -> UUID -> str
     # False for bookkeeping writes on read paths (a credential's last use): the commit does
     # not wait for the WAL flush. A crash may lose the last few such updates, never data.
     durable: bool = True
+    # Plan with the actual values every time: List and Search plans depend on them (a
+    # generic plan may sort a whole table where an index scan reads 51 rows).
+    custom_plans: bool = False
 
     def sql(self, *, prepare: bool) -> str:
         execute = f"EXECUTE {self.name}({', '.join(f'%(p{i})s' for i in range(len(self.params)))})"
-        prefix = _SET_TIMEOUT_PREFIX if self.durable else _RELAXED_PREFIX
+        settings = [_TIMEOUT]
+        settings += [] if self.durable else [_NO_FLUSH]
+        settings += [_CUSTOM_PLANS] if self.custom_plans else []
+        prefix = f"SELECT {', '.join(settings)}; "
         if not prepare:
             return prefix + execute
         body = self.body.replace("%", "%%")  # the string also carries pyformat parameters
@@ -160,6 +165,7 @@ class Database:
             raise (translate(error) or error) from None
         dbapi = connection.dbapi_connection
         prepared: set[str] = connection.info.setdefault("prepared_statements", set())
+        params = {**statement.constants, **params}
         values = {**{f"p{i}": params[name] for i, name in enumerate(statement.params)},
                   "timeout_ms": str(timeout)}  # fmt: skip
         try:

@@ -26,15 +26,9 @@ from storage import content
 from storage.actors import Actor
 from storage.errors import InvalidArgument, NotFound, Unavailable
 from storage.models import Article
-from storage.queries import get_article, list_articles
-from storage.repositories.articles import (
-    CONTENT_FIELDS,
-    ORDER_BY,
-    ArticleFilters,
-    NewArticle,
-    from_snapshot,
-    with_derived,
-)
+from storage.queries import get_article, list_articles, search_articles
+from storage.repositories.article_reads import ORDER_BY, ArticleFilters
+from storage.repositories.articles import CONTENT_FIELDS, NewArticle, from_snapshot, with_derived
 
 MAX_CONTENT_BYTES = 2 * 1024 * 1024
 MAX_BATCH = 1000
@@ -310,10 +304,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         key = filter_key(filters, query=query)
         after = self.page_tokens.decode(request.page_token, key)
         full = is_full(request.view, articles_pb2.ARTICLE_VIEW_BASIC)
-        page = self.db.run(
-            caller,
-            lambda tx: tx.articles.search(query, filters, after=after, limit=limit, full=full),
-        )
+        page = search_articles(self.db, caller, query, filters, after=after, limit=limit, full=full)
         response = articles_pb2.SearchArticlesResponse(
             next_page_token=self.page_tokens.encode(page.next_cursor, key)
         )

@@ -129,6 +129,9 @@ class Article(Base):
 ARTICLE_COLUMNS = tuple(
     c for c in Article.__table__.c if c.name not in ("search_vector", "rank_vector")
 )
+BASIC_COLUMNS = tuple(  # ArticleView BASIC: without the content
+    c for c in ARTICLE_COLUMNS if c.name not in ("content_markdown", "content_html")
+)
 
 
 class ArticleRevision(Base):

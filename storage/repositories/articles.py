@@ -1,39 +1,32 @@
-"""Articles: scoped reads, slug allocation, multi-row inserts, revisions, ranked search."""
+"""Articles: scoped reads by id or slug, slug allocation, multi-row inserts, revisions."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import re
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
-    Float,
-    Integer,
     Select,
     and_,
-    bindparam,
-    case,
-    cast,
     func,
-    literal,
     or_,
     select,
 )
-from sqlalchemy.dialects.postgresql import REGCONFIG, insert
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from storage import content
 from storage.actors import Actor
 from storage.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
 from storage.models import Article, ArticleRevision
-from storage.models.articles import ARTICLE_COLUMNS
+from storage.models.articles import BASIC_COLUMNS
 from storage.repositories.changes import apply_changes
-from storage.repositories.paging import Page, after_key, newest_first, to_page
+from storage.repositories.paging import Page, newest_first, to_page
 
 # The fields a revision restores; status, publishing and ownership stay as they are.
 CONTENT_FIELDS = (
@@ -46,31 +39,8 @@ SNAPSHOT_FIELDS = (
     "content_hash", "publish_time", "create_time", "update_time", "delete_time", "version",
 )  # fmt: skip
 _DERIVED_INPUTS = {"content_markdown", "content_html", "wp_url"}
-ORDER_BY = ("create_time desc", "publish_time desc", "title")
 _INSERT_CHUNK = 100
-SEARCH_CANDIDATES = 1000  # rank at most the newest N matches: bounded work for common words
-# ts_headline's cost grows with its input (~0.11 ms per 1,000 characters per hit, measured):
-# snippets come from the excerpt and HEADLINE_CHARS of the content, starting HEADLINE_LEAD
-# characters before the first occurrence of the query's first term (else at the start).
-HEADLINE_CHARS = 1500
-HEADLINE_LEAD = 300
-_QUERY_TERM = re.compile(r"(!?)'((?:[^']|'')+)'")
 _SLUG_ROUNDS = 20
-_ENGLISH = cast(literal("english"), REGCONFIG)
-
-
-@dataclass(frozen=True)
-class ArticleFilters:
-    user_id: uuid.UUID | None = None
-    status: str | None = None
-    primary_keyword: str | None = None
-    tag: str | None = None
-    pipeline_id: uuid.UUID | None = None
-    start_create_time: dt.datetime | None = None
-    end_create_time: dt.datetime | None = None
-    start_publish_time: dt.datetime | None = None
-    end_publish_time: dt.datetime | None = None
-    show_deleted: bool = False
 
 
 @dataclass
@@ -88,28 +58,12 @@ class NewArticle:
         self.slug_given = bool(self.values.get("slug"))
 
 
-@dataclass(frozen=True)
-class SearchHit:
-    article: Any  # a Core row with the article's columns
-    rank: float
-    snippet: str
-
-
 def with_derived(values: dict[str, Any]) -> dict[str, Any]:
     """`values` plus the fields the server computes from the markdown."""
     derived = content.derive(
         values["content_markdown"], values.get("content_html", ""), values.get("wp_url", "")
     )
     return {**values, **dataclasses.asdict(derived)}
-
-
-_BASIC_COLUMNS = tuple(
-    c for c in ARTICLE_COLUMNS if c.name not in ("content_markdown", "content_html")
-)
-
-
-def _columns(full: bool) -> tuple[Any, ...]:
-    return ARTICLE_COLUMNS if full else _BASIC_COLUMNS
 
 
 class ArticleRepository:
@@ -142,74 +96,6 @@ class ArticleRepository:
         if article is None:
             raise NotFound("article", slug)
         return article
-
-    # -- search --------------------------------------------------------------------------
-    def search(
-        self, query: str, filters: ArticleFilters, *, after: tuple | None, limit: int,
-        full: bool,
-    ) -> Page[SearchHit]:  # fmt: skip
-        """Rank the newest SEARCH_CANDIDATES matches; headline only the returned page."""
-        tsquery = func.websearch_to_tsquery(_ENGLISH, query)
-        nodes, tree = self.session.execute(
-            select(func.numnode(tsquery), func.querytree(tsquery))
-        ).one()
-        if not nodes:
-            return Page([], None)  # empty or only stop words: nothing can match
-        # Match on search_vector (GIN), rank on the small rank_vector (no TOAST reads).
-        owner = self.actor.owner_scope()
-        selected, values = filtered(
-            select(Article.id, Article.create_time, Article.rank_vector), filters, owner
-        )
-        candidates = (
-            selected.where(Article.search_vector.op("@@")(tsquery))
-            .order_by(Article.create_time.desc(), Article.id.desc())
-            .limit(SEARCH_CANDIDATES)
-            .cte("candidates")
-        )
-        in_title = func.ts_filter(candidates.c.rank_vector, literal("{a}")).op(
-            "@@", is_comparison=True
-        )(tsquery)
-        # A title hit scores 1 + (0..1); an excerpt, keyword or tag hit 0..1; a content-only
-        # hit 0, so titles lead, then the other fields, then content, newest first.
-        rank = (
-            case((in_title, 1.0), else_=0.0)
-            + cast(func.ts_rank(candidates.c.rank_vector, tsquery, 32), Float)
-        ).label("rank")
-        ranked = select(candidates.c.id, candidates.c.create_time, rank).subquery()
-        page_stmt = select(ranked.c.id, ranked.c.rank, ranked.c.create_time)
-        if after is not None:
-            page_stmt = page_stmt.where(
-                after_key(
-                    (ranked.c.rank, ranked.c.create_time, ranked.c.id), after, descending=True
-                )
-            )
-        page_rows = self.session.execute(
-            page_stmt.order_by(
-                ranked.c.rank.desc(), ranked.c.create_time.desc(), ranked.c.id.desc()
-            ).limit(limit + 1),
-            values,
-        ).all()
-        more = len(page_rows) > limit
-        page_rows = page_rows[:limit]
-        if not page_rows:
-            return Page([], None)
-        text = Article.excerpt + " " + _snippet_window(tree)
-        escaped = func.replace(
-            func.replace(func.replace(text, "&", "&amp;"), "<", "&lt;"), ">", "&gt;"
-        )
-        snippet = func.ts_headline(
-            _ENGLISH, escaped, tsquery,
-            "MaxFragments=2, MinWords=8, MaxWords=24, StartSel=<b>, StopSel=</b>",
-        )  # fmt: skip
-        stmt = select(*_columns(full), snippet.label("snippet")).where(
-            Article.id.in_([r.id for r in page_rows])
-        )
-        by_id = {row.id: (row, row.snippet) for row in self.session.execute(stmt)}
-        hits = [
-            SearchHit(by_id[r.id][0], r.rank, by_id[r.id][1]) for r in page_rows if r.id in by_id
-        ]
-        last = page_rows[-1]
-        return Page(hits, (last.rank, last.create_time, last.id) if more else None)
 
     # -- writes --------------------------------------------------------------------------
     def create_many(self, items: Sequence[NewArticle]) -> list[Any]:
@@ -263,7 +149,7 @@ class ArticleRepository:
         # Sorted by (user, slug): concurrent imports then take the unique index's row locks in
         # one order, so two batches with colliding slugs queue instead of deadlocking.
         items = sorted(items, key=lambda i: (str(i.values["user_id"]), i.values["slug"]))
-        stmt = insert(Article).on_conflict_do_nothing().returning(*_BASIC_COLUMNS)
+        stmt = insert(Article).on_conflict_do_nothing().returning(*BASIC_COLUMNS)
         by_id = {i.id: i for i in items}
         inserted: dict[uuid.UUID, Any] = {}
         for start in range(0, len(items), _INSERT_CHUNK):
@@ -414,110 +300,3 @@ def from_snapshot(data: dict[str, Any]) -> Article:
             value = dt.datetime.fromisoformat(value)
         values[name] = value
     return Article(**values)
-
-
-# Filters as conditions on parameters named after the field, so that a statement's SQL
-# depends only on which filters are set (queries.list_articles prepares one per shape).
-_FILTER_CONDITIONS = {
-    "user_id": Article.user_id == bindparam("user_id"),
-    "status": Article.status == bindparam("status"),
-    "primary_keyword": Article.primary_keyword == bindparam("primary_keyword"),
-    "tag": Article.tags.contains(bindparam("tag")),
-    "pipeline_id": Article.pipeline_id == bindparam("pipeline_id"),
-    "start_create_time": Article.create_time >= bindparam("start_create_time"),
-    "end_create_time": Article.create_time < bindparam("end_create_time"),
-    "start_publish_time": Article.publish_time >= bindparam("start_publish_time"),
-    "end_publish_time": Article.publish_time < bindparam("end_publish_time"),
-}
-
-
-def filter_values(f: ArticleFilters, owner: uuid.UUID | None) -> dict[str, Any]:
-    """The parameters of the filters that are set (`owner`: the caller's scope, if any)."""
-    values = {name: getattr(f, name) for name in _FILTER_CONDITIONS if getattr(f, name)}
-    if "tag" in values:
-        values["tag"] = [values["tag"]]  # tags @> ARRAY[tag]
-    if owner is not None:
-        values["owner"] = owner
-    return values
-
-
-def filtered(
-    stmt: Select[Any], f: ArticleFilters, owner: uuid.UUID | None
-) -> tuple[Select[Any], dict[str, Any]]:
-    """`stmt` limited to the owner's live rows matching `f`, and the parameters it needs."""
-    values = filter_values(f, owner)
-    conditions = [_FILTER_CONDITIONS[name] for name in values if name != "owner"]
-    if owner is not None:
-        conditions.append(Article.user_id == bindparam("owner"))
-    if not f.show_deleted:
-        conditions.append(Article.delete_time.is_(None))
-    return stmt.where(*conditions), values
-
-
-def list_statement(
-    f: ArticleFilters, owner: uuid.UUID | None, *, order_by: str, after: tuple | None, full: bool
-) -> Select[Any]:
-    """A List page in `order_by` (one of ORDER_BY) after the cursor `after`, LIMIT :limit.
-
-    The cursor's values are the parameters after_0 and after_1 (list_values gives them).
-    """
-    stmt, _ = filtered(select(*_columns(full)), f, owner)
-    if order_by == "publish_time desc":  # never-published articles last
-        if after is not None:
-            stmt = stmt.where(_after_publish_time(after[0] is None))
-        keys = (Article.publish_time.desc().nulls_last(), Article.id.desc())
-    else:
-        columns, descending = (
-            ((Article.title, Article.id), False)
-            if order_by == "title"
-            else ((Article.create_time, Article.id), True)
-        )
-        if after is not None:
-            bound = [bindparam(f"after_{i}", type_=c.type) for i, c in enumerate(columns)]
-            stmt = stmt.where(after_key(columns, bound, descending=descending))
-        keys = tuple(c.desc() for c in columns) if descending else columns
-    return stmt.order_by(*keys).limit(bindparam("limit", type_=Integer))
-
-
-def list_values(
-    f: ArticleFilters, owner: uuid.UUID | None, after: tuple | None, limit: int
-) -> dict[str, Any]:
-    values = {**filter_values(f, owner), "limit": limit + 1}
-    if after is not None:
-        values.update({f"after_{i}": v for i, v in enumerate(after) if v is not None})
-    return values
-
-
-def list_cursor(order_by: str) -> Callable[[Any], tuple[Any, ...]]:
-    """The cursor of a List row in `order_by`."""
-    if order_by == "title":
-        return lambda a: (a.title, a.id)
-    if order_by == "publish_time desc":
-        return lambda a: (a.publish_time, a.id)
-    return lambda a: (a.create_time, a.id)
-
-
-def _snippet_window(tree: str) -> Any:
-    """HEADLINE_CHARS of content around the first occurrence of the query's first term.
-
-    `tree` is querytree()'s text ('seo' & 'tip'); the term is a stem, found as a substring.
-    """
-    term = next((m[2].replace("''", "'") for m in _QUERY_TERM.finditer(tree) if not m[1]), "")
-    if not term:
-        return func.left(Article.content_markdown, HEADLINE_CHARS)
-    found = func.strpos(func.lower(Article.content_markdown), term)
-    start = func.greatest(literal(1), found - HEADLINE_LEAD)
-    return func.substr(Article.content_markdown, start, HEADLINE_CHARS)
-
-
-def _after_publish_time(after_null: bool) -> Any:
-    """Keyset condition for ORDER BY publish_time DESC NULLS LAST, id DESC."""
-    after_time = bindparam("after_0", type_=Article.publish_time.type)
-    after_id = bindparam("after_1", type_=Article.id.type)
-    if after_null:
-        return and_(Article.publish_time.is_(None), Article.id < after_id)
-    return or_(
-        Article.publish_time < after_time,
-        and_(Article.publish_time == after_time, Article.id < after_id),
-        Article.publish_time.is_(None),
-    )

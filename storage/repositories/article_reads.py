@@ -1,0 +1,235 @@
+"""The SQL of article pages: List and Search as statements with named parameters.
+
+A statement's text depends only on its shape (which filters are set, the order, whether a
+cursor is given, the view), never on the values, so storage/queries.py compiles and
+PREPAREs each shape once and runs it in one round trip.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    Float,
+    Integer,
+    Select,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, REGCONFIG
+
+from storage.models import Article
+from storage.models.articles import ARTICLE_COLUMNS, BASIC_COLUMNS
+from storage.repositories.paging import after_key
+
+ORDER_BY = ("create_time desc", "publish_time desc", "title")
+SEARCH_CANDIDATES = 1000  # rank at most the newest N matches: bounded work for common words
+# ts_headline's cost grows with its input (~0.11 ms per 1,000 characters per hit, measured):
+# snippets come from the excerpt and HEADLINE_CHARS of the content, starting HEADLINE_LEAD
+# characters before the first occurrence of the query's first term (else at the start).
+HEADLINE_CHARS = 1500
+HEADLINE_LEAD = 300
+_QUERY_TERM = re.compile(r"(!?)'((?:[^']|'')+)'")
+_ENGLISH = cast(literal("english"), REGCONFIG)
+_TSQUERY = func.websearch_to_tsquery(_ENGLISH, bindparam("query", type_=Text))
+
+
+@dataclass(frozen=True)
+class ArticleFilters:
+    user_id: uuid.UUID | None = None
+    status: str | None = None
+    primary_keyword: str | None = None
+    tag: str | None = None
+    pipeline_id: uuid.UUID | None = None
+    start_create_time: dt.datetime | None = None
+    end_create_time: dt.datetime | None = None
+    start_publish_time: dt.datetime | None = None
+    end_publish_time: dt.datetime | None = None
+    show_deleted: bool = False
+
+
+# Each filter is a condition on a parameter named after the field.
+_FILTER_CONDITIONS = {
+    "user_id": Article.user_id == bindparam("user_id"),
+    "status": Article.status == bindparam("status"),
+    "primary_keyword": Article.primary_keyword == bindparam("primary_keyword"),
+    "tag": Article.tags.contains(bindparam("tag")),
+    "pipeline_id": Article.pipeline_id == bindparam("pipeline_id"),
+    "start_create_time": Article.create_time >= bindparam("start_create_time"),
+    "end_create_time": Article.create_time < bindparam("end_create_time"),
+    "start_publish_time": Article.publish_time >= bindparam("start_publish_time"),
+    "end_publish_time": Article.publish_time < bindparam("end_publish_time"),
+}
+
+
+def filter_values(f: ArticleFilters, owner: uuid.UUID | None) -> dict[str, Any]:
+    """The parameters of the filters that are set (`owner`: the caller's scope, if any)."""
+    values = {name: getattr(f, name) for name in _FILTER_CONDITIONS if getattr(f, name)}
+    if "tag" in values:
+        values["tag"] = [values["tag"]]  # tags @> ARRAY[tag]
+    if owner is not None:
+        values["owner"] = owner
+    return values
+
+
+def _filtered(stmt: Select[Any], f: ArticleFilters, owner: uuid.UUID | None) -> Select[Any]:
+    """`stmt` limited to the owner's (live, unless show_deleted) rows matching `f`."""
+    conditions = [_FILTER_CONDITIONS[name] for name in filter_values(f, None)]
+    if owner is not None:
+        conditions.append(Article.user_id == bindparam("owner"))
+    if not f.show_deleted:
+        conditions.append(Article.delete_time.is_(None))
+    return stmt.where(*conditions)
+
+
+def _columns(full: bool) -> tuple[Any, ...]:
+    return ARTICLE_COLUMNS if full else BASIC_COLUMNS
+
+
+# -- List ------------------------------------------------------------------------------------
+def list_statement(
+    f: ArticleFilters, owner: uuid.UUID | None, *, order_by: str, after: tuple | None, full: bool
+) -> Select[Any]:
+    """A List page in `order_by` (one of ORDER_BY) after the cursor `after`, LIMIT :limit.
+
+    The cursor's values are the parameters after_0 and after_1 (list_values gives them).
+    """
+    stmt = _filtered(select(*_columns(full)), f, owner)
+    if order_by == "publish_time desc":  # never-published articles last
+        if after is not None:
+            stmt = stmt.where(_after_publish_time(after[0] is None))
+        keys = (Article.publish_time.desc().nulls_last(), Article.id.desc())
+    else:
+        columns, descending = (
+            ((Article.title, Article.id), False)
+            if order_by == "title"
+            else ((Article.create_time, Article.id), True)
+        )
+        if after is not None:
+            bound = [bindparam(f"after_{i}", type_=c.type) for i, c in enumerate(columns)]
+            stmt = stmt.where(after_key(columns, bound, descending=descending))
+        keys = tuple(c.desc() for c in columns) if descending else columns
+    return stmt.order_by(*keys).limit(bindparam("limit", type_=Integer))
+
+
+def list_values(
+    f: ArticleFilters, owner: uuid.UUID | None, after: tuple | None, limit: int
+) -> dict[str, Any]:
+    values = {**filter_values(f, owner), "limit": limit + 1}
+    if after is not None:
+        values.update({f"after_{i}": v for i, v in enumerate(after) if v is not None})
+    return values
+
+
+def list_cursor(order_by: str) -> Callable[[Any], tuple[Any, ...]]:
+    """The cursor of a List row in `order_by`."""
+    if order_by == "title":
+        return lambda a: (a.title, a.id)
+    if order_by == "publish_time desc":
+        return lambda a: (a.publish_time, a.id)
+    return lambda a: (a.create_time, a.id)
+
+
+def _after_publish_time(after_null: bool) -> Any:
+    """Keyset condition for ORDER BY publish_time DESC NULLS LAST, id DESC."""
+    after_time = bindparam("after_0", type_=Article.publish_time.type)
+    after_id = bindparam("after_1", type_=Article.id.type)
+    if after_null:
+        return and_(Article.publish_time.is_(None), Article.id < after_id)
+    return or_(
+        Article.publish_time < after_time,
+        and_(Article.publish_time == after_time, Article.id < after_id),
+        Article.publish_time.is_(None),
+    )
+
+
+# -- Search ----------------------------------------------------------------------------------
+def search_rank_statement(
+    f: ArticleFilters, owner: uuid.UUID | None, *, after: bool
+) -> Select[Any]:
+    """Rank the newest SEARCH_CANDIDATES matches of :query; a page of (id, rank,
+    create_time, tree) after the cursor (after_0..2), LIMIT :limit.
+
+    Matching uses search_vector (GIN); ranking the small rank_vector, which lives in the
+    row, so ranking reads no TOAST. `tree` is querytree(:query), for the snippet window.
+    An empty query (only stop words) matches nothing.
+    """
+    candidates = (
+        _filtered(select(Article.id, Article.create_time, Article.rank_vector), f, owner)
+        .where(func.numnode(_TSQUERY) > 0, Article.search_vector.op("@@")(_TSQUERY))
+        .order_by(Article.create_time.desc(), Article.id.desc())
+        .limit(SEARCH_CANDIDATES)
+        .cte("candidates")
+    )
+    in_title = func.ts_filter(candidates.c.rank_vector, literal_column("'{a}'")).op(
+        "@@", is_comparison=True
+    )(_TSQUERY)
+    # A title hit scores 1 + (0..1); an excerpt, keyword or tag hit 0..1; a content-only
+    # hit 0, so titles lead, then the other fields, then content, newest first.
+    rank = (
+        case((in_title, 1.0), else_=0.0)
+        + cast(func.ts_rank(candidates.c.rank_vector, _TSQUERY, 32), Float)
+    ).label("rank")
+    ranked = select(candidates.c.id, candidates.c.create_time, rank).subquery()
+    stmt = select(
+        ranked.c.id, ranked.c.rank, ranked.c.create_time, func.querytree(_TSQUERY).label("tree")
+    )
+    if after:
+        keys = (ranked.c.rank, ranked.c.create_time, ranked.c.id)
+        bound = [bindparam(f"after_{i}", type_=k.type) for i, k in enumerate(keys)]
+        stmt = stmt.where(after_key(keys, bound, descending=True))
+    order = (ranked.c.rank.desc(), ranked.c.create_time.desc(), ranked.c.id.desc())
+    return stmt.order_by(*order).limit(bindparam("limit", type_=Integer))
+
+
+def search_values(
+    query: str, f: ArticleFilters, owner: uuid.UUID | None, after: tuple | None, limit: int
+) -> dict[str, Any]:
+    values = {**filter_values(f, owner), "query": query, "limit": limit + 1}
+    if after is not None:
+        values.update({f"after_{i}": v for i, v in enumerate(after)})
+    return values
+
+
+def search_page_statement(*, full: bool, windowed: bool) -> Select[Any]:
+    """The articles :ids with a highlighted snippet for :query.
+
+    The snippet is ts_headline over the HTML-escaped excerpt and HEADLINE_CHARS of content:
+    from HEADLINE_LEAD characters before the first occurrence of :term when `windowed`,
+    else from the start.
+    """
+    if windowed:
+        found = func.strpos(func.lower(Article.content_markdown), bindparam("term", type_=Text))
+        start = func.greatest(literal(1), found - HEADLINE_LEAD)
+        window = func.substr(Article.content_markdown, start, HEADLINE_CHARS)
+    else:
+        window = func.left(Article.content_markdown, HEADLINE_CHARS)
+    text = Article.excerpt + " " + window
+    escaped = func.replace(func.replace(func.replace(text, "&", "&amp;"), "<", "&lt;"), ">", "&gt;")
+    snippet = func.ts_headline(
+        _ENGLISH, escaped, _TSQUERY,
+        "MaxFragments=2, MinWords=8, MaxWords=24, StartSel=<b>, StopSel=</b>",
+    )  # fmt: skip
+    ids = cast(bindparam("ids", type_=ARRAY(Text)), ARRAY(Article.id.type))  # ids as text
+    return select(*_columns(full), snippet.label("snippet")).where(Article.id == func.any(ids))
+
+
+def snippet_term(tree: str) -> str:
+    """The query's first non-negated term, from querytree()'s text ('seo' & 'tip').
+
+    It is a stem, looked for in the content as a substring; "" when there is none.
+    """
+    return next((m[2].replace("''", "'") for m in _QUERY_TERM.finditer(tree) if not m[1]), "")
