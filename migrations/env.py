@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from alembic import context
 from sqlalchemy import create_engine, pool, text
@@ -36,8 +37,14 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     engine = create_engine(normalize_url(database_url()), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        # Two replicas migrating at once queue here instead of colliding.
-        connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        # Two replicas migrating at once queue here instead of colliding. A waiter polls
+        # with pg_try_advisory_lock between commits rather than waiting in pg_advisory_lock:
+        # CREATE INDEX CONCURRENTLY (0008) waits for every open transaction, so a waiter
+        # parked inside a transaction would deadlock with the migration it waits for.
+        lock = text("SELECT pg_try_advisory_lock(:id)")
+        while not connection.execute(lock, {"id": MIGRATION_LOCK_ID}).scalar():
+            connection.commit()
+            time.sleep(0.2)
         connection.commit()
         try:
             context.configure(

@@ -119,6 +119,9 @@ class Article(Base):
             text("id DESC"),
         ),
         Index("ix_articles_user_id_title", "user_id", "title", "id"),
+        # The same orders across users, for admins and services (migration 0008).
+        Index("ix_articles_title", "title", "id"),
+        Index("ix_articles_publish_time", text("publish_time DESC NULLS LAST"), text("id DESC")),
         Index("ix_articles_pipeline_id", "pipeline_id"),
         Index("ix_articles_tags", "tags", postgresql_using="gin"),
         Index("ix_articles_search_vector", "search_vector", postgresql_using="gin"),
