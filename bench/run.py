@@ -216,7 +216,7 @@ class Harness:
                 self.sql_noop = start_noop(database_url=self.url)
             self.set_noop_reply(scenario, self.sql_noop)
             row["db"] = self.measure("grpc", self.sql_noop, scenario, concurrency, channels)
-        elif scenario.db_limit and self.opts.db_limits:
+        elif scenario.db_limit is True and self.opts.db_limits:
             row["db"] = self.measure("db", None, scenario, concurrency, 1)
         report.ratios(row)
         for kind in ("server", "noop", "db"):
