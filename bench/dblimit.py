@@ -8,7 +8,6 @@ string; the limit sends them as plain statements, one autocommit connection per 
 
 from __future__ import annotations
 
-import re
 import threading
 import time
 from typing import Any
@@ -18,6 +17,7 @@ import psycopg2.extras
 
 from bench.loadgen import Job, Recorder, cpu_seconds
 from bench.scenarios import LIST_PAGE_SIZE, SEARCH_PAGE_SIZE
+from storage.repositories.article_reads import snippet_term
 
 psycopg2.extras.register_uuid()
 
@@ -45,7 +45,6 @@ LIST_DEEP = (
     "AND (articles.create_time, articles.id) < (%(after_time)s, %(after_id)s::uuid) "
     "ORDER BY articles.create_time DESC, articles.id DESC LIMIT %(limit)s"
 )
-_TERM = re.compile(r"(!?)'((?:[^']|'')+)'")
 Q = "websearch_to_tsquery(CAST('english' AS REGCONFIG), %(q)s)"
 SEARCH_RANK = f"""
 WITH candidates AS (
@@ -95,8 +94,7 @@ def _search(cur: Any, query: str) -> list:
     rows = _fetch(cur, SEARCH_RANK, {"q": query, "limit": SEARCH_PAGE_SIZE + 1})
     if not rows:
         return []
-    # The server's snippet window: around the query's first non-negated term.
-    term = next((m[2].replace("''", "'") for m in _TERM.finditer(rows[0][3]) if not m[1]), "")
+    term = snippet_term(rows[0][3])  # the server's snippet window starts near this term
     ids = [str(r[0]) for r in rows[:SEARCH_PAGE_SIZE]]
     return _fetch(cur, SEARCH_PAGE, {"q": query, "ids": ids, "term": term})
 
