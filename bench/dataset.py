@@ -10,6 +10,7 @@ so the ledger stays consistent with what RecordUsage would have written.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -17,6 +18,7 @@ import random
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,18 +60,13 @@ def database_name(url: str) -> str:
 
 def create_database(url: str, *, replace: bool = False, admin_url: str = ADMIN_URL) -> None:
     """Create the database of `url` (its name must start with bench_); migrate it to head."""
-    name = database_name(url)
-    if not name.startswith("bench_"):
-        raise SystemExit(f"refusing to create {name!r}: bench databases are named bench_*")
-    conn = psycopg2.connect(admin_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
+    name = _bench_name(url, "create")
+    with _admin_cursor(admin_url) as cur:
         if replace:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
         if not cur.fetchone():
             cur.execute(f'CREATE DATABASE "{name}"')
-    conn.close()
     from bench.servers import REPO, server_command
 
     argv, cwd = server_command("migrate")
@@ -81,14 +78,29 @@ def create_database(url: str, *, replace: bool = False, admin_url: str = ADMIN_U
 
 
 def drop_database(url: str, admin_url: str = ADMIN_URL) -> None:
+    name = _bench_name(url, "drop")
+    with _admin_cursor(admin_url) as cur:
+        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _bench_name(url: str, verb: str) -> str:
+    """The database name of `url`; only bench_* databases are ever created or dropped."""
     name = database_name(url)
     if not name.startswith("bench_"):
-        raise SystemExit(f"refusing to drop {name!r}")
+        raise SystemExit(f"refusing to {verb} {name!r}: bench databases are named bench_*")
+    return name
+
+
+@contextlib.contextmanager
+def _admin_cursor(admin_url: str) -> Iterator[Any]:
+    """A cursor on an autocommit connection to the admin database (for CREATE/DROP DATABASE)."""
     conn = psycopg2.connect(admin_url)
     conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    conn.close()
+    try:
+        with conn.cursor() as cur:
+            yield cur
+    finally:
+        conn.close()
 
 
 @dataclass
