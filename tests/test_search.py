@@ -7,6 +7,7 @@ import pytest
 from blogstore.v1 import articles_pb2 as pb
 from blogstore.v1 import articles_pb2_grpc
 
+from storage.repositories.article_reads import PHRASE_WINDOW
 from tests.support import status_of
 
 
@@ -50,6 +51,35 @@ def test_quoted_phrase_needs_adjacent_words(library):
     stub, ids = library
     assert {r.article.id for r in search(stub, "quick brown fox")} == {ids["phrase"], ids["split"]}
     assert [r.article.id for r in search(stub, '"quick brown fox"')] == [ids["phrase"]]
+
+
+def test_negated_phrase_and_phrase_with_a_negated_word(library):
+    stub, ids = library
+    assert [r.article.id for r in search(stub, 'fox -"quick brown"')] == [ids["split"]]
+    assert [r.article.id for r in search(stub, '"quick brown" -cats')] == [ids["phrase"]]
+    assert search(stub, '"quick brown" -sheep') == []
+
+
+def test_a_phrase_is_tested_in_the_newest_window_of_articles_with_its_words(new_account, connect):
+    """The documented bound: older phrase matches are not found once PHRASE_WINDOW newer
+    articles hold the phrase's words apart."""
+    stub = articles_pb2_grpc.ArticlesServiceStub(connect(new_account().token))
+
+    def create(body: str) -> str:
+        article = pb.Article(title="Birds", content_markdown=body)
+        return stub.CreateArticle(pb.CreateArticleRequest(article=article)).article.id
+
+    oldest = create("An amber falcon at dawn.")
+    middle = create("The falcon, amber in the light.")
+    newest = create("Another amber falcon.")
+    assert [r.article.id for r in search(stub, '"amber falcon"')] == [newest, oldest]
+    apart = [pb.Article(title=f"Birds {i}", content_markdown="A falcon over amber fields.")
+             for i in range(PHRASE_WINDOW - 1)]  # fmt: skip
+    stub.BatchCreateArticles(pb.BatchCreateArticlesRequest(articles=apart))
+    newer = create("One more amber falcon.")
+    # The newest PHRASE_WINDOW articles with both words: newer and the batch.
+    assert [r.article.id for r in search(stub, '"amber falcon"')] == [newer]
+    assert middle not in [r.article.id for r in search(stub, "amber falcon", page_size=100)]
 
 
 def test_or_and_exclusion(library):

@@ -28,8 +28,9 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    true,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, REGCONFIG
+from sqlalchemy.dialects.postgresql import ARRAY, REGCONFIG, TSQUERY
 
 from storage.models import Article
 from storage.models.articles import ARTICLE_COLUMNS, BASIC_COLUMNS
@@ -37,6 +38,9 @@ from storage.repositories.paging import after_key
 
 ORDER_BY = ("create_time desc", "publish_time desc", "title")
 SEARCH_CANDIDATES = 1000  # rank at most the newest N matches: bounded work for common words
+# A phrase is tested in at most the newest N articles that hold all its words: the test reads
+# each article's whole (TOASTed) search_vector, so it must be bounded like the ranking.
+PHRASE_WINDOW = 1000
 # ts_headline's cost grows with its input (~0.11 ms per 1,000 characters per hit, measured):
 # snippets come from the excerpt and HEADLINE_CHARS of the content, starting HEADLINE_LEAD
 # characters before the first occurrence of the query's first term (else at the start).
@@ -45,6 +49,13 @@ HEADLINE_LEAD = 300
 _QUERY_TERM = re.compile(r"(!?)'((?:[^']|'')+)'")
 _ENGLISH = cast(literal("english"), REGCONFIG)
 _TSQUERY = func.websearch_to_tsquery(_ENGLISH, bindparam("query", type_=Text))
+_QUERY_TEXT = cast(_TSQUERY, Text)
+# websearch_to_tsquery builds phrases of lexemes only, so a phrase's words ANDed are met by
+# every match, and the GIN index answers them without reading a vector. Not so under a
+# negated phrase (-"a b" is !( 'a' <-> 'b' )): such queries are searched unbounded. These are
+# functions of :query alone, so PostgreSQL folds them when it plans with the query's value.
+_BOUNDED_PHRASE = and_(func.strpos(_QUERY_TEXT, "<") > 0, func.strpos(_QUERY_TEXT, "!(") == 0)
+_ALL_WORDS = cast(func.regexp_replace(_QUERY_TEXT, "<[0-9-]+>", "&", "g"), TSQUERY)
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,9 @@ def _after_publish_time(after_null: bool) -> Any:
 
 
 # -- Search ----------------------------------------------------------------------------------
+_CANDIDATE_COLUMNS = (Article.id, Article.create_time, Article.rank_vector)
+
+
 def search_rank_statement(
     f: ArticleFilters, owner: uuid.UUID | None, *, after: bool
 ) -> Select[Any]:
@@ -164,13 +178,26 @@ def search_rank_statement(
     create_time, tree) after the cursor (after_0..2), LIMIT :limit.
 
     Matching uses search_vector (GIN); ranking the small rank_vector, which lives in the
-    row, so ranking reads no TOAST. `tree` is querytree(:query), for the snippet window.
-    An empty query (only stop words) matches nothing.
+    row, so ranking reads no TOAST. A phrase is matched in two steps: its words (through the
+    index), then the phrase itself on the newest PHRASE_WINDOW of those articles. `tree` is
+    querytree(:query), for the snippet window. An empty query (only stop words) matches
+    nothing.
     """
-    candidates = (
-        _filtered(select(Article.id, Article.create_time, Article.rank_vector), f, owner)
-        .where(func.numnode(_TSQUERY) > 0, Article.search_vector.op("@@")(_TSQUERY))
+    matching = (
+        _filtered(select(*_CANDIDATE_COLUMNS, Article.search_vector), f, owner)
+        .where(
+            func.numnode(_TSQUERY) > 0,
+            Article.search_vector.op("@@")(case((_BOUNDED_PHRASE, _ALL_WORDS), else_=_TSQUERY)),
+        )
         .order_by(Article.create_time.desc(), Article.id.desc())
+        .limit(case((_BOUNDED_PHRASE, PHRASE_WINDOW), else_=SEARCH_CANDIDATES))
+        .subquery("matching")
+    )
+    phrase_test = matching.c.search_vector.op("@@", is_comparison=True)(_TSQUERY)
+    candidates = (
+        select(*(matching.c[c.key] for c in _CANDIDATE_COLUMNS))
+        .where(case((_BOUNDED_PHRASE, phrase_test), else_=true()))
+        .order_by(matching.c.create_time.desc(), matching.c.id.desc())
         .limit(SEARCH_CANDIDATES)
         .cte("candidates")
     )
