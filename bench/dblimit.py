@@ -17,7 +17,12 @@ import psycopg2.extras
 
 from bench.loadgen import Job, Recorder, cpu_seconds
 from bench.scenarios import LIST_PAGE_SIZE, SEARCH_PAGE_SIZE
-from storage.repositories.article_reads import PHRASE_WINDOW, SEARCH_CANDIDATES, snippet_term
+from storage.repositories.article_reads import (
+    PHRASE_OPERATOR,
+    PHRASE_WINDOW,
+    SEARCH_CANDIDATES,
+    snippet_term,
+)
 
 psycopg2.extras.register_uuid()
 
@@ -47,9 +52,10 @@ LIST_DEEP = (
 )
 Q = "websearch_to_tsquery(CAST('english' AS REGCONFIG), %(q)s)"
 QT = f"CAST({Q} AS TEXT)"
-# A phrase (and no negated phrase): its words through the index, then the phrase on the newest
-# PHRASE_WINDOW of those. PostgreSQL folds these CASEs when it plans with the query's value.
-BOUNDED = f"(strpos({QT}, '<') > 0 AND strpos({QT}, '!(') = 0)"
+# The query with its phrases (not negated ones) as ANDed words: every match meets it, and
+# the GIN index answers it alone. PostgreSQL folds these CASEs when it plans with the value.
+WORDS = f"regexp_replace({QT}, $re${PHRASE_OPERATOR}$re$, '&', 'g')"
+BOUNDED = f"({WORDS} <> {QT})"
 SEARCH_RANK = f"""
 WITH candidates AS (
   SELECT matching.id AS id, matching.create_time AS create_time,
@@ -59,7 +65,7 @@ WITH candidates AS (
            articles.rank_vector AS rank_vector, articles.search_vector AS search_vector
     FROM articles
     WHERE articles.delete_time IS NULL AND numnode({Q}) > 0 AND (articles.search_vector @@
-      CASE WHEN {BOUNDED} THEN CAST(regexp_replace({QT}, '<[0-9-]+>', '&', 'g') AS TSQUERY)
+      CASE WHEN {BOUNDED} THEN CAST({WORDS} AS TSQUERY)
       ELSE {Q} END)
     ORDER BY articles.create_time DESC, articles.id DESC
     LIMIT CASE WHEN {BOUNDED} THEN {PHRASE_WINDOW} ELSE {SEARCH_CANDIDATES} END) AS matching

@@ -58,6 +58,8 @@ def test_negated_phrase_and_phrase_with_a_negated_word(library):
     assert [r.article.id for r in search(stub, 'fox -"quick brown"')] == [ids["split"]]
     assert [r.article.id for r in search(stub, '"quick brown" -cats')] == [ids["phrase"]]
     assert search(stub, '"quick brown" -sheep') == []
+    assert [r.article.id for r in search(stub, '"quick brown" -"lazy cat"')] == [ids["phrase"]]
+    assert search(stub, '"quick brown" -"lazy sheep"') == []
 
 
 def test_a_phrase_is_tested_in_the_newest_window_of_articles_with_its_words(new_account, connect):

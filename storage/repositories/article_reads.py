@@ -50,12 +50,15 @@ _QUERY_TERM = re.compile(r"(!?)'((?:[^']|'')+)'")
 _ENGLISH = cast(literal("english"), REGCONFIG)
 _TSQUERY = func.websearch_to_tsquery(_ENGLISH, bindparam("query", type_=Text))
 _QUERY_TEXT = cast(_TSQUERY, Text)
-# websearch_to_tsquery builds phrases of lexemes only, so a phrase's words ANDed are met by
-# every match, and the GIN index answers them without reading a vector. Not so under a
-# negated phrase (-"a b" is !( 'a' <-> 'b' )): such queries are searched unbounded. These are
-# functions of :query alone, so PostgreSQL folds them when it plans with the query's value.
-_BOUNDED_PHRASE = and_(func.strpos(_QUERY_TEXT, "<") > 0, func.strpos(_QUERY_TEXT, "!(") == 0)
-_ALL_WORDS = cast(func.regexp_replace(_QUERY_TEXT, "<[0-9-]+>", "&", "g"), TSQUERY)
+# websearch_to_tsquery builds phrases of lexemes only, so with a phrase's <-> (or <N>) turned
+# into & the query becomes one that every match meets and that the GIN index answers without
+# reading a vector. A negated phrase, !( 'a' <-> 'b' ), is left as it is: the lookahead skips
+# an operator followed, past lexemes (quoted; a URL's may hold parentheses), by ")".
+PHRASE_OPERATOR = r"<[0-9-]+>(?!(?:[^()']|'(?:[^']|'')*')*\))"
+_WORDS_TEXT = func.regexp_replace(_QUERY_TEXT, PHRASE_OPERATOR, "&", "g")
+# Functions of :query alone: PostgreSQL folds them when it plans with the query's value.
+_BOUNDED_PHRASE = _WORDS_TEXT != _QUERY_TEXT
+_ALL_WORDS = cast(_WORDS_TEXT, TSQUERY)
 
 
 @dataclass(frozen=True)
