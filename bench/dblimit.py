@@ -19,6 +19,7 @@ from bench.loadgen import Job, Recorder, cpu_seconds
 from bench.scenarios import LIST_PAGE_SIZE, SEARCH_PAGE_SIZE
 from storage.repositories.article_reads import (
     PHRASE_OPERATOR,
+    PHRASE_SCOPE,
     PHRASE_WINDOW,
     SEARCH_CANDIDATES,
     snippet_term,
@@ -56,6 +57,12 @@ QT = f"CAST({Q} AS TEXT)"
 # the GIN index answers it alone. PostgreSQL folds these CASEs when it plans with the value.
 WORDS = f"regexp_replace({QT}, $re${PHRASE_OPERATOR}$re$, '&', 'g')"
 BOUNDED = f"({WORDS} <> {QT})"
+# Where a quoted phrase's search starts (the bench searches as the service: everyone's articles).
+PHRASE_SINCE = (
+    "SELECT articles.create_time FROM articles "
+    f"ORDER BY articles.create_time DESC, articles.id DESC OFFSET {PHRASE_SCOPE - 1} LIMIT 1"
+)
+SINCE = f"AND CASE WHEN {BOUNDED} THEN articles.create_time >= %(since)s ELSE true END"
 SEARCH_RANK = f"""
 WITH candidates AS (
   SELECT matching.id AS id, matching.create_time AS create_time,
@@ -66,7 +73,7 @@ WITH candidates AS (
     FROM articles
     WHERE articles.delete_time IS NULL AND numnode({Q}) > 0 AND (articles.search_vector @@
       CASE WHEN {BOUNDED} THEN CAST({WORDS} AS TSQUERY)
-      ELSE {Q} END)
+      ELSE {Q} END) /*since*/
     ORDER BY articles.create_time DESC, articles.id DESC
     LIMIT CASE WHEN {BOUNDED} THEN {PHRASE_WINDOW} ELSE {SEARCH_CANDIDATES} END) AS matching
   WHERE CASE WHEN {BOUNDED} THEN matching.search_vector @@ {Q} ELSE true END
@@ -109,7 +116,12 @@ def _fetch(cur: Any, sql: str, args: dict) -> list:
 
 
 def _search(cur: Any, query: str) -> list:
-    rows = _fetch(cur, SEARCH_RANK, {"q": query, "limit": SEARCH_PAGE_SIZE + 1})
+    args = {"q": query, "limit": SEARCH_PAGE_SIZE + 1}
+    since = _fetch(cur, PHRASE_SINCE, {}) if '"' in query else []
+    if since:
+        args["since"] = since[0][0]
+    sql = SEARCH_RANK.replace("/*since*/", SINCE if since else "")
+    rows = _fetch(cur, sql, args)
     if not rows:
         return []
     term = snippet_term(rows[0][3])  # the server's snippet window starts near this term

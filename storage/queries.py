@@ -26,6 +26,7 @@ from storage.repositories.article_reads import (
     list_cursor,
     list_statement,
     list_values,
+    phrase_scope_statement,
     search_page_statement,
     search_rank_statement,
     search_values,
@@ -183,10 +184,14 @@ def search_articles(
     The two run in separate snapshots: an article deleted in between drops out of the page.
     """
     owner = caller.actor.owner_scope()
-    values = search_values(query, filters, owner, after, limit)
+    since = _phrase_since(db, caller, owner) if '"' in query else None
+    values = search_values(query, filters, owner, after, limit, since)
     shape = ("search", filters.show_deleted, *sorted(values))
     rank = _prepared_shape(
-        shape, lambda: search_rank_statement(filters, owner, after=after is not None)
+        shape,
+        lambda: search_rank_statement(
+            filters, owner, after=after is not None, phrase_since=since is not None
+        ),
     )
     rows = db.query(caller, rank, values)
     more = len(rows) > limit
@@ -201,6 +206,14 @@ def search_articles(
     hits = [SearchHit(by_id[r.id], r.rank, by_id[r.id].snippet) for r in rows if r.id in by_id]
     last = rows[-1]
     return Page(hits, (last.rank, last.create_time, last.id) if more else None)
+
+
+def _phrase_since(db: Database, caller: Caller, owner: uuid.UUID | None) -> Any:
+    """Where a phrase search starts: None when the scope holds at most PHRASE_SCOPE."""
+    shape = ("phrase_scope", owner is not None)
+    prepared = _prepared_shape(shape, lambda: phrase_scope_statement(owner))
+    rows = db.query(caller, prepared, {} if owner is None else {"owner": owner})
+    return rows[0].create_time if rows else None
 
 
 def _prepared_shape(shape: tuple[Any, ...], build: Callable[[], Any]) -> Prepared:

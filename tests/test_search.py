@@ -7,7 +7,7 @@ import pytest
 from blogstore.v1 import articles_pb2 as pb
 from blogstore.v1 import articles_pb2_grpc
 
-from storage.repositories.article_reads import PHRASE_WINDOW
+from storage.repositories.article_reads import PHRASE_SCOPE, PHRASE_WINDOW
 from tests.support import status_of
 
 
@@ -82,6 +82,29 @@ def test_a_phrase_is_tested_in_the_newest_window_of_articles_with_its_words(new_
     # The newest PHRASE_WINDOW articles with both words: newer and the batch.
     assert [r.article.id for r in search(stub, '"amber falcon"')] == [newer]
     assert middle not in [r.article.id for r in search(stub, "amber falcon", page_size=100)]
+
+
+def test_a_phrase_is_looked_for_in_the_newest_articles_in_scope(new_account, connect, admin_key):
+    """The other bound: a phrase search starts PHRASE_SCOPE articles back, counted in the
+    caller's scope (everyone's, for an admin); plain words are searched further."""
+    stub = articles_pb2_grpc.ArticlesServiceStub(connect(new_account().token))
+    admin = articles_pb2_grpc.ArticlesServiceStub(connect(admin_key))
+
+    def create(body: str) -> str:
+        article = pb.Article(title="Herons", content_markdown=body)
+        return stub.CreateArticle(pb.CreateArticleRequest(article=article)).article.id
+
+    oldest = create("A cobalt heron by the lake.")
+    for batch in range(PHRASE_SCOPE // 1000):
+        notes = [pb.Article(title=f"Note {batch}-{i}", content_markdown="Nothing here.")
+                 for i in range(1000)]  # fmt: skip
+        stub.BatchCreateArticles(pb.BatchCreateArticlesRequest(articles=notes))
+    assert search(stub, '"cobalt heron"') == []
+    assert [r.article.id for r in search(stub, "cobalt heron")] == [oldest]
+    assert [r.article.id for r in search(stub, '"heron"')] == [oldest]  # a word, not a phrase
+    newest = create("Another cobalt heron.")
+    for caller in (stub, admin):
+        assert [r.article.id for r in search(caller, '"cobalt heron"')] == [newest]
 
 
 def test_or_and_exclusion(library):

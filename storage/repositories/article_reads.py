@@ -38,8 +38,10 @@ from storage.repositories.paging import after_key
 
 ORDER_BY = ("create_time desc", "publish_time desc", "title")
 SEARCH_CANDIDATES = 1000  # rank at most the newest N matches: bounded work for common words
-# A phrase is tested in at most the newest N articles that hold all its words: the test reads
-# each article's whole (TOASTed) search_vector, so it must be bounded like the ranking.
+# A quoted phrase is looked for in the newest PHRASE_SCOPE articles in scope (the caller's,
+# or everyone's), and tested on at most the newest PHRASE_WINDOW of those holding all its
+# words: the test reads an article's whole (TOASTed) search_vector, so both are bounded.
+PHRASE_SCOPE = 5000
 PHRASE_WINDOW = 1000
 # ts_headline's cost grows with its input (~0.11 ms per 1,000 characters per hit, measured):
 # snippets come from the excerpt and HEADLINE_CHARS of the content, starting HEADLINE_LEAD
@@ -174,15 +176,27 @@ def _after_publish_time(after_null: bool) -> Any:
 _CANDIDATE_COLUMNS = (Article.id, Article.create_time, Article.rank_vector)
 
 
+def phrase_scope_statement(owner: uuid.UUID | None) -> Select[Any]:
+    """The create_time of the PHRASE_SCOPE-th newest article (of :owner, when scoped), or
+    no row: where a phrase search starts. It reads a create_time index only, so deleted
+    and filtered-out articles count too."""
+    stmt = select(Article.create_time)
+    if owner is not None:
+        stmt = stmt.where(Article.user_id == bindparam("owner"))
+    order = (Article.create_time.desc(), Article.id.desc())
+    return stmt.order_by(*order).offset(PHRASE_SCOPE - 1).limit(1)
+
+
 def search_rank_statement(
-    f: ArticleFilters, owner: uuid.UUID | None, *, after: bool
+    f: ArticleFilters, owner: uuid.UUID | None, *, after: bool, phrase_since: bool
 ) -> Select[Any]:
     """Rank the newest SEARCH_CANDIDATES matches of :query; a page of (id, rank,
     create_time, tree) after the cursor (after_0..2), LIMIT :limit.
 
     Matching uses search_vector (GIN); ranking the small rank_vector, which lives in the
     row, so ranking reads no TOAST. A phrase is matched in two steps: its words (through the
-    index), then the phrase itself on the newest PHRASE_WINDOW of those articles. `tree` is
+    index), then the phrase itself on the newest PHRASE_WINDOW of those articles; with
+    `phrase_since`, only articles created at or after :phrase_since are looked at. `tree` is
     querytree(:query), for the snippet window. An empty query (only stop words) matches
     nothing.
     """
@@ -194,8 +208,11 @@ def search_rank_statement(
         )
         .order_by(Article.create_time.desc(), Article.id.desc())
         .limit(case((_BOUNDED_PHRASE, PHRASE_WINDOW), else_=SEARCH_CANDIDATES))
-        .subquery("matching")
     )
+    if phrase_since:
+        since = Article.create_time >= bindparam("phrase_since", type_=Article.create_time.type)
+        matching = matching.where(case((_BOUNDED_PHRASE, since), else_=true()))
+    matching = matching.subquery("matching")
     phrase_test = matching.c.search_vector.op("@@", is_comparison=True)(_TSQUERY)
     candidates = (
         select(*(matching.c[c.key] for c in _CANDIDATE_COLUMNS))
@@ -226,9 +243,12 @@ def search_rank_statement(
 
 
 def search_values(
-    query: str, f: ArticleFilters, owner: uuid.UUID | None, after: tuple | None, limit: int
-) -> dict[str, Any]:
+    query: str, f: ArticleFilters, owner: uuid.UUID | None, after: tuple | None, limit: int,
+    phrase_since: dt.datetime | None,
+) -> dict[str, Any]:  # fmt: skip
     values = {**filter_values(f, owner), "query": query, "limit": limit + 1}
+    if phrase_since is not None:
+        values["phrase_since"] = phrase_since
     if after is not None:
         values.update({f"after_{i}": v for i, v in enumerate(after)})
     return values
