@@ -23,6 +23,7 @@ from storage.models import AccessToken, ApiKey, Article, User
 from storage.models.articles import ARTICLE_COLUMNS
 from storage.repositories.article_reads import (
     ArticleFilters,
+    filter_values,
     list_cursor,
     list_statement,
     list_values,
@@ -184,7 +185,7 @@ def search_articles(
     The two run in separate snapshots: an article deleted in between drops out of the page.
     """
     owner = caller.actor.owner_scope()
-    since = _phrase_since(db, caller, owner) if '"' in query else None
+    since = _phrase_since(db, caller, filters, owner) if '"' in query else None
     values = search_values(query, filters, owner, after, limit, since)
     shape = ("search", filters.show_deleted, *sorted(values))
     rank = _prepared_shape(
@@ -208,11 +209,14 @@ def search_articles(
     return Page(hits, (last.rank, last.create_time, last.id) if more else None)
 
 
-def _phrase_since(db: Database, caller: Caller, owner: uuid.UUID | None) -> Any:
-    """Where a phrase search starts: None when the scope holds at most PHRASE_SCOPE."""
-    shape = ("phrase_scope", owner is not None)
-    prepared = _prepared_shape(shape, lambda: phrase_scope_statement(owner))
-    rows = db.query(caller, prepared, {} if owner is None else {"owner": owner})
+def _phrase_since(
+    db: Database, caller: Caller, filters: ArticleFilters, owner: uuid.UUID | None
+) -> Any:
+    """Where a phrase search starts: None when it covers at most PHRASE_SCOPE articles."""
+    values = filter_values(filters, owner)
+    shape = ("phrase_scope", filters.show_deleted, *sorted(values))
+    prepared = _prepared_shape(shape, lambda: phrase_scope_statement(filters, owner))
+    rows = db.query(caller, prepared, values)
     return rows[0].create_time if rows else None
 
 

@@ -6,6 +6,7 @@ import grpc
 import pytest
 from blogstore.v1 import articles_pb2 as pb
 from blogstore.v1 import articles_pb2_grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from storage.repositories.article_reads import PHRASE_SCOPE, PHRASE_WINDOW
 from tests.support import status_of
@@ -92,9 +93,10 @@ def test_a_phrase_is_looked_for_in_the_newest_articles_in_scope(new_account, con
 
     def create(body: str) -> str:
         article = pb.Article(title="Herons", content_markdown=body)
-        return stub.CreateArticle(pb.CreateArticleRequest(article=article)).article.id
+        return stub.CreateArticle(pb.CreateArticleRequest(article=article)).article
 
-    oldest = create("A cobalt heron by the lake.")
+    first = create("A cobalt heron by the lake.")
+    oldest = first.id
     for batch in range(PHRASE_SCOPE // 1000):
         notes = [pb.Article(title=f"Note {batch}-{i}", content_markdown="Nothing here.")
                  for i in range(1000)]  # fmt: skip
@@ -102,7 +104,11 @@ def test_a_phrase_is_looked_for_in_the_newest_articles_in_scope(new_account, con
     assert search(stub, '"cobalt heron"') == []
     assert [r.article.id for r in search(stub, "cobalt heron")] == [oldest]
     assert [r.article.id for r in search(stub, '"heron"')] == [oldest]  # a word, not a phrase
-    newest = create("Another cobalt heron.")
+    # The scope is counted after the filters, so a time range reaches older phrases.
+    until = Timestamp()
+    until.FromNanoseconds(first.create_time.ToNanoseconds() + 1000)
+    assert [r.article.id for r in search(stub, '"cobalt heron"', end_create_time=until)] == [oldest]
+    newest = create("Another cobalt heron.").id
     for caller in (stub, admin):
         assert [r.article.id for r in search(caller, '"cobalt heron"')] == [newest]
 

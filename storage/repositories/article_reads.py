@@ -176,15 +176,12 @@ def _after_publish_time(after_null: bool) -> Any:
 _CANDIDATE_COLUMNS = (Article.id, Article.create_time, Article.rank_vector)
 
 
-def phrase_scope_statement(owner: uuid.UUID | None) -> Select[Any]:
-    """The create_time of the PHRASE_SCOPE-th newest article (of :owner, when scoped), or
-    no row: where a phrase search starts. It reads a create_time index only, so deleted
-    and filtered-out articles count too."""
-    stmt = select(Article.create_time)
-    if owner is not None:
-        stmt = stmt.where(Article.user_id == bindparam("owner"))
+def phrase_scope_statement(f: ArticleFilters, owner: uuid.UUID | None) -> Select[Any]:
+    """The create_time of the PHRASE_SCOPE-th newest article the search covers, or no row:
+    where a phrase search starts. Its parameters are filter_values'."""
     order = (Article.create_time.desc(), Article.id.desc())
-    return stmt.order_by(*order).offset(PHRASE_SCOPE - 1).limit(1)
+    stmt = _filtered(select(Article.create_time), f, owner).order_by(*order)
+    return stmt.offset(PHRASE_SCOPE - 1).limit(1)
 
 
 def search_rank_statement(
