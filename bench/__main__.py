@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         "--no-workers-compare", action="store_true", help="skip GetArticle with --workers 2"
     )
     run.add_argument("--no-db-limit", action="store_true")
+    run.add_argument("--phrase", help="the phrase scenario's query, e.g. '\"seo tips\"'")
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
     run.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
     table = commands.add_parser("report", help="print a results JSON file as a Markdown table")
@@ -130,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         scenarios=tuple(args.scenarios or ()),
         workers_compare=not args.no_workers_compare,
         db_limits=not args.no_db_limit,
+        phrase=args.phrase,
         output=args.output,
     )
     return Harness(opts).run()

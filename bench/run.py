@@ -70,6 +70,7 @@ class Options:
     scenarios: tuple[str, ...] = ()
     workers_compare: bool = True
     db_limits: bool = True
+    phrase: str | None = None  # the phrase scenario's query instead of a picked one
     output: Path | None = None
 
 
@@ -186,7 +187,9 @@ class Harness:
 
     def prepare(self) -> None:
         need = {s.client for s in self.plan()}
-        self.params, facts = prepare.params(self.url, self.server, need, self.opts.seed)
+        self.params, facts = prepare.params(
+            self.url, self.server, need, self.opts.seed, self.opts.phrase
+        )
         self.report["dataset"].update(facts)
         self.log(f"prepared: {facts}")
 
