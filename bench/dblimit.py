@@ -106,7 +106,7 @@ def call_for(client: str, params: dict) -> Any:
         return lambda cur: _fetch(cur, LIST_DEEP, args)
     if client.startswith("search_"):
         query = params[client.replace("search_", "") + "_query"]
-        return lambda cur: _search(cur, query)
+        return lambda cur: search(cur, query)
     raise ValueError(f"no database limit for {client}")
 
 
@@ -115,7 +115,8 @@ def _fetch(cur: Any, sql: str, args: dict) -> list:
     return cur.fetchall()
 
 
-def _search(cur: Any, query: str) -> list:
+def search(cur: Any, query: str) -> list:
+    """A first Search page as the service sees it (everyone's articles): rank, then rows."""
     args = {"q": query, "limit": SEARCH_PAGE_SIZE + 1}
     since = _fetch(cur, PHRASE_SINCE, {}) if '"' in query else []
     if since:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import grpc
+import psycopg2
 import pytest
 from blogstore.v1 import articles_pb2 as pb
 from blogstore.v1 import articles_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from sqlalchemy import make_url
 
+from bench import dblimit
 from storage.repositories.article_reads import PHRASE_SCOPE, PHRASE_WINDOW
 from tests.support import status_of
 
@@ -85,7 +88,9 @@ def test_a_phrase_is_tested_in_the_newest_window_of_articles_with_its_words(new_
     assert middle not in [r.article.id for r in search(stub, "amber falcon", page_size=100)]
 
 
-def test_a_phrase_is_looked_for_in_the_newest_articles_in_scope(new_account, connect, admin_key):
+def test_a_phrase_is_looked_for_in_the_newest_articles_in_scope(
+    new_account, connect, admin_key, settings
+):
     """The other bound: a phrase search starts PHRASE_SCOPE articles back, counted in the
     caller's scope (everyone's, for an admin); plain words are searched further."""
     stub = articles_pb2_grpc.ArticlesServiceStub(connect(new_account().token))
@@ -111,6 +116,10 @@ def test_a_phrase_is_looked_for_in_the_newest_articles_in_scope(new_account, con
     newest = create("Another cobalt heron.").id
     for caller in (stub, admin):
         assert [r.article.id for r in search(caller, '"cobalt heron"')] == [newest]
+    # The benchmark's database limit issues the same SQL, as a service (everyone's articles).
+    dsn = make_url(settings.database_url).set(drivername="postgresql")
+    with psycopg2.connect(dsn.render_as_string(hide_password=False)) as conn, conn.cursor() as cur:
+        assert [str(row[0]) for row in dblimit.search(cur, '"cobalt heron"')] == [newest]
 
 
 def test_or_and_exclusion(library):
