@@ -8,6 +8,7 @@ string; the limit sends them as plain statements, one autocommit connection per 
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any
@@ -56,7 +57,8 @@ QT = f"CAST({Q} AS TEXT)"
 # The query with its phrases (not negated ones) as ANDed words: every match meets it, and
 # the GIN index answers it alone. PostgreSQL folds these CASEs when it plans with the value.
 WORDS = f"regexp_replace({QT}, $re${PHRASE_OPERATOR}$re$, '&', 'g')"
-BOUNDED = f"({WORDS} <> {QT})"
+BOUNDED = f"(strpos({QT}, '<') > 0 OR CAST(querytree({Q}) AS TEXT) = 'T')"
+NEGATED = f"(strpos({QT}, '!(') > 0)"
 # Where a quoted phrase's search starts (the bench searches as the service: everyone's articles).
 PHRASE_SINCE = (
     "SELECT articles.create_time FROM articles "
@@ -71,9 +73,10 @@ WITH candidates AS (
     SELECT articles.id AS id, articles.create_time AS create_time,
            articles.rank_vector AS rank_vector, articles.search_vector AS search_vector
     FROM articles
-    WHERE articles.delete_time IS NULL AND numnode({Q}) > 0 AND (articles.search_vector @@
-      CASE WHEN {BOUNDED} THEN CAST({WORDS} AS TSQUERY)
-      ELSE {Q} END) /*since*/
+    WHERE articles.delete_time IS NULL AND numnode({Q}) > 0 AND CASE
+      WHEN {NEGATED} THEN (articles.search_vector @@ CAST({WORDS} AS TSQUERY)) IS TRUE
+      WHEN {BOUNDED} THEN articles.search_vector @@ CAST({WORDS} AS TSQUERY)
+      ELSE articles.search_vector @@ {Q} END /*since*/
     ORDER BY articles.create_time DESC, articles.id DESC
     LIMIT CASE WHEN {BOUNDED} THEN {PHRASE_WINDOW} ELSE {SEARCH_CANDIDATES} END) AS matching
   WHERE CASE WHEN {BOUNDED} THEN matching.search_vector @@ {Q} ELSE true END
@@ -118,7 +121,7 @@ def _fetch(cur: Any, sql: str, args: dict) -> list:
 def search(cur: Any, query: str) -> list:
     """A first Search page as the service sees it (everyone's articles): rank, then rows."""
     args = {"q": query, "limit": SEARCH_PAGE_SIZE + 1}
-    since = _fetch(cur, PHRASE_SINCE, {}) if '"' in query else []
+    since = _fetch(cur, PHRASE_SINCE, {}) if re.search(r'"|(?:^|\s)-', query) else []
     if since:
         args["since"] = since[0][0]
     sql = SEARCH_RANK.replace("/*since*/", SINCE if since else "")

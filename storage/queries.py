@@ -150,6 +150,8 @@ def get_article(db: Database, caller: Caller, article_id: uuid.UUID) -> Any | No
 
 # List and Search statements by shape; see storage/repositories/article_reads.py.
 _BY_SHAPE: dict[tuple[Any, ...], Prepared] = {}
+# Queries that may be bounded (a quoted phrase, a -negation): they look up where to start.
+_BOUNDED = re.compile(r'"|(?:^|\s)-')
 
 
 def list_articles(
@@ -185,7 +187,7 @@ def search_articles(
     The two run in separate snapshots: an article deleted in between drops out of the page.
     """
     owner = caller.actor.owner_scope()
-    since = _phrase_since(db, caller, filters, owner) if '"' in query else None
+    since = _phrase_since(db, caller, filters, owner) if _BOUNDED.search(query) else None
     values = search_values(query, filters, owner, after, limit, since)
     shape = ("search", filters.show_deleted, *sorted(values))
     rank = _prepared_shape(

@@ -109,6 +109,7 @@ def test_a_phrase_is_looked_for_in_the_newest_articles_in_scope(
     assert search(stub, '"cobalt heron"') == []
     assert [r.article.id for r in search(stub, "cobalt heron")] == [oldest]
     assert [r.article.id for r in search(stub, '"heron"')] == [oldest]  # a word, not a phrase
+    assert search(stub, 'heron -"lake heron"') == []  # a negated phrase bounds it too
     # The scope is counted after the filters, so a time range reaches older phrases.
     until = Timestamp()
     until.FromNanoseconds(first.create_time.ToNanoseconds() + 1000)
