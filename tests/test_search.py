@@ -11,7 +11,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import make_url
 
 from bench import dblimit
-from storage.repositories.article_reads import PHRASE_SCOPE, PHRASE_WINDOW
+from storage.queries import _prepare
+from storage.repositories.article_reads import (
+    PHRASE_SCOPE,
+    PHRASE_WINDOW,
+    ArticleFilters,
+    search_rank_statement,
+)
 from tests.support import status_of
 
 
@@ -227,3 +233,23 @@ def test_empty_stop_word_and_oversized_queries(library):
     assert status_of(lambda: search(stub, "   ")) is grpc.StatusCode.INVALID_ARGUMENT
     assert search(stub, "the and of") == []
     assert status_of(lambda: search(stub, "x" * 1001)) is grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("query", ["seo", '"seo tips"', 'seo -"bad tips"', "-seo"])
+def test_the_rank_statement_folds_the_functions_of_its_query(settings, app, query):
+    """Its bounds are CASEs on functions of :query that PostgreSQL must fold when it plans
+    with the value; if they stay in the plan, no index is used and a search walks the table
+    (a text parameter cast to regconfig once blocked this)."""
+    statement = search_rank_statement(ArticleFilters(), None, after=False, phrase_since=False)
+    prepared = _prepare("fold_check", statement)
+    values = {**prepared.constants, "query": query, "limit": 21}
+    dsn = make_url(settings.database_url).set(drivername="postgresql")
+    with psycopg2.connect(dsn.render_as_string(hide_password=False)) as conn, conn.cursor() as cur:
+        cur.execute(f"PREPARE fold_check ({', '.join(prepared.types)}) AS {prepared.body}")
+        cur.execute("SET plan_cache_mode = force_custom_plan")
+        args = ", ".join(["%s"] * len(prepared.params))
+        cur.execute(f"EXPLAIN (VERBOSE) EXECUTE fold_check ({args})",
+                    [values[p] for p in prepared.params])  # fmt: skip
+        plan = "\n".join(row[0] for row in cur.fetchall())
+    assert "websearch_to_tsquery" not in plan
+    assert "CASE WHEN (strpos" not in plan

@@ -49,7 +49,10 @@ PHRASE_WINDOW = 1000
 HEADLINE_CHARS = 1500
 HEADLINE_LEAD = 300
 _QUERY_TERM = re.compile(r"(!?)'((?:[^']|'')+)'")
-_ENGLISH = cast(literal("english"), REGCONFIG)
+# A literal in the SQL text, not a parameter: PostgreSQL resolves it when it parses, so the
+# functions of :query below are constants it folds when planning (a text parameter cast to
+# regconfig is a catalog lookup at run time, which blocks the folding).
+_ENGLISH = literal_column("'english'::regconfig", REGCONFIG)
 _TSQUERY = func.websearch_to_tsquery(_ENGLISH, bindparam("query", type_=Text))
 _QUERY_TEXT = cast(_TSQUERY, Text)
 # websearch_to_tsquery builds phrases of lexemes only, so with a phrase's <-> (or <N>) turned
