@@ -116,6 +116,7 @@ def test_a_phrase_is_looked_for_in_the_newest_articles_in_scope(
     assert [r.article.id for r in search(stub, "cobalt heron")] == [oldest]
     assert [r.article.id for r in search(stub, '"heron"')] == [oldest]  # a word, not a phrase
     assert search(stub, 'heron -"lake heron"') == []  # a negated phrase bounds it too
+    assert search(stub, "-nothing") == []  # and so do negations alone
     # The scope is counted after the filters, so a time range reaches older phrases.
     until = Timestamp()
     until.FromNanoseconds(first.create_time.ToNanoseconds() + 1000)
