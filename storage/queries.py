@@ -22,6 +22,7 @@ from storage.actors import Caller
 from storage.models import AccessToken, ApiKey, Article, User
 from storage.models.articles import ARTICLE_COLUMNS
 from storage.repositories.article_reads import (
+    MAY_BE_BOUNDED,
     ArticleFilters,
     filter_values,
     list_cursor,
@@ -150,8 +151,6 @@ def get_article(db: Database, caller: Caller, article_id: uuid.UUID) -> Any | No
 
 # List and Search statements by shape; see storage/repositories/article_reads.py.
 _BY_SHAPE: dict[tuple[Any, ...], Prepared] = {}
-# Queries that may be bounded (a quoted phrase, a -negation): they look up where to start.
-_BOUNDED = re.compile(r'"|(?:^|\s)-')
 
 
 def list_articles(
@@ -187,7 +186,7 @@ def search_articles(
     The two run in separate snapshots: an article deleted in between drops out of the page.
     """
     owner = caller.actor.owner_scope()
-    since = _phrase_since(db, caller, filters, owner) if _BOUNDED.search(query) else None
+    since = _phrase_since(db, caller, filters, owner) if MAY_BE_BOUNDED.search(query) else None
     values = search_values(query, filters, owner, after, limit, since)
     shape = ("search", filters.show_deleted, *sorted(values))
     rank = _prepared_shape(

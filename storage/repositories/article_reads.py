@@ -43,6 +43,8 @@ SEARCH_CANDIDATES = 1000  # rank at most the newest N matches: bounded work for 
 # reads an article's whole (TOASTed) search_vector, so both are bounded.
 PHRASE_SCOPE = 5000
 PHRASE_WINDOW = 1000
+# The queries that may be bounded (a quoted phrase, a -negation): they look up where to start.
+MAY_BE_BOUNDED = re.compile(r'"|(?:^|\s)-')
 # ts_headline's cost grows with its input (~0.11 ms per 1,000 characters per hit, measured):
 # snippets come from the excerpt and HEADLINE_CHARS of the content, starting HEADLINE_LEAD
 # characters before the first occurrence of the query's first term (else at the start).
@@ -66,9 +68,7 @@ _WORDS_TEXT = func.regexp_replace(_QUERY_TEXT, PHRASE_OPERATOR, "&", "g")
 # common words -"a b" or -a matches almost nothing, and searching it unbounded walked a
 # million articles (5-40 s). Under a negated phrase the index step is skipped: PostgreSQL
 # estimates such a query at ~1 row and would recheck every article holding the other words.
-_BOUNDED_PHRASE = or_(
-    func.strpos(_QUERY_TEXT, "<") > 0, cast(func.querytree(_TSQUERY), Text) == "T"
-)
+_BOUNDED_QUERY = or_(func.strpos(_QUERY_TEXT, "<") > 0, cast(func.querytree(_TSQUERY), Text) == "T")
 _NEGATED_PHRASE = func.strpos(_QUERY_TEXT, "!(") > 0
 _ALL_WORDS = cast(_WORDS_TEXT, TSQUERY)
 
@@ -203,7 +203,8 @@ def search_rank_statement(
     Matching uses search_vector (GIN); ranking the small rank_vector, which lives in the
     row, so ranking reads no TOAST. A phrase is matched in two steps: its words (through the
     index), then the phrase itself on the newest PHRASE_WINDOW of those articles; with
-    `phrase_since`, only articles created at or after :phrase_since are looked at. `tree` is
+    `phrase_since`, a query with a phrase or only negations looks only at articles created
+    at or after :phrase_since. `tree` is
     querytree(:query), for the snippet window. An empty query (only stop words) matches
     nothing.
     """
@@ -213,21 +214,21 @@ def search_rank_statement(
             func.numnode(_TSQUERY) > 0,
             case(
                 (_NEGATED_PHRASE, Article.search_vector.op("@@")(_ALL_WORDS).is_(True)),
-                (_BOUNDED_PHRASE, Article.search_vector.op("@@")(_ALL_WORDS)),
+                (_BOUNDED_QUERY, Article.search_vector.op("@@")(_ALL_WORDS)),
                 else_=Article.search_vector.op("@@")(_TSQUERY),
             ),
         )
         .order_by(Article.create_time.desc(), Article.id.desc())
-        .limit(case((_BOUNDED_PHRASE, PHRASE_WINDOW), else_=SEARCH_CANDIDATES))
+        .limit(case((_BOUNDED_QUERY, PHRASE_WINDOW), else_=SEARCH_CANDIDATES))
     )
     if phrase_since:
         since = Article.create_time >= bindparam("phrase_since", type_=Article.create_time.type)
-        matching = matching.where(case((_BOUNDED_PHRASE, since), else_=true()))
+        matching = matching.where(case((_BOUNDED_QUERY, since), else_=true()))
     matching = matching.subquery("matching")
     phrase_test = matching.c.search_vector.op("@@", is_comparison=True)(_TSQUERY)
     candidates = (
         select(*(matching.c[c.key] for c in _CANDIDATE_COLUMNS))
-        .where(case((_BOUNDED_PHRASE, phrase_test), else_=true()))
+        .where(case((_BOUNDED_QUERY, phrase_test), else_=true()))
         .order_by(matching.c.create_time.desc(), matching.c.id.desc())
         .limit(SEARCH_CANDIDATES)
         .cte("candidates")
