@@ -23,6 +23,11 @@ def normalize_url(url: str) -> URL:
     return parsed.set(drivername="postgresql+psycopg2")
 
 
+def libpq_dsn(url: str) -> str:
+    """The URL as libpq takes it, for a raw psycopg2 connection (LISTEN, tests)."""
+    return normalize_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def mask_url(url: str | URL) -> str:
     """The URL with its password hidden: the only form a database URL may be logged in."""
     try:

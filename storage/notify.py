@@ -11,7 +11,7 @@ from typing import Any
 
 import psycopg2
 
-from storage.engine import normalize_url
+from storage.engine import libpq_dsn
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +34,7 @@ class ChangeListener:
     ) -> None:
         if not channel.isidentifier():
             raise ValueError("channel must be a plain identifier")
-        self._dsn = (
-            normalize_url(database_url)
-            .set(drivername="postgresql")
-            .render_as_string(hide_password=False)
-        )
+        self._dsn = libpq_dsn(database_url)
         self.channel = channel
         self.on_change = on_change
         self.on_reconnect = on_reconnect

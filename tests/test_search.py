@@ -8,9 +8,9 @@ import pytest
 from blogstore.v1 import articles_pb2 as pb
 from blogstore.v1 import articles_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import make_url
 
 from bench import dblimit
+from storage.engine import libpq_dsn
 from storage.queries import _prepare
 from storage.repositories.article_reads import (
     PHRASE_SCOPE,
@@ -102,7 +102,7 @@ def test_a_phrase_is_looked_for_in_the_newest_articles_in_scope(
     stub = articles_pb2_grpc.ArticlesServiceStub(connect(new_account().token))
     admin = articles_pb2_grpc.ArticlesServiceStub(connect(admin_key))
 
-    def create(body: str) -> str:
+    def create(body: str) -> pb.Article:
         article = pb.Article(title="Herons", content_markdown=body)
         return stub.CreateArticle(pb.CreateArticleRequest(article=article)).article
 
@@ -125,8 +125,7 @@ def test_a_phrase_is_looked_for_in_the_newest_articles_in_scope(
     for caller in (stub, admin):
         assert [r.article.id for r in search(caller, '"cobalt heron"')] == [newest]
     # The benchmark's database limit issues the same SQL, as a service (everyone's articles).
-    dsn = make_url(settings.database_url).set(drivername="postgresql")
-    with psycopg2.connect(dsn.render_as_string(hide_password=False)) as conn, conn.cursor() as cur:
+    with psycopg2.connect(libpq_dsn(settings.database_url)) as conn, conn.cursor() as cur:
         assert [str(row[0]) for row in dblimit.search(cur, '"cobalt heron"')] == [newest]
 
 
@@ -244,8 +243,7 @@ def test_the_rank_statement_folds_the_functions_of_its_query(settings, app, quer
     statement = search_rank_statement(ArticleFilters(), None, after=False, phrase_since=False)
     prepared = _prepare("fold_check", statement)
     values = {**prepared.constants, "query": query, "limit": 21}
-    dsn = make_url(settings.database_url).set(drivername="postgresql")
-    with psycopg2.connect(dsn.render_as_string(hide_password=False)) as conn, conn.cursor() as cur:
+    with psycopg2.connect(libpq_dsn(settings.database_url)) as conn, conn.cursor() as cur:
         cur.execute(f"PREPARE fold_check ({', '.join(prepared.types)}) AS {prepared.body}")
         cur.execute("SET plan_cache_mode = force_custom_plan")
         args = ", ".join(["%s"] * len(prepared.params))
