@@ -55,6 +55,11 @@ class Settings:
     shutdown_grace_seconds: float = 20.0
     health_interval_seconds: float = 5.0
     max_connection_age_seconds: int = 300
+    metrics_port: int = 9464  # 0: no metrics endpoint
+    slow_query_ms: int = 200
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None  # set: clients must present a certificate
 
     @property
     def pool_size(self) -> int:
@@ -102,6 +107,11 @@ class Settings:
             max_connection_age_seconds=s.int(
                 "BLOGSTORE_MAX_CONNECTION_AGE_SECONDS", 300, 1, 86_400 * 7
             ),
+            metrics_port=s.int("BLOGSTORE_METRICS_PORT", 9464, 0, 65535),
+            slow_query_ms=s.int("BLOGSTORE_SLOW_QUERY_MS", 200, 1, 86_400_000),
+            tls_cert_file=s.path("BLOGSTORE_TLS_CERT_FILE"),
+            tls_key_file=s.path("BLOGSTORE_TLS_KEY_FILE"),
+            tls_client_ca_file=s.path("BLOGSTORE_TLS_CLIENT_CA_FILE"),
         )
         if secret := env.get("BLOGSTORE_PAGE_TOKEN_SECRET"):
             settings = dataclasses.replace(settings, page_token_secret=secret.encode())
@@ -134,6 +144,10 @@ class _Reader:
         if not low <= value <= high:
             raise ConfigError(f"{name} must be between {low} and {high}")
         return value
+
+    def path(self, name: str) -> Path | None:
+        raw = self.env.get(name, "").strip()
+        return Path(raw) if raw else None
 
     def float(self, name: str, default: float) -> float:
         raw = self.env.get(name)

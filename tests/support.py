@@ -155,6 +155,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         shutdown_grace_seconds=5,
         service_keys=parse_service_keys(f"crawler:{SERVICE_KEY},crawler:{ROTATED_SERVICE_KEY}"),
         page_token_secret=b"test-secret",
+        metrics_port=0,
     )
     return base.replace(**overrides)
 
