@@ -24,7 +24,7 @@ def create_admin(
     db = Database(make_engine(database_url, pool_size=1), statement_timeout_ms=30_000)
     servicer = UsersServicer(
         db,
-        PageTokens(settings.page_token_secret),
+        PageTokens(settings.page_token_secret.get_secret_value()),
         bcrypt_rounds=settings.bcrypt_rounds,
         token_ttl_seconds=settings.access_token_ttl_seconds,
     )

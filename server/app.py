@@ -71,15 +71,16 @@ class App:
 def create_server(settings: Settings) -> App:
     if not settings.database_url:
         raise ValueError("create_server needs settings.database_url")
-    log.info("database %s", mask_url(settings.database_url))
+    database_url = settings.database_url.get_secret_value()
+    log.info("database %s", mask_url(database_url))
     engine = make_engine(
-        settings.database_url,
+        database_url,
         pool_size=settings.pool_size,
-        pool_timeout=settings.db_pool_timeout,
-        connect_timeout=settings.db_connect_timeout,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        connect_timeout=settings.db_connect_timeout_seconds,
     )
     db = Database(engine, statement_timeout_ms=settings.statement_timeout_ms)
-    page_tokens = PageTokens(settings.page_token_secret)
+    page_tokens = PageTokens(settings.page_token_secret.get_secret_value())
     interceptor = RequestInterceptor(
         Authenticator(db, settings.service_keys), allow_registration=settings.allow_registration
     )
@@ -111,7 +112,7 @@ def create_server(settings: Settings) -> App:
         server,
     )
     watch_hub = WatchHub(
-        db, settings.database_url, max_watchers=settings.max_watchers,
+        db, database_url, max_watchers=settings.max_watchers,
         to_message=lambda p: pipelines_pb2.WatchPipelineResponse(pipeline=pipeline_to_proto(p)),
     )  # fmt: skip
     pipelines_pb2_grpc.add_PipelinesServiceServicer_to_server(
@@ -142,7 +143,7 @@ def create_server(settings: Settings) -> App:
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health = HealthMonitor(
-        health_servicer, settings.database_url, services, settings.health_interval_seconds
+        health_servicer, database_url, services, settings.health_interval_seconds
     )
     reflection.enable_server_reflection(
         [

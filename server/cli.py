@@ -28,14 +28,25 @@ def main(argv: list[str] | None = None) -> int:
             workers=getattr(args, "workers", None),
         )
     except ConfigError as error:
-        parser.error(str(error))
+        for line in str(error).splitlines():
+            print(f"{parser.prog}: configuration error: {line}", file=sys.stderr)
+        return 2
     configure_logging(settings.log_level, settings.log_format)
     return args.command(args, settings)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="blogstore", description=__doc__)
-    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    parser = argparse.ArgumentParser(
+        prog="blogstore",
+        description="blogstore: the blog-poster persistence service, served over gRPC. "
+        "Settings come from the environment (see the README's Configuration table).",
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the version and schema revision"
+    )
+    commands = parser.add_subparsers(
+        required=True, metavar="COMMAND", help="`blogstore COMMAND --help` lists its options"
+    )
 
     def database_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(
@@ -55,15 +66,21 @@ def _parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="apply or inspect schema migrations")
     database_options(migrate)
     migrate.add_argument(
-        "action", nargs="?", default="upgrade", choices=("upgrade", "downgrade", "current")
+        "action",
+        nargs="?",
+        default="upgrade",
+        choices=("upgrade", "downgrade", "current"),
+        help="upgrade (default), downgrade, or print the current revision",
     )
-    migrate.add_argument("revision", nargs="?", help="target (upgrade: head; downgrade: -1)")
+    migrate.add_argument(
+        "revision", nargs="?", help="target revision (upgrade: head; downgrade: -1)"
+    )
     migrate.set_defaults(command=migrate_command)
 
     admin = commands.add_parser("create-admin", help="create an admin user and print an API key")
     database_options(admin)
-    admin.add_argument("--email", required=True)
-    admin.add_argument("--username", required=True)
+    admin.add_argument("--email", required=True, help="the admin's email address")
+    admin.add_argument("--username", required=True, help="the admin's login name")
     admin.add_argument(
         "--password-stdin",
         action="store_true",
@@ -74,15 +91,41 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("healthcheck", help="exit 0 if the local server is SERVING")
     check.add_argument("--port", type=int, help="port (env BLOGSTORE_PORT, default 50051)")
     check.add_argument("--service", default="", help="service name ('' = whole server)")
-    check.add_argument("--timeout", type=float, default=2.0)
+    check.add_argument(
+        "--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)"
+    )
     check.set_defaults(command=healthcheck_command)
     return parser
+
+
+class _VersionAction(argparse.Action):
+    """Like argparse's "version", but the schema revision is only looked up when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        print(version_string())
+        parser.exit()
+
+
+def version_string() -> str:
+    """`blogstore 0.1.0 (schema 0008)`: the package and the newest migration it carries."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from storage.migrate import head_revisions
+
+    try:
+        package = version("blogstore")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        package = "unknown"
+    return f"blogstore {package} (schema {', '.join(sorted(head_revisions()))})"
 
 
 def _database_url(settings: Settings, *, migrate_embedded: bool) -> str:
     """DATABASE_URL as given, or the embedded server's URL (migrated to head on request)."""
     if settings.database_url:
-        return settings.database_url
+        return settings.database_url.get_secret_value()
     from storage import migrate
     from storage.engine import start_embedded
 

@@ -1,20 +1,39 @@
-"""One Settings object, read from the environment once in the CLI and passed down."""
+"""One Settings object, read from the environment once in the CLI and passed down.
+
+Each setting is declared once below, with its bounds; its environment variable is
+`BLOGSTORE_<FIELD NAME>` (only `DATABASE_URL` has no prefix). `Settings(...)` takes values
+as keyword arguments and nothing from the environment; `Settings.from_env()` reads it.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import contextvars
 import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BeforeValidator,
+    Field,
+    SecretBytes,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from storage.credentials import digest
 
+ENV_PREFIX = "BLOGSTORE_"
+
 
 class ConfigError(ValueError):
-    pass
+    """One line per bad value, each naming its environment variable and what it accepts."""
 
 
 def default_data_dir() -> Path:
@@ -28,164 +47,157 @@ class ServiceKey:
     digest: bytes = field(repr=False)
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str | None = field(default=None, repr=False)  # secret: never printed
-    data_dir: Path = field(default_factory=default_data_dir)
+def parse_service_keys(raw: object) -> tuple[ServiceKey, ...]:
+    """`name:key,name2:key2`; several keys (even per name) may be live at once for rotation."""
+    if not isinstance(raw, str):
+        return tuple(raw)  # type: ignore[arg-type]  # already parsed (Settings.replace)
+    keys = []
+    for item in filter(None, (part.strip() for part in raw.split(","))):
+        name, sep, key = item.partition(":")
+        if not sep or not name or len(key) < 16:
+            raise ValueError("entries are name:key, with keys of 16 or more characters")
+        keys.append(ServiceKey(name=name, digest=digest(key)))
+    return tuple(keys)
+
+
+def _upper(value: object) -> object:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+# The environment a from_env() call reads (None: Settings(...) reads no environment at all).
+_ENVIRONMENT: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "blogstore_environment", default=None
+)
+
+
+class _Environment(EnvSettingsSource):
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        env = _ENVIRONMENT.get() or {}
+        return {name.lower(): value for name, value in env.items() if value != ""}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_ignore_empty=True,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+        populate_by_name=True,
+    )
+
+    database_url: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("DATABASE_URL", "database_url")
+    )
+    data_dir: Path = Field(default_factory=default_data_dir)
     host: str = "[::]"
-    port: int = 50051
-    workers: int = 1
-    threads: int = 16
-    max_concurrent_rpcs: int = 256
-    max_watchers: int = 100
-    max_concurrent_batches: int = 2
-    db_pool_size: int = 0  # 0: as many connections as threads
-    db_pool_timeout: float = 5.0
-    db_connect_timeout: int = 5
-    statement_timeout_ms: int = 30_000
-    bcrypt_rounds: int = 12
-    access_token_ttl_seconds: int = 86_400
-    service_keys: tuple[ServiceKey, ...] = ()
+    port: int = Field(50051, ge=0, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    threads: int = Field(16, ge=1, le=1024)
+    max_concurrent_rpcs: int = Field(256, ge=1, le=100_000)
+    max_watchers: int = Field(100, ge=1, le=100_000)
+    max_concurrent_batches: int = Field(2, ge=1, le=64)
+    db_pool_size: int = Field(0, ge=0, le=1000)  # 0: as many connections as threads
+    db_pool_timeout_seconds: float = Field(5.0, gt=0, le=300)
+    db_connect_timeout_seconds: int = Field(5, ge=1, le=300)
+    statement_timeout_ms: int = Field(30_000, ge=1, le=86_400_000)
+    bcrypt_rounds: int = Field(12, ge=12, le=20)
+    access_token_ttl_seconds: int = Field(86_400, ge=60, le=31_536_000)
+    service_keys: Annotated[tuple[ServiceKey, ...], NoDecode] = ()
     allow_registration: bool = False
-    default_monthly_cost_limit_micros: int = 50_000_000  # 50.00 USD
-    default_monthly_article_limit: int = 100
-    page_token_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
-    log_level: str = "INFO"
-    log_format: str = "text"
-    shutdown_grace_seconds: float = 20.0
-    health_interval_seconds: float = 5.0
-    max_connection_age_seconds: int = 300
-    metrics_port: int = 9464  # 0: no metrics endpoint
-    slow_query_ms: int = 200
+    default_monthly_cost_limit: Decimal = Field(
+        Decimal("50.00"), gt=0, le=10**9, decimal_places=6
+    )  # US dollars
+    default_monthly_article_limit: int = Field(100, ge=1, le=10**9)
+    page_token_secret: SecretBytes = Field(default_factory=lambda: secrets.token_bytes(32))
+    log_level: Annotated[LogLevel, BeforeValidator(_upper)] = "INFO"
+    log_format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
+    shutdown_grace_seconds: float = Field(20.0, ge=0, le=3600)
+    health_interval_seconds: float = Field(5.0, ge=0.1, le=3600)
+    max_connection_age_seconds: int = Field(300, ge=1, le=86_400 * 7)
+    metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no metrics endpoint
+    slow_query_ms: int = Field(200, ge=1, le=86_400_000)
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None  # set: clients must present a certificate
+
+    @field_validator("service_keys", mode="before")
+    @classmethod
+    def _parse_service_keys(cls, raw: object) -> tuple[ServiceKey, ...]:
+        return parse_service_keys(raw)
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: Any, **_others: Any
+    ) -> tuple[Any, ...]:
+        return (init_settings, _Environment(settings_cls))
 
     @property
     def pool_size(self) -> int:
         return self.db_pool_size or self.threads
 
+    @property
+    def default_monthly_cost_limit_micros(self) -> int:
+        return int(self.default_monthly_cost_limit * 1_000_000)
+
     def replace(self, **changes: object) -> Settings:
-        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        """A copy with the given fields changed (None leaves a field as it is), validated."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        values.update({k: v for k, v in changes.items() if v is not None})
+        return _validated(lambda: type(self)(**values))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        s = _Reader(env)
-        settings = cls(
-            database_url=env.get("DATABASE_URL") or None,
-            data_dir=Path(env["BLOGSTORE_DATA_DIR"])
-            if env.get("BLOGSTORE_DATA_DIR")
-            else default_data_dir(),
-            host=env.get("BLOGSTORE_HOST", "[::]"),
-            port=s.int("BLOGSTORE_PORT", 50051, 0, 65535),
-            workers=s.int("BLOGSTORE_WORKERS", 1, 1, 64),
-            threads=s.int("BLOGSTORE_THREADS", 16, 1, 1024),
-            max_concurrent_rpcs=s.int("BLOGSTORE_MAX_CONCURRENT_RPCS", 256, 1, 100_000),
-            max_watchers=s.int("BLOGSTORE_MAX_WATCHERS", 100, 1, 100_000),
-            max_concurrent_batches=s.int("BLOGSTORE_MAX_CONCURRENT_BATCHES", 2, 1, 64),
-            db_pool_size=s.int("BLOGSTORE_DB_POOL_SIZE", 0, 0, 1000),
-            db_pool_timeout=s.float("BLOGSTORE_DB_POOL_TIMEOUT_SECONDS", 5.0),
-            db_connect_timeout=s.int("BLOGSTORE_DB_CONNECT_TIMEOUT_SECONDS", 5, 1, 300),
-            statement_timeout_ms=s.int("BLOGSTORE_STATEMENT_TIMEOUT_MS", 30_000, 1, 86_400_000),
-            bcrypt_rounds=s.int("BLOGSTORE_BCRYPT_ROUNDS", 12, 12, 20),
-            access_token_ttl_seconds=s.int(
-                "BLOGSTORE_ACCESS_TOKEN_TTL_SECONDS", 86_400, 60, 31_536_000
-            ),
-            service_keys=parse_service_keys(env.get("BLOGSTORE_SERVICE_KEYS", "")),
-            allow_registration=s.bool("BLOGSTORE_ALLOW_REGISTRATION", False),
-            default_monthly_cost_limit_micros=s.dollars(
-                "BLOGSTORE_DEFAULT_MONTHLY_COST_LIMIT", 50_000_000
-            ),
-            default_monthly_article_limit=s.int(
-                "BLOGSTORE_DEFAULT_MONTHLY_ARTICLE_LIMIT", 100, 1, 10**9
-            ),
-            log_level=env.get("BLOGSTORE_LOG_LEVEL", "INFO").upper(),
-            log_format=s.choice("BLOGSTORE_LOG_FORMAT", "text", ("text", "json")),
-            shutdown_grace_seconds=s.float("BLOGSTORE_SHUTDOWN_GRACE_SECONDS", 20.0),
-            health_interval_seconds=s.float("BLOGSTORE_HEALTH_INTERVAL_SECONDS", 5.0),
-            max_connection_age_seconds=s.int(
-                "BLOGSTORE_MAX_CONNECTION_AGE_SECONDS", 300, 1, 86_400 * 7
-            ),
-            metrics_port=s.int("BLOGSTORE_METRICS_PORT", 9464, 0, 65535),
-            slow_query_ms=s.int("BLOGSTORE_SLOW_QUERY_MS", 200, 1, 86_400_000),
-            tls_cert_file=s.path("BLOGSTORE_TLS_CERT_FILE"),
-            tls_key_file=s.path("BLOGSTORE_TLS_KEY_FILE"),
-            tls_client_ca_file=s.path("BLOGSTORE_TLS_CLIENT_CA_FILE"),
-        )
-        if secret := env.get("BLOGSTORE_PAGE_TOKEN_SECRET"):
-            settings = dataclasses.replace(settings, page_token_secret=secret.encode())
-        return settings
-
-
-def parse_service_keys(raw: str) -> tuple[ServiceKey, ...]:
-    """`name:key,name2:key2`; several keys (even per name) may be live at once for rotation."""
-    keys = []
-    for item in filter(None, (part.strip() for part in raw.split(","))):
-        name, sep, key = item.partition(":")
-        if not sep or not name or len(key) < 16:
-            raise ConfigError("BLOGSTORE_SERVICE_KEYS entries are name:key with keys of 16+ chars")
-        keys.append(ServiceKey(name=name, digest=digest(key)))
-    return tuple(keys)
-
-
-class _Reader:
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.env = env
-
-    def int(self, name: str, default: int, low: int, high: int) -> int:
-        raw = self.env.get(name)
-        if raw in (None, ""):
-            return default
+        """Settings from `env` (default os.environ); ConfigError lists every bad value."""
+        token = _ENVIRONMENT.set(os.environ if env is None else env)
         try:
-            value = int(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be an integer") from None
-        if not low <= value <= high:
-            raise ConfigError(f"{name} must be between {low} and {high}")
-        return value
+            return _validated(cls)
+        finally:
+            _ENVIRONMENT.reset(token)
 
-    def path(self, name: str) -> Path | None:
-        raw = self.env.get(name, "").strip()
-        return Path(raw) if raw else None
 
-    def float(self, name: str, default: float) -> float:
-        raw = self.env.get(name)
-        if raw in (None, ""):
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number") from None
-        if value < 0:
-            raise ConfigError(f"{name} must not be negative")
-        return value
+SECRET_FIELDS = frozenset({"database_url", "service_keys", "page_token_secret"})
 
-    def dollars(self, name: str, default_micros: int) -> int:
-        """A positive US-dollar amount ("50.00") as integer micros, exactly (no float)."""
-        raw = self.env.get(name, "").strip()
-        if not raw:
-            return default_micros
-        try:
-            micros = Decimal(raw) * 1_000_000
-        except InvalidOperation:
-            raise ConfigError(f"{name} must be an amount in US dollars, like 50.00") from None
-        if micros <= 0 or micros != micros.to_integral_value():
-            raise ConfigError(f"{name} must be positive, with at most 6 decimal places")
-        return int(micros)
 
-    def bool(self, name: str, default: bool) -> bool:
-        raw = self.env.get(name, "").strip().lower()
-        if not raw:
-            return default
-        if raw in ("1", "true", "yes", "on"):
-            return True
-        if raw in ("0", "false", "no", "off"):
-            return False
-        raise ConfigError(f"{name} must be true or false")
+def variable_name(name: str) -> str:
+    """The environment variable of a Settings field."""
+    if name == "database_url":
+        return "DATABASE_URL"
+    return ENV_PREFIX + name.upper()
 
-    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.env.get(name, default).lower() or default
-        if value not in choices:
-            raise ConfigError(f"{name} must be one of {', '.join(choices)}")
-        return value
+
+def _validated(build: Any) -> Settings:
+    try:
+        return build()
+    except ValidationError as error:
+        raise ConfigError("\n".join(_describe(e) for e in error.errors())) from None
+
+
+def _describe(error: Any) -> str:
+    """`BLOGSTORE_PORT: must be between 0 and 65535 (got 'x')`; never the value of a secret."""
+    name = str(error["loc"][0]) if error["loc"] else ""
+    info = Settings.model_fields.get(name)
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"].startswith(("greater_than", "less_than")) or error["type"].endswith(
+        "_parsing"
+    ):
+        message = _accepted_range(info) or message
+    got = "" if name in SECRET_FIELDS else f" (got {error['input']!r})"
+    variable = variable_name(name) if info else name
+    return f"{variable}: {message[:1].lower()}{message[1:]}{got}"
+
+
+def _accepted_range(info: Any) -> str | None:
+    bounds = {key: getattr(rule, key) for rule in info.metadata for key in ("ge", "gt", "le")
+              if getattr(rule, key, None) is not None}  # fmt: skip
+    if "le" not in bounds:
+        return None
+    if "ge" in bounds:
+        return f"must be between {bounds['ge']} and {bounds['le']}"
+    return f"must be above {bounds['gt']} and at most {bounds['le']}"

@@ -76,7 +76,7 @@ def connect(target: str) -> Iterator[Callable[[str | None], grpc.Channel]]:
 @pytest.fixture(scope="module")
 def admin_key(app: App, settings: Settings) -> str:
     _, key = create_admin(
-        settings.database_url,
+        settings.database_url.get_secret_value(),
         settings,
         email=f"admin-{uuid.uuid4().hex[:8]}@example.com",
         username=f"admin-{uuid.uuid4().hex[:8]}",

@@ -88,7 +88,7 @@ def test_follows_the_database_down_and_back(database_url, started):
 
 def test_database_outage_is_unavailable_not_internal(database_url, started):
     proxy = support.TcpProxy(database_url)
-    app = start(started, proxy.url_for(database_url), db_connect_timeout=2)
+    app = start(started, proxy.url_for(database_url), db_connect_timeout_seconds=2)
     _, key = create_admin(
         database_url,
         app.settings,
