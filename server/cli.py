@@ -10,14 +10,21 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from server.config import ConfigError, Settings
 from server.logs import configure_logging
+
+if TYPE_CHECKING:
+    from server.config import Settings
 
 log = logging.getLogger("blogstore")
 
 
 def main(argv: list[str] | None = None) -> int:
+    if (sys.argv[1:] if argv is None else argv)[:1] == ["serve"]:
+        _stop_quietly_while_starting()
+    from server.config import ConfigError, Settings  # pydantic is slow to import
+
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -173,6 +180,19 @@ def _worker_main(settings: Settings) -> None:
     stop = _stop_on_signals()  # first: a SIGTERM during start-up then still drains cleanly
     configure_logging(settings.log_level, settings.log_format)
     sys.exit(run_worker(settings, stop))
+
+
+def _stop_quietly_while_starting() -> None:
+    """A SIGTERM before serve has anything in flight is an orderly stop: exit 0.
+
+    Installed before the slow imports; serve replaces it with its draining handler.
+    """
+
+    def stop(_signum: int, _frame: object) -> None:
+        sys.exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def _stop_on_signals() -> threading.Event:
