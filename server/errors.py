@@ -26,7 +26,15 @@ STATUS_TABLE: dict[type[domain.DomainError], tuple[grpc.StatusCode, str]] = {
     domain.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
     domain.PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
     domain.Unavailable: (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
+    domain.SchemaNotReady: (grpc.StatusCode.UNAVAILABLE, "SCHEMA_NOT_READY"),
     domain.DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
+}
+
+# Errors worth sending again unchanged, and how long to wait first (google.rpc.RetryInfo).
+RETRY_DELAY_SECONDS: dict[type[domain.DomainError], float] = {
+    domain.Unavailable: 1.0,  # a restart, failover or full pool passes within seconds
+    domain.SchemaNotReady: 5.0,  # until the deploy's migration has run
+    domain.Retryable: 0.1,  # serialization failures that outlasted the server's own retries
 }
 
 
@@ -59,5 +67,10 @@ def to_status(error: Exception, request_id: str) -> grpc.Status:
             for s, d in error.violations.items()
         ]
         details.append(_packed(error_details_pb2.QuotaFailure(violations=quota)))
+    delay = RETRY_DELAY_SECONDS.get(type(error))
+    if delay is not None:
+        retry = error_details_pb2.RetryInfo()
+        retry.retry_delay.FromNanoseconds(int(delay * 1e9))
+        details.append(_packed(retry))
     status = status_pb2.Status(code=getattr(code_pb2, code.name), message=message, details=details)
     return rpc_status.to_status(status)

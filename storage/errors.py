@@ -7,11 +7,16 @@ nothing above storage ever sees a driver exception.
 from __future__ import annotations
 
 import json
+import logging
+import threading
+import time
 from collections.abc import Mapping
 
 import psycopg2
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import exc as orm_exc
+
+log = logging.getLogger(__name__)
 
 
 class DomainError(Exception):
@@ -65,7 +70,18 @@ class PermissionDenied(DomainError):
 
 
 class Unavailable(DomainError):
-    """Database unreachable or pool exhausted: the caller may retry."""
+    """Database unreachable, refusing connections, read-only or shutting down, or the pool
+    exhausted: not the caller's fault, and a retry may succeed."""
+
+
+class SchemaNotReady(Unavailable):
+    """The database schema is behind this code (a table, column or function is missing):
+    `blogstore migrate` has not run yet. Retry after the migration."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the database schema is not ready for this server; retry after `blogstore migrate`"
+        )
 
 
 class DeadlineExceeded(DomainError):
@@ -89,7 +105,13 @@ UNIQUE_FIELDS: dict[str, tuple[str, str]] = {
     "uq_competitor_articles_competitor_id_url": ("competitor article", "url"),
 }
 
-_CONNECTION_SQLSTATE_CLASSES = ("08", "53", "57P0")  # connection, resources, admin shutdown
+# Connection exceptions, insufficient resources (53300 too many connections), operator
+# intervention (57P01 admin shutdown .. 57P03 cannot connect now), read-only transaction
+# (25006: a replica, or a primary being demoted).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P0", "25006")
+# Undefined table, function, column: the schema is older than the code.
+_SCHEMA_SQLSTATES = frozenset({"42P01", "42883", "42703"})
+SCHEMA_HINT = "the database schema is behind this code: run `blogstore migrate`"
 # SQLSTATEs raised by blogstore's SQL functions: (message, JSON detail) -> domain error.
 _OWN_SQLSTATES = {
     "BS400": lambda message, detail: InvalidArgument(json.loads(detail)),
@@ -98,33 +120,57 @@ _OWN_SQLSTATES = {
 }
 
 
-def translate(error: sa_exc.SQLAlchemyError) -> DomainError | None:
-    """Map a SQLAlchemy error to a domain error; None means unexpected (a bug)."""
+class _Throttle:
+    """True at most once per `seconds`: a condition hit by every call logs one line, not one
+    per call."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._last: float | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            if self._last is not None and now - self._last < self.seconds:
+                return False
+            self._last = now
+            return True
+
+    def reset(self) -> None:
+        with self._lock:
+            self._last = None
+
+
+schema_warning = _Throttle(60.0)
+
+
+def translate(error: BaseException) -> DomainError | None:
+    """Map a SQLAlchemy or psycopg2 error to a domain error; None means unexpected (a bug)."""
     if isinstance(error, orm_exc.StaleDataError):  # version_id_col mismatch
         return Conflict("the resource changed meanwhile (stale etag)")
     if isinstance(error, sa_exc.TimeoutError):  # QueuePool exhausted
         return Unavailable("database connection pool exhausted")
     if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
         return Unavailable("database unavailable")
-    orig = getattr(error, "orig", None)
-    if orig is not None:
+    orig = getattr(error, "orig", None) if isinstance(error, sa_exc.SQLAlchemyError) else error
+    if isinstance(orig, psycopg2.Error):
         return translate_driver_error(orig)
     return (
         Unavailable("database unavailable") if isinstance(error, sa_exc.OperationalError) else None
     )
 
 
-def translate_driver_error(orig: BaseException) -> DomainError | None:
+def translate_driver_error(orig: psycopg2.Error) -> DomainError | None:
     """Map a psycopg2 error by its SQLSTATE; None means unexpected (a bug)."""
-    code = getattr(orig, "pgcode", None) or ""
-    diag = getattr(orig, "diag", None)
+    code = orig.pgcode or ""
+    diag = orig.diag
     if code in _OWN_SQLSTATES:  # raised by blogstore's own SQL functions
         return _OWN_SQLSTATES[code](diag.message_primary or "", diag.message_detail or "{}")
     if code in ("40001", "40P01"):
         return Retryable("concurrent update, try again")
     if code == "23505":
-        constraint = getattr(getattr(orig, "diag", None), "constraint_name", None) or ""
-        resource, field = UNIQUE_FIELDS.get(constraint, ("resource", "value"))
+        resource, field = UNIQUE_FIELDS.get(diag.constraint_name or "", ("resource", "value"))
         return AlreadyExists(resource, field)
     if code == "23503":  # a reference to a row that is not there (or was just deleted)
         return NotFound("referenced resource")
@@ -132,8 +178,13 @@ def translate_driver_error(orig: BaseException) -> DomainError | None:
         return DeadlineExceeded("the statement ran out of time")
     if code in ("22001", "22003", "23514", "22P02"):
         return InvalidArgument({"request": "a value is out of range for its field"})
-    if code.startswith(_CONNECTION_SQLSTATE_CLASSES):
+    if code in _SCHEMA_SQLSTATES:
+        if schema_warning():
+            # The server's own message names only the missing object, never a value.
+            log.warning("%s (%s)", SCHEMA_HINT, diag.message_primary or code)
+        return SchemaNotReady()
+    if code.startswith(_UNAVAILABLE_SQLSTATES):
         return Unavailable("database unavailable")
     if isinstance(orig, psycopg2.OperationalError | psycopg2.InterfaceError) and not code:
-        return Unavailable("database unavailable")  # connection refused, reset or closed
+        return Unavailable("database unavailable")  # refused, reset, timed out or closed
     return None

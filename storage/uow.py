@@ -24,7 +24,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage.actors import Caller
-from storage.errors import DeadlineExceeded, Retryable, translate, translate_driver_error
+from storage.errors import DeadlineExceeded, Retryable, translate
 from storage.models import AuditEvent
 from storage.repositories.articles import ArticleRepository
 from storage.repositories.competitors import CompetitorRepository
@@ -138,7 +138,7 @@ class Database:
                 with self._sessions() as session, session.begin():
                     session.execute(_SET_TIMEOUT, {"ms": str(self._timeout_ms(caller))})
                     return work(Tx(session, caller))
-            except sa_exc.SQLAlchemyError as error:
+            except (sa_exc.SQLAlchemyError, psycopg2.Error) as error:
                 domain = translate(error)
                 if domain is None:
                     raise
@@ -159,9 +159,9 @@ class Database:
         statement PREPAREd once per connection, in that same string, then EXECUTEd.
         """
         timeout = self._timeout_ms(caller)
-        try:
+        try:  # a new connection, or a failed ping's reconnect, raises the driver's error
             connection = self.engine.raw_connection()
-        except sa_exc.SQLAlchemyError as error:
+        except (sa_exc.SQLAlchemyError, psycopg2.Error) as error:
             raise (translate(error) or error) from None
         dbapi = connection.dbapi_connection
         prepared: set[str] = connection.info.setdefault("prepared_statements", set())
@@ -174,7 +174,7 @@ class Database:
         except psycopg2.Error as error:
             if dbapi.closed:
                 connection.invalidate()
-            raise (translate_driver_error(error) or error) from None
+            raise (translate(error) or error) from None
         finally:
             if not dbapi.closed:
                 dbapi.autocommit = False

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62logstore/v1/common.proto\x12\x0c\x62logstore.v1*\x90\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x01\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x02\x12\x1f\n\x1b\x45RROR_REASON_ALREADY_EXISTS\x10\x03\x12\x19\n\x15\x45RROR_REASON_CONFLICT\x10\x04\x12$\n ERROR_REASON_FAILED_PRECONDITION\x10\x05\x12\x1f\n\x1b\x45RROR_REASON_QUOTA_EXCEEDED\x10\x06\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x07\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x08\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\t\x12\"\n\x1e\x45RROR_REASON_DEADLINE_EXCEEDED\x10\n\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0b*~\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13PRINCIPAL_KIND_USER\x10\x01\x12\x18\n\x14PRINCIPAL_KIND_ADMIN\x10\x02\x12\x1a\n\x16PRINCIPAL_KIND_SERVICE\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x62logstore/v1/common.proto\x12\x0c\x62logstore.v1*\xb3\x03\n\x0b\x45rrorReason\x12\x1c\n\x18\x45RROR_REASON_UNSPECIFIED\x10\x00\x12!\n\x1d\x45RROR_REASON_INVALID_ARGUMENT\x10\x01\x12\x1a\n\x16\x45RROR_REASON_NOT_FOUND\x10\x02\x12\x1f\n\x1b\x45RROR_REASON_ALREADY_EXISTS\x10\x03\x12\x19\n\x15\x45RROR_REASON_CONFLICT\x10\x04\x12$\n ERROR_REASON_FAILED_PRECONDITION\x10\x05\x12\x1f\n\x1b\x45RROR_REASON_QUOTA_EXCEEDED\x10\x06\x12 \n\x1c\x45RROR_REASON_UNAUTHENTICATED\x10\x07\x12\"\n\x1e\x45RROR_REASON_PERMISSION_DENIED\x10\x08\x12\x1c\n\x18\x45RROR_REASON_UNAVAILABLE\x10\t\x12\"\n\x1e\x45RROR_REASON_DEADLINE_EXCEEDED\x10\n\x12\x19\n\x15\x45RROR_REASON_INTERNAL\x10\x0b\x12!\n\x1d\x45RROR_REASON_SCHEMA_NOT_READY\x10\x0c*~\n\rPrincipalKind\x12\x1e\n\x1aPRINCIPAL_KIND_UNSPECIFIED\x10\x00\x12\x17\n\x13PRINCIPAL_KIND_USER\x10\x01\x12\x18\n\x14PRINCIPAL_KIND_ADMIN\x10\x02\x12\x1a\n\x16PRINCIPAL_KIND_SERVICE\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blogstore.v1.common_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_ERRORREASON']._serialized_start=44
-  _globals['_ERRORREASON']._serialized_end=444
-  _globals['_PRINCIPALKIND']._serialized_start=446
-  _globals['_PRINCIPALKIND']._serialized_end=572
+  _globals['_ERRORREASON']._serialized_end=479
+  _globals['_PRINCIPALKIND']._serialized_start=481
+  _globals['_PRINCIPALKIND']._serialized_end=607
 # @@protoc_insertion_point(module_scope)
