@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -29,6 +30,8 @@ from storage.repositories.pipelines import TERMINAL_STATES, pipeline_from_row
 from storage.uow import Database
 
 log = logging.getLogger(__name__)
+
+LISTENER_WAIT_SECONDS = 2.0
 
 
 @dataclass(eq=False)
@@ -94,10 +97,22 @@ class WatchHub:
         context.add_callback(lambda: self._unregister(watcher))
         try:
             current = self.db.run(caller, lambda tx: tx.pipelines.get(pipeline_id))
+            self._require_listener(caller)
         except Exception:
             self._unregister(watcher)
             raise
         self._enqueue(watcher, current)
+
+    def _require_listener(self, caller: Caller) -> None:
+        """A watch without the LISTEN connection would see no changes: UNAVAILABLE instead.
+
+        Waits briefly, since the listener connects in the background at start-up and after a
+        drop.
+        """
+        remaining = None if caller.deadline is None else caller.deadline - time.monotonic()
+        wait = LISTENER_WAIT_SECONDS if remaining is None else min(LISTENER_WAIT_SECONDS, remaining)
+        if not self._listener.connected.wait(max(wait, 0)):
+            raise Unavailable("change notifications are not connected to the database")
 
     def _on_change(self, payload: dict[str, Any]) -> None:
         pipeline_id = uuid.UUID(payload["id"])
