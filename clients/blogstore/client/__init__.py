@@ -1,4 +1,8 @@
-"""Channel helper for blogstore clients: auth metadata, default deadline, retries, rich errors."""
+"""Channel helper for blogstore clients: auth metadata, default deadline, retries, TLS, rich errors.
+
+`connect` opens a blocking channel; `blogstore.client.aio.connect` an asyncio one with the same
+behaviour.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +10,13 @@ import copy
 import importlib
 import json
 import pkgutil
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
-from google.protobuf.message import DecodeError
-from google.rpc import error_details_pb2
+from google.protobuf.message import DecodeError, Message
+from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 import blogstore.v1
@@ -22,20 +26,26 @@ __all__ = [
     "IDEMPOTENT_METHODS",
     "IDEMPOTENT_PREFIXES",
     "ErrorDetails",
+    "aio",
+    "channel_credentials",
     "connect",
     "error_details",
     "retry_service_config",
 ]
 
 ERROR_DOMAIN = "blogstore"
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The ``domain`` of the google.rpc.ErrorInfo detail blogstore attaches to its errors."""
+
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+"""The largest message either side sends or accepts."""
 
 IDEMPOTENT_PREFIXES: tuple[str, ...] = ("Get", "List", "Search")
 """Unary methods whose name starts with one of these (at a CamelCase boundary) are retried."""
 
 IDEMPOTENT_METHODS: frozenset[str] = frozenset({"CheckQuota"})
 """Further unary methods, by exact name, that are safe to retry."""
+
+_M = TypeVar("_M", bound=Message)
 
 _RETRY_POLICY: dict[str, Any] = {
     "maxAttempts": 5,
@@ -93,6 +103,16 @@ class _CallDetails(grpc.ClientCallDetails):
     compression: grpc.Compression | None
 
 
+def _with_auth(
+    metadata: Iterable[tuple[str, str | bytes]] | None, auth: tuple[str, str] | None
+) -> list[tuple[str, str | bytes]]:
+    """The call's metadata plus the channel's token; a caller's own authorization wins."""
+    merged = list(metadata or ())
+    if auth and not any(key.lower() == "authorization" for key, _ in merged):
+        merged.append(auth)
+    return merged
+
+
 class _DefaultsInterceptor(
     grpc.UnaryUnaryClientInterceptor,
     grpc.UnaryStreamClientInterceptor,
@@ -106,15 +126,11 @@ class _DefaultsInterceptor(
         self._default_timeout = default_timeout
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
-        metadata = list(details.metadata or ())
-        # A caller-supplied authorization header wins over the channel's token.
-        if self._auth and not any(key.lower() == "authorization" for key, _ in metadata):
-            metadata.append(self._auth)
         timeout = details.timeout if details.timeout is not None else self._default_timeout
         return _CallDetails(
             method=details.method,
             timeout=timeout,
-            metadata=metadata or None,
+            metadata=_with_auth(details.metadata, self._auth) or None,
             credentials=details.credentials,
             wait_for_ready=getattr(details, "wait_for_ready", None),
             compression=getattr(details, "compression", None),
@@ -130,16 +146,35 @@ class _DefaultsInterceptor(
     intercept_stream_unary = intercept_stream_stream = _intercept
 
 
-def connect(
-    target: str,
-    token: str | None = None,
-    *,
-    secure: bool = False,
+def channel_credentials(
     root_certificates: bytes | None = None,
-    default_timeout: float | None = 10.0,
-    options: Sequence[tuple[str, Any]] = (),
-) -> grpc.Channel:
-    """Opens a channel to blogstore; ``options`` override the built-in channel options."""
+    certificate_chain: bytes | None = None,
+    private_key: bytes | None = None,
+) -> grpc.ChannelCredentials:
+    """TLS credentials: the CA to trust (None: the system's), and a client certificate for mTLS."""
+    if (certificate_chain is None) != (private_key is None):
+        raise ValueError("a client certificate needs both certificate_chain and private_key")
+    return grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+
+
+def _channel_setup(
+    *,
+    secure: bool,
+    root_certificates: bytes | None,
+    certificate_chain: bytes | None,
+    private_key: bytes | None,
+    credentials: grpc.ChannelCredentials | None,
+    server_name: str | None,
+    options: Sequence[tuple[str, Any]],
+) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
+    """The credentials (None: plaintext) and channel options shared by both connect()s."""
+    pem = (root_certificates, certificate_chain, private_key)
+    if credentials is not None and any(p is not None for p in pem):
+        raise ValueError("pass either credentials or PEM bytes, not both")
+    if credentials is None and (secure or any(p is not None for p in pem)):
+        credentials = channel_credentials(*pem)
+    if server_name is not None and credentials is None:
+        raise ValueError("server_name applies to TLS channels only")
     own = {key for key, _ in options}
     defaults = [
         ("grpc.enable_retries", 1),
@@ -148,12 +183,45 @@ def connect(
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
-    channel_options = [o for o in defaults if o[0] not in own] + list(options)
-    if secure or root_certificates is not None:
-        credentials = grpc.ssl_channel_credentials(root_certificates=root_certificates)
-        channel = grpc.secure_channel(target, credentials, options=channel_options)
-    else:
+    if server_name is not None:
+        defaults.append(("grpc.ssl_target_name_override", server_name))
+    return credentials, [o for o in defaults if o[0] not in own] + list(options)
+
+
+def connect(
+    target: str,
+    token: str | None = None,
+    *,
+    secure: bool = False,
+    root_certificates: bytes | None = None,
+    certificate_chain: bytes | None = None,
+    private_key: bytes | None = None,
+    credentials: grpc.ChannelCredentials | None = None,
+    server_name: str | None = None,
+    default_timeout: float | None = 10.0,
+    options: Sequence[tuple[str, Any]] = (),
+) -> grpc.Channel:
+    """Opens a channel to blogstore, plaintext unless TLS is asked for.
+
+    TLS: ``secure=True`` (system CAs), ``root_certificates`` (PEM of the CA to trust), plus
+    ``certificate_chain`` and ``private_key`` (PEM) for mutual TLS; or ready ``credentials``.
+    ``server_name`` checks the certificate against that name instead of the target's host.
+    The token travels as ``authorization: Bearer`` metadata, over TLS or plaintext alike.
+    ``options`` override the built-in channel options.
+    """
+    credentials, channel_options = _channel_setup(
+        secure=secure,
+        root_certificates=root_certificates,
+        certificate_chain=certificate_chain,
+        private_key=private_key,
+        credentials=credentials,
+        server_name=server_name,
+        options=options,
+    )
+    if credentials is None:
         channel = grpc.insecure_channel(target, options=channel_options)
+    else:
+        channel = grpc.secure_channel(target, credentials, options=channel_options)
     return grpc.intercept_channel(channel, _DefaultsInterceptor(token, default_timeout))
 
 
@@ -169,40 +237,63 @@ class ErrorDetails:
     quota_violations: list[tuple[str, str]] = field(default_factory=list)
 
 
-def error_details(error: grpc.RpcError) -> ErrorDetails:
-    """Decodes ErrorInfo, BadRequest and QuotaFailure details; never raises."""
-    code_fn = getattr(error, "code", None)
-    code = code_fn() if callable(code_fn) else None
-    details_fn = getattr(error, "details", None)
-    message = (details_fn() if callable(details_fn) else None) or ""
+def _answer(error: object, method: str) -> Any:
+    """``error.method()``, or None if there is no such method or it fails."""
+    function = getattr(error, method, None)
     try:
-        status = rpc_status.from_call(error)
-    except (AttributeError, TypeError, ValueError, DecodeError):
-        status = None
+        return function() if callable(function) else None
+    except Exception:
+        return None
+
+
+def _rich_status(error: object) -> status_pb2.Status | None:
+    try:
+        return rpc_status.from_call(error)
+    except Exception:  # no call, or trailers not from blogstore: no details
+        return None
+
+
+def _unpack(detail: Any, message_type: type[_M]) -> _M | None:
+    message = message_type()
+    try:
+        return message if detail.Is(message_type.DESCRIPTOR) and detail.Unpack(message) else None
+    except DecodeError:
+        return None
+
+
+def error_details(error: BaseException) -> ErrorDetails:
+    """Decodes blogstore's ErrorInfo, BadRequest and QuotaFailure details, sync or asyncio.
+
+    Never raises: for an error that did not come from blogstore (a proxy's status, trailers
+    that do not decode, not an RpcError at all) the fields it cannot fill stay empty, the code
+    is UNKNOWN unless the error has one, and a non-gRPC error's message is its text.
+    """
+    code = _answer(error, "code")
+    message = _answer(error, "details")
+    if not isinstance(message, str):
+        message = "" if isinstance(error, grpc.RpcError) else str(error)
+    status = _rich_status(error)
     reason, metadata = "", {}
     fields: dict[str, str] = {}
     quotas: list[tuple[str, str]] = []
     for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
+        if (info := _unpack(detail, error_details_pb2.ErrorInfo)) is not None:
             if info.domain == ERROR_DOMAIN and not reason:
                 reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
+        elif (bad := _unpack(detail, error_details_pb2.BadRequest)) is not None:
             for v in bad.field_violations:
                 prior = fields.get(v.field)
                 fields[v.field] = f"{prior}; {v.description}" if prior else v.description
-        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
-            quota = error_details_pb2.QuotaFailure()
-            detail.Unpack(quota)
+        elif (quota := _unpack(detail, error_details_pb2.QuotaFailure)) is not None:
             quotas.extend((v.subject, v.description) for v in quota.violations)
     return ErrorDetails(
-        code=code or grpc.StatusCode.UNKNOWN,
+        code=code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN,
         message=message,
         reason=reason,
         metadata=metadata,
         field_violations=fields,
         quota_violations=quotas,
     )
+
+
+from blogstore.client import aio  # noqa: E402  (after the names aio imports from here)
