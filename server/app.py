@@ -33,6 +33,7 @@ from server.services.competitors import CompetitorsServicer
 from server.services.pipelines import PipelinesServicer, pipeline_to_proto
 from server.services.usage import UsageServicer
 from server.services.users import UsersServicer
+from server.tls import add_port
 from server.watch import WatchHub
 from storage.engine import make_engine, mask_url
 from storage.repositories.usage import Limits
@@ -153,7 +154,7 @@ def create_server(settings: Settings) -> App:
         ],
         server,
     )
-    port = server.add_insecure_port(f"{settings.host}:{settings.port}")
+    port = add_port(server, settings)
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     return App(

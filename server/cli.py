@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from server.logs import configure_logging
 
 if TYPE_CHECKING:
-    from server.config import Settings
+    from server.config import ConfigError, Settings
 
 log = logging.getLogger("blogstore")
 
@@ -35,11 +35,18 @@ def main(argv: list[str] | None = None) -> int:
             workers=getattr(args, "workers", None),
         )
     except ConfigError as error:
-        for line in str(error).splitlines():
-            print(f"{parser.prog}: configuration error: {line}", file=sys.stderr)
-        return 2
+        return _configuration_error(parser, error)
     configure_logging(settings.log_level, settings.log_format)
-    return args.command(args, settings)
+    try:
+        return args.command(args, settings)
+    except ConfigError as error:  # found while starting: TLS files, healthcheck flags
+        return _configuration_error(parser, error)
+
+
+def _configuration_error(parser: argparse.ArgumentParser, error: ConfigError) -> int:
+    for line in str(error).splitlines():
+        print(f"{parser.prog}: configuration error: {line}", file=sys.stderr)
+    return 2
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,6 +108,33 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)"
     )
+    check.add_argument(
+        "--tls",
+        action=argparse.BooleanOptionalAction,
+        help="speak TLS (default: on when BLOGSTORE_TLS_CERT_FILE is set)",
+    )
+    check.add_argument(
+        "--ca-file",
+        type=Path,
+        help="PEM of the CA that signed the server's certificate (default: "
+        "BLOGSTORE_TLS_CLIENT_CA_FILE, else the server's own BLOGSTORE_TLS_CERT_FILE)",
+    )
+    check.add_argument(
+        "--cert-file",
+        type=Path,
+        help="client certificate (PEM) for mutual TLS (default: BLOGSTORE_TLS_CERT_FILE "
+        "when BLOGSTORE_TLS_CLIENT_CA_FILE is set)",
+    )
+    check.add_argument(
+        "--key-file",
+        type=Path,
+        help="private key (PEM) of --cert-file (default: BLOGSTORE_TLS_KEY_FILE "
+        "when BLOGSTORE_TLS_CLIENT_CA_FILE is set)",
+    )
+    check.add_argument(
+        "--server-name",
+        help="name to check the server's certificate against (default: localhost)",
+    )
     check.set_defaults(command=healthcheck_command)
     return parser
 
@@ -145,6 +179,9 @@ def _database_url(settings: Settings, *, migrate_embedded: bool) -> str:
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     if settings.workers > 1 and settings.port == 0:
         raise SystemExit("--workers > 1 needs a fixed --port")
+    from server.tls import certificate_files
+
+    certificate_files(settings)  # bad TLS settings or files stop it here, before any worker
     settings = settings.replace(database_url=_database_url(settings, migrate_embedded=True))
     if settings.workers == 1:
         return run_worker(settings)
@@ -277,12 +314,52 @@ def create_admin_command(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _healthcheck_tls(args: argparse.Namespace, settings: Settings) -> dict[str, object] | None:
+    """client.connect's TLS arguments, defaulting from the server's own BLOGSTORE_TLS_* files,
+    so a probe run beside the server needs no flags; None for plaintext."""
+    from server.config import ConfigError
+    from server.tls import read_pem
+
+    given = (args.ca_file, args.cert_file, args.key_file, args.server_name)
+    tls = args.tls if args.tls is not None else bool(settings.tls_cert_file or any(given))
+    if not tls:
+        return None
+    mutual = settings.tls_client_ca_file is not None
+
+    def first(*sources: tuple[str, Path | None]) -> tuple[str, Path] | None:
+        return next(((name, path) for name, path in sources if path is not None), None)
+
+    ca = first(
+        ("--ca-file", args.ca_file),
+        ("BLOGSTORE_TLS_CLIENT_CA_FILE", settings.tls_client_ca_file),
+        ("BLOGSTORE_TLS_CERT_FILE", settings.tls_cert_file),
+    )
+    cert = first(
+        ("--cert-file", args.cert_file),
+        ("BLOGSTORE_TLS_CERT_FILE", settings.tls_cert_file if mutual else None),
+    )
+    key = first(
+        ("--key-file", args.key_file),
+        ("BLOGSTORE_TLS_KEY_FILE", settings.tls_key_file if mutual else None),
+    )
+    if (cert is None) != (key is None):
+        raise ConfigError("--cert-file and --key-file go together")
+    return {
+        "root_certificates": read_pem(*ca) if ca else None,
+        "certificate_chain": read_pem(*cert) if cert else None,
+        "private_key": read_pem(*key, b"PRIVATE KEY-----") if key else None,
+        "server_name": args.server_name,
+    }
+
+
 def healthcheck_command(args: argparse.Namespace, settings: Settings) -> int:
     import grpc
+    from blogstore import client
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     port = args.port or settings.port
-    with grpc.insecure_channel(f"localhost:{port}") as channel:
+    tls = _healthcheck_tls(args, settings)
+    with client.connect(f"localhost:{port}", secure=tls is not None, **(tls or {})) as channel:
         try:
             response = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
