@@ -21,13 +21,13 @@ from blogstore.v1 import (
     users_pb2_grpc,
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from server.auth import Authenticator
 from server.config import Settings
 from server.health import HealthMonitor, HealthServicer
 from server.interceptors import RequestInterceptor
 from server.paging import PageTokens
+from server.reflection import enable_server_reflection
 from server.services.articles import ArticlesServicer
 from server.services.competitors import CompetitorsServicer
 from server.services.pipelines import PipelinesServicer, pipeline_to_proto
@@ -146,13 +146,8 @@ def create_server(settings: Settings) -> App:
     health = HealthMonitor(
         health_servicer, database_url, services, settings.health_interval_seconds
     )
-    reflection.enable_server_reflection(
-        [
-            *services,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
+    enable_server_reflection(
+        [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server
     )
     port = add_port(server, settings)
     if port == 0:
