@@ -105,11 +105,10 @@ def certificate_files(settings: Settings) -> CertificateFiles | None:
         if client_ca is not None:
             raise ConfigError(f"{CLIENT_CA_VARIABLE} needs {CERT_VARIABLE} and {KEY_VARIABLE}")
         return None
-    if cert is None or key is None:
-        given, missing = (
-            (KEY_VARIABLE, CERT_VARIABLE) if cert is None else (CERT_VARIABLE, KEY_VARIABLE)
-        )
-        raise ConfigError(f"{missing} must be set when {given} is (TLS needs both)")
+    if cert is None:
+        raise ConfigError(f"{CERT_VARIABLE} must be set when {KEY_VARIABLE} is (TLS needs both)")
+    if key is None:
+        raise ConfigError(f"{KEY_VARIABLE} must be set when {CERT_VARIABLE} is (TLS needs both)")
     return CertificateFiles(cert, key, client_ca)
 
 
@@ -138,6 +137,7 @@ def add_port(server: grpc.Server, settings: Settings) -> int:
             )  # fmt: skip
         return port
     port = server.add_secure_port(address, files.credentials())
-    mode = "mutual TLS (client certificates required)" if files.client_ca else "TLS"
-    log.info("serving %s with the certificate in %s", mode, files.cert)
+    if port:
+        mode = "mutual TLS (client certificates required)" if files.client_ca else "TLS"
+        log.info("serving %s with the certificate in %s", mode, files.cert)
     return port
