@@ -13,10 +13,12 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-
-import grpc
+from typing import TYPE_CHECKING
 
 from server.config import ConfigError, Settings
+
+if TYPE_CHECKING:  # grpc is imported where it is used: `serve` checks the files before it
+    import grpc  # installs its signal handlers, and must get there quickly
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,13 @@ class CertificateFiles:
 
     @staticmethod
     def _configuration(pem: _Pem) -> grpc.ServerCertificateConfiguration:
+        import grpc
+
         return grpc.ssl_server_certificate_configuration([(pem.key, pem.cert)], pem.client_ca)
 
     def credentials(self) -> grpc.ServerCredentials:
+        import grpc
+
         return grpc.dynamic_ssl_server_credentials(
             self._configuration(self._current),
             self.fetch,
