@@ -9,11 +9,25 @@ from alembic import context
 from sqlalchemy import create_engine, pool, text
 
 from storage.engine import normalize_url
-from storage.migrate import MIGRATION_LOCK_ID
+from storage.migrate import MIGRATION_LOCK_ID, record_compatibility, schema_compatibility
 from storage.models import Base
 
 config = context.config
 target_metadata = Base.metadata
+
+
+def include_name(name: str | None, type_: str, _parents: object) -> bool:
+    """Autogenerate and `alembic check` skip migration bookkeeping, as with alembic_version."""
+    return not (type_ == "table" and name == schema_compatibility.name)
+
+
+# Every run keeps schema_compatibility in step (see storage/migrate.py).
+OPTIONS = {
+    "target_metadata": target_metadata,
+    "compare_type": True,
+    "include_name": include_name,
+    "on_version_apply": record_compatibility,
+}
 
 
 def database_url() -> str:
@@ -26,9 +40,8 @@ def database_url() -> str:
 def run_migrations_offline() -> None:
     context.configure(
         url=normalize_url(database_url()).render_as_string(hide_password=False),
-        target_metadata=target_metadata,
         literal_binds=True,
-        compare_type=True,
+        **OPTIONS,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -47,9 +60,7 @@ def run_migrations_online() -> None:
             time.sleep(0.2)
         connection.commit()
         try:
-            context.configure(
-                connection=connection, target_metadata=target_metadata, compare_type=True
-            )
+            context.configure(connection=connection, **OPTIONS)
             with context.begin_transaction():
                 context.run_migrations()
         finally:
