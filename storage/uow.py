@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -23,10 +24,11 @@ from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage.actors import Caller
+from storage.actors import ActorKind, Caller
 from storage.errors import DeadlineExceeded, Retryable, translate
 from storage.models import AuditEvent
 from storage.repositories.articles import ArticleRepository
+from storage.repositories.audit import AuditRepository
 from storage.repositories.competitors import CompetitorRepository
 from storage.repositories.credentials import CredentialRepository
 from storage.repositories.pipelines import PipelineRepository
@@ -106,8 +108,30 @@ class Tx:
     def competitors(self) -> CompetitorRepository:
         return CompetitorRepository(self.session, self.actor)
 
-    def audit(self, action: str, resource_type: str, resource_id: object, **details: Any) -> None:
-        """Record a mutation; it commits or rolls back with the change itself."""
+    @cached_property
+    def audit_events(self) -> AuditRepository:
+        return AuditRepository(self.session, self.actor)
+
+    def audit(
+        self,
+        action: str,
+        resource_type: str,
+        resource_id: object,
+        *,
+        user_id: object = None,
+        **details: Any,
+    ) -> None:
+        """Record a mutation; it commits or rolls back with the change itself.
+
+        `user_id` is the user whose resource it is (that user may read the event). Left out,
+        it is the resource itself for a user, else the calling user for a user principal
+        (which only ever touches its own rows); admins and services acting for a user name it.
+        """
+        if user_id is None and resource_type == "user":
+            user_id = resource_id
+        elif user_id is None and self.actor.kind is ActorKind.USER:
+            user_id = self.actor.user_id
+        owner = None if user_id is None else uuid.UUID(str(user_id))
         self.session.add(
             AuditEvent(
                 actor_kind=self.actor.kind.value,
@@ -118,6 +142,7 @@ class Tx:
                 resource_id=str(resource_id),
                 request_id=self.caller.request_id,
                 details=details,
+                user_id=owner,
             )
         )
 

@@ -205,7 +205,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         def create(tx):
             _require_links(tx, [item])
             (article,) = tx.articles.create_many([item])
-            tx.audit("article.create", "article", article.id, slug=article.slug)
+            tx.audit(
+                "article.create", "article", article.id, user_id=article.user_id, slug=article.slug
+            )
             return article
 
         article = self.db.run(caller, create)
@@ -247,7 +249,13 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         def create(tx):
             _require_links(tx, items)
             articles = tx.articles.create_many(items)
-            tx.audit("article.batch_create", "article", articles[0].id, count=len(articles))
+            by_owner: dict[Any, list[Any]] = {}
+            for article in articles:
+                by_owner.setdefault(article.user_id, []).append(article)
+            for owner, owned in by_owner.items():  # one event per owner: each one sees its own
+                tx.audit(
+                    "article.batch_create", "article", owned[0].id, user_id=owner, count=len(owned)
+                )
             return articles
 
         articles = self.db.run(caller, create)
@@ -330,7 +338,10 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             if changes.get("pipeline_id"):
                 tx.pipelines.require_owned({(article.user_id, changes["pipeline_id"])})
             article = tx.articles.update(article, version, changes)
-            tx.audit("article.update", "article", article.id, fields=sorted(paths))
+            tx.audit(
+                "article.update", "article", article.id,
+                user_id=article.user_id, fields=sorted(paths),
+            )  # fmt: skip
             return article
 
         article = self.db.run(caller, update)
@@ -361,7 +372,10 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             article = tx.articles.update(
                 tx.articles.get(article_id), version, changes, publish_now=True
             )
-            tx.audit("article.publish", "article", article.id, wp_post_id=request.wp_post_id)
+            tx.audit(
+                "article.publish", "article", article.id, user_id=article.user_id,
+                wp_post_id=article.wp_post_id, wp_url=article.wp_url, wp_status=article.wp_status,
+            )  # fmt: skip
             return article
 
         article = self.db.run(caller, publish)
@@ -374,7 +388,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
 
         def delete(tx):
             article = tx.articles.soft_delete(tx.articles.get(article_id), version)
-            tx.audit("article.delete", "article", article.id)
+            tx.audit("article.delete", "article", article.id, user_id=article.user_id)
             return article
 
         article = self.db.run(caller, delete)
@@ -386,7 +400,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
 
         def undelete(tx):
             article = tx.articles.undelete(tx.articles.get(article_id))
-            tx.audit("article.undelete", "article", article.id)
+            tx.audit("article.undelete", "article", article.id, user_id=article.user_id)
             return article
 
         article = self.db.run(caller, undelete)
@@ -427,7 +441,10 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             old = from_snapshot(revision.snapshot)
             changes = {name: getattr(old, name) for name in CONTENT_FIELDS}
             article = tx.articles.update(article, version, changes)
-            tx.audit("article.restore", "article", article.id, revision_id=str(revision_id))
+            tx.audit(
+                "article.restore", "article", article.id,
+                user_id=article.user_id, revision_id=str(revision_id),
+            )  # fmt: skip
             return article
 
         article = self.db.run(caller, restore)

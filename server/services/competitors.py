@@ -211,7 +211,10 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             if not created and competitor.domain != domain:
                 raise InvalidArgument({"request_id": "was already used for another competitor"})
             if created:
-                tx.audit("competitor.create", "competitor", competitor.id, domain=domain)
+                tx.audit(
+                    "competitor.create", "competitor", competitor.id,
+                    user_id=competitor.user_id, domain=domain,
+                )  # fmt: skip
             return with_stats(tx, [competitor])[0]
 
         competitor, stats = self.db.run(caller, create)
@@ -286,7 +289,10 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             if "name" in values and not values["name"]:  # an empty name falls back to the domain
                 values["name"] = values.get("domain") or competitor.domain
             competitor = tx.competitors.update(competitor, version, values)
-            tx.audit("competitor.update", "competitor", competitor.id, fields=sorted(paths))
+            tx.audit(
+                "competitor.update", "competitor", competitor.id,
+                user_id=competitor.user_id, fields=sorted(paths),
+            )  # fmt: skip
             return with_stats(tx, [competitor])[0]
 
         competitor, stats = self.db.run(caller, update)
@@ -303,7 +309,10 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             competitor = tx.competitors.get(competitor_id, lock="update")
             result = with_stats(tx, [competitor])[0]
             tx.competitors.delete(competitor, version)
-            tx.audit("competitor.delete", "competitor", competitor_id, domain=competitor.domain)
+            tx.audit(
+                "competitor.delete", "competitor", competitor_id,
+                user_id=competitor.user_id, domain=competitor.domain,
+            )  # fmt: skip
             return result
 
         competitor, stats = self.db.run(caller, delete)
@@ -331,6 +340,7 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
                     "competitor.claim",
                     "competitor",
                     competitor.id,
+                    user_id=competitor.user_id,
                     lease_seconds=request.lease_seconds,
                 )
             return with_stats(tx, claimed)
@@ -362,7 +372,10 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             competitor = tx.competitors.record_check(
                 tx.competitors.get(competitor_id), check_time, error
             )
-            tx.audit("competitor.record_check", "competitor", competitor_id, failed=bool(error))
+            tx.audit(
+                "competitor.record_check", "competitor", competitor_id,
+                user_id=competitor.user_id, failed=bool(error),
+            )  # fmt: skip
             return with_stats(tx, [competitor])[0]
 
         competitor, stats = self.db.run(caller, record)
@@ -384,12 +397,13 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
         merged = merge_by_url(articles)
 
         def upsert(tx: Tx):
-            tx.competitors.get(competitor_id, lock="key_share")
+            competitor = tx.competitors.get(competitor_id, lock="key_share")
             result = tx.competitors.upsert_articles(competitor_id, merged)
             tx.audit(
                 "competitor.upsert_articles",
                 "competitor",
                 competitor_id,
+                user_id=competitor.user_id,
                 created=result.created,
                 updated=result.updated,
             )

@@ -99,7 +99,7 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
             tx.users.require_visible({user_id})
             pipeline, created = tx.pipelines.create(user_id, config, request_id)
             if created:
-                tx.audit("pipeline.create", "pipeline", pipeline.id)
+                tx.audit("pipeline.create", "pipeline", pipeline.id, user_id=pipeline.user_id)
             return pipeline
 
         pipeline = self.db.run(caller, create)
@@ -169,7 +169,10 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
 
         def record(tx):
             pipeline = tx.pipelines.record_stage(pipeline_id, stage, result, warnings)
-            tx.audit("pipeline.record_stage", "pipeline", pipeline.id, stage=stage)
+            tx.audit(
+                "pipeline.record_stage", "pipeline", pipeline.id,
+                user_id=pipeline.user_id, stage=stage,
+            )  # fmt: skip
             return pipeline
 
         pipeline = self.db.run(caller, record)
@@ -189,7 +192,10 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
         def work(tx):
             changes = (lambda pipeline: extra(tx, pipeline)) if extra else None
             pipeline = tx.pipelines.transition(pipeline_id, name, changes)
-            tx.audit(f"pipeline.{name}", "pipeline", pipeline.id, state=pipeline.state)
+            tx.audit(
+                f"pipeline.{name}", "pipeline", pipeline.id,
+                user_id=pipeline.user_id, state=pipeline.state,
+            )  # fmt: skip
             return pipeline
 
         return self.db.run(caller, work)

@@ -123,6 +123,13 @@ class Article(Base):
         Index("ix_articles_title", "title", "id"),
         Index("ix_articles_publish_time", text("publish_time DESC NULLS LAST"), text("id DESC")),
         Index("ix_articles_pipeline_id", "pipeline_id"),
+        # Retention's walk over soft-deleted articles (only those are in it).
+        Index(
+            "ix_articles_delete_time_id",
+            "delete_time",
+            "id",
+            postgresql_where=text("delete_time IS NOT NULL"),
+        ),
         Index("ix_articles_tags", "tags", postgresql_using="gin"),
         Index("ix_articles_search_vector", "search_vector", postgresql_using="gin"),
     )
@@ -151,4 +158,5 @@ class ArticleRevision(Base):
 
     __table_args__ = (
         Index("ix_article_revisions_article_id_create_time", "article_id", "create_time", "id"),
+        Index("ix_article_revisions_create_time_id", "create_time", "id"),  # retention by age
     )

@@ -27,8 +27,14 @@ class AuditEvent(Base):
     resource_id: Mapped[str] = mapped_column(String(100))
     request_id: Mapped[str] = mapped_column(String(100), server_default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    # The user whose resource the event is about (who may read it); NULL for system-wide
+    # events such as a retention run (migration 0010).
+    user_id: Mapped[uuid.UUID | None]
 
     __table_args__ = (
         Index("ix_audit_events_resource", "resource_type", "resource_id", "create_time"),
         Index("ix_audit_events_actor_id_create_time", "actor_id", "create_time"),
+        # ListAuditEvents for one user, and for everyone; retention's walk by age.
+        Index("ix_audit_events_user_id_create_time_id", "user_id", "create_time", "id"),
+        Index("ix_audit_events_create_time_id", "create_time", "id"),
     )

@@ -91,6 +91,8 @@ class CompetitorArticle(Base):
     backlinks: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     discover_time: Mapped[dt.datetime] = created_at()
     analyze_time: Mapped[dt.datetime | None]
+    # Bumped by every upsert of the article; retention drops articles not seen for N days.
+    last_seen_time: Mapped[dt.datetime] = created_at()
 
     __table_args__ = (
         UniqueConstraint("competitor_id", "url"),
@@ -101,6 +103,7 @@ class CompetitorArticle(Base):
         Index(
             "ix_competitor_articles_competitor_id_discover_time", "competitor_id", "discover_time"
         ),
+        Index("ix_competitor_articles_last_seen_time_id", "last_seen_time", "id"),
     )
 
 

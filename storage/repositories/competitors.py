@@ -290,6 +290,7 @@ class CompetitorRepository:
                 "social_shares": unless_empty("social_shares", 0),
                 "backlinks": unless_empty("backlinks", 0),
                 "analyze_time": unless_none("analyze_time"),
+                "last_seen_time": func.now(),
             },
         ).returning(literal_column("xmax = 0").label("inserted"))
         inserted = self.session.scalars(stmt).all()
