@@ -8,8 +8,9 @@ import re
 from blogstore.v1 import common_pb2, users_pb2, users_pb2_grpc
 
 from server.context import current_caller
-from server.paging import PageTokens
+from server.paging import PageTokens, filter_key
 from server.protoconv import datetime_or_none, etag, etag_version, timestamp
+from server.services.audit import audit_event_to_proto, audit_filters
 from server.validation import (
     Violations,
     mask_paths,
@@ -345,6 +346,20 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
 
         key = self.db.run(caller, revoke)
         return users_pb2.RevokeApiKeyResponse(key=api_key_to_proto(key))
+
+    def ListAuditEvents(self, request, context):  # noqa: N802
+        caller = current_caller()
+        filters = audit_filters(request, caller.actor)
+        limit = page_size(request.page_size)
+        key = filter_key(filters)
+        after = self.page_tokens.decode(request.page_token, key)
+        page = self.db.run(
+            caller, lambda tx: tx.audit_events.list(filters, after=after, limit=limit)
+        )
+        return users_pb2.ListAuditEventsResponse(
+            events=[audit_event_to_proto(e) for e in page.items],
+            next_page_token=self.page_tokens.encode(page.next_cursor, key),
+        )
 
     def _password_matches(self, password: str, user: User | None) -> bool:
         return credentials.verify_password(

@@ -26,6 +26,8 @@ class PrincipalKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRINCIPAL_KIND_USER: _ClassVar[PrincipalKind]
     PRINCIPAL_KIND_ADMIN: _ClassVar[PrincipalKind]
     PRINCIPAL_KIND_SERVICE: _ClassVar[PrincipalKind]
+    PRINCIPAL_KIND_ANONYMOUS: _ClassVar[PrincipalKind]
+    PRINCIPAL_KIND_SYSTEM: _ClassVar[PrincipalKind]
 ERROR_REASON_UNSPECIFIED: ErrorReason
 ERROR_REASON_INVALID_ARGUMENT: ErrorReason
 ERROR_REASON_NOT_FOUND: ErrorReason
@@ -43,3 +45,5 @@ PRINCIPAL_KIND_UNSPECIFIED: PrincipalKind
 PRINCIPAL_KIND_USER: PrincipalKind
 PRINCIPAL_KIND_ADMIN: PrincipalKind
 PRINCIPAL_KIND_SERVICE: PrincipalKind
+PRINCIPAL_KIND_ANONYMOUS: PrincipalKind
+PRINCIPAL_KIND_SYSTEM: PrincipalKind

@@ -24,64 +24,71 @@ _sym_db = _symbol_database.Default()
 
 from blogstore.v1 import common_pb2 as blogstore_dot_v1_dot_common__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62logstore/v1/users.proto\x12\x0c\x62logstore.v1\x1a\x19\x62logstore/v1/common.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x10\n\x08is_admin\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_login_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\t \x01(\t\"\x90\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x0e\n\x06prefix\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0busage_count\x18\x08 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\n \x01(\x08\"l\n\x11\x43reateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x10\n\x08is_admin\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"6\n\x12\x43reateUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x0fGetUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\"n\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\tis_active\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\r\n\x05query\x18\x04 \x01(\tB\x0c\n\n_is_active\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.blogstore.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x11UpdateUserRequest\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"6\n\x12UpdateUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\"<\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05purge\x18\x02 \x01(\x08\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"6\n\x12\x44\x65leteUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\"X\n\x15\x43hangePasswordRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10\x63urrent_password\x18\x02 \x01(\t\x12\x14\n\x0cnew_password\x18\x03 \x01(\t\"W\n\x16\x43hangePasswordResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\x12\x1b\n\x13revoked_token_count\x18\x02 \x01(\x05\"6\n\x13\x41uthenticateRequest\x12\r\n\x05login\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\x7f\n\x14\x41uthenticateResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04user\x18\x03 \x01(\x0b\x32\x12.blogstore.v1.User\"\x17\n\x15GetCurrentUserRequest\"{\n\x16GetCurrentUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.blogstore.v1.PrincipalKind\x12\x14\n\x0cservice_name\x18\x03 \x01(\t\"v\n\x13\x43reateApiKeyRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12!\n\x03key\x18\x02 \x01(\x0b\x32\x14.blogstore.v1.ApiKey\"b\n\x12ListApiKeysRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x14\n\x0cshow_revoked\x18\x04 \x01(\x08\"V\n\x13ListApiKeysResponse\x12&\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.blogstore.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x14RevokeApiKeyResponse\x12!\n\x03key\x18\x01 \x01(\x0b\x32\x14.blogstore.v1.ApiKey2\xaa\x07\n\x0cUsersService\x12O\n\nCreateUser\x12\x1f.blogstore.v1.CreateUserRequest\x1a .blogstore.v1.CreateUserResponse\x12\x46\n\x07GetUser\x12\x1c.blogstore.v1.GetUserRequest\x1a\x1d.blogstore.v1.GetUserResponse\x12L\n\tListUsers\x12\x1e.blogstore.v1.ListUsersRequest\x1a\x1f.blogstore.v1.ListUsersResponse\x12O\n\nUpdateUser\x12\x1f.blogstore.v1.UpdateUserRequest\x1a .blogstore.v1.UpdateUserResponse\x12O\n\nDeleteUser\x12\x1f.blogstore.v1.DeleteUserRequest\x1a .blogstore.v1.DeleteUserResponse\x12[\n\x0e\x43hangePassword\x12#.blogstore.v1.ChangePasswordRequest\x1a$.blogstore.v1.ChangePasswordResponse\x12U\n\x0c\x41uthenticate\x12!.blogstore.v1.AuthenticateRequest\x1a\".blogstore.v1.AuthenticateResponse\x12[\n\x0eGetCurrentUser\x12#.blogstore.v1.GetCurrentUserRequest\x1a$.blogstore.v1.GetCurrentUserResponse\x12U\n\x0c\x43reateApiKey\x12!.blogstore.v1.CreateApiKeyRequest\x1a\".blogstore.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .blogstore.v1.ListApiKeysRequest\x1a!.blogstore.v1.ListApiKeysResponse\x12U\n\x0cRevokeApiKey\x12!.blogstore.v1.RevokeApiKeyRequest\x1a\".blogstore.v1.RevokeApiKeyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62logstore/v1/users.proto\x12\x0c\x62logstore.v1\x1a\x19\x62logstore/v1/common.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x01\n\x04User\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x10\n\x08username\x18\x03 \x01(\t\x12\x11\n\tis_active\x18\x04 \x01(\x08\x12\x10\n\x08is_admin\x18\x05 \x01(\x08\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0flast_login_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\t \x01(\t\"\x90\x02\n\x06\x41piKey\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0f\n\x07service\x18\x04 \x01(\t\x12\x0e\n\x06prefix\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0elast_used_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0busage_count\x18\x08 \x01(\x03\x12/\n\x0b\x65xpire_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07revoked\x18\n \x01(\x08\"l\n\x11\x43reateUserRequest\x12\r\n\x05\x65mail\x18\x01 \x01(\t\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x10\n\x08password\x18\x03 \x01(\t\x12\x10\n\x08is_admin\x18\x04 \x01(\x08\x12\x12\n\nrequest_id\x18\x05 \x01(\t\"6\n\x12\x43reateUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\"\x1c\n\x0eGetUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\"3\n\x0fGetUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\"n\n\x10ListUsersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x16\n\tis_active\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\r\n\x05query\x18\x04 \x01(\tB\x0c\n\n_is_active\"O\n\x11ListUsersResponse\x12!\n\x05users\x18\x01 \x03(\x0b\x32\x12.blogstore.v1.User\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x11UpdateUserRequest\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"6\n\x12UpdateUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\"<\n\x11\x44\x65leteUserRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05purge\x18\x02 \x01(\x08\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"6\n\x12\x44\x65leteUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\"X\n\x15\x43hangePasswordRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x18\n\x10\x63urrent_password\x18\x02 \x01(\t\x12\x14\n\x0cnew_password\x18\x03 \x01(\t\"W\n\x16\x43hangePasswordResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\x12\x1b\n\x13revoked_token_count\x18\x02 \x01(\x05\"6\n\x13\x41uthenticateRequest\x12\r\n\x05login\x18\x01 \x01(\t\x12\x10\n\x08password\x18\x02 \x01(\t\"\x7f\n\x14\x41uthenticateResponse\x12\x14\n\x0c\x61\x63\x63\x65ss_token\x18\x01 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12 \n\x04user\x18\x03 \x01(\x0b\x32\x12.blogstore.v1.User\"\x17\n\x15GetCurrentUserRequest\"{\n\x16GetCurrentUserResponse\x12 \n\x04user\x18\x01 \x01(\x0b\x32\x12.blogstore.v1.User\x12)\n\x04kind\x18\x02 \x01(\x0e\x32\x1b.blogstore.v1.PrincipalKind\x12\x14\n\x0cservice_name\x18\x03 \x01(\t\"v\n\x13\x43reateApiKeyRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"J\n\x14\x43reateApiKeyResponse\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12!\n\x03key\x18\x02 \x01(\x0b\x32\x14.blogstore.v1.ApiKey\"b\n\x12ListApiKeysRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x14\n\x0cshow_revoked\x18\x04 \x01(\x08\"V\n\x13ListApiKeysResponse\x12&\n\x08\x61pi_keys\x18\x01 \x03(\x0b\x32\x14.blogstore.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"!\n\x13RevokeApiKeyRequest\x12\n\n\x02id\x18\x01 \x01(\t\"9\n\x14RevokeApiKeyResponse\x12!\n\x03key\x18\x01 \x01(\x0b\x32\x14.blogstore.v1.ApiKey\"\xab\x02\n\nAuditEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12/\n\x0b\x63reate_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\nactor_kind\x18\x03 \x01(\x0e\x32\x1b.blogstore.v1.PrincipalKind\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x12\n\nactor_name\x18\x05 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x06 \x01(\t\x12\x15\n\rresource_type\x18\x07 \x01(\t\x12\x13\n\x0bresource_id\x18\x08 \x01(\t\x12\x0f\n\x07user_id\x18\t \x01(\t\x12\x12\n\nrequest_id\x18\n \x01(\t\x12(\n\x07\x64\x65tails\x18\x0b \x01(\x0b\x32\x17.google.protobuf.Struct\"\xfc\x01\n\x16ListAuditEventsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x10\n\x08\x61\x63tor_id\x18\x04 \x01(\t\x12\x15\n\rresource_type\x18\x05 \x01(\t\x12\x13\n\x0bresource_id\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12.\n\nstart_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\\\n\x17ListAuditEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.blogstore.v1.AuditEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\x8a\x08\n\x0cUsersService\x12O\n\nCreateUser\x12\x1f.blogstore.v1.CreateUserRequest\x1a .blogstore.v1.CreateUserResponse\x12\x46\n\x07GetUser\x12\x1c.blogstore.v1.GetUserRequest\x1a\x1d.blogstore.v1.GetUserResponse\x12L\n\tListUsers\x12\x1e.blogstore.v1.ListUsersRequest\x1a\x1f.blogstore.v1.ListUsersResponse\x12O\n\nUpdateUser\x12\x1f.blogstore.v1.UpdateUserRequest\x1a .blogstore.v1.UpdateUserResponse\x12O\n\nDeleteUser\x12\x1f.blogstore.v1.DeleteUserRequest\x1a .blogstore.v1.DeleteUserResponse\x12[\n\x0e\x43hangePassword\x12#.blogstore.v1.ChangePasswordRequest\x1a$.blogstore.v1.ChangePasswordResponse\x12U\n\x0c\x41uthenticate\x12!.blogstore.v1.AuthenticateRequest\x1a\".blogstore.v1.AuthenticateResponse\x12[\n\x0eGetCurrentUser\x12#.blogstore.v1.GetCurrentUserRequest\x1a$.blogstore.v1.GetCurrentUserResponse\x12U\n\x0c\x43reateApiKey\x12!.blogstore.v1.CreateApiKeyRequest\x1a\".blogstore.v1.CreateApiKeyResponse\x12R\n\x0bListApiKeys\x12 .blogstore.v1.ListApiKeysRequest\x1a!.blogstore.v1.ListApiKeysResponse\x12U\n\x0cRevokeApiKey\x12!.blogstore.v1.RevokeApiKeyRequest\x1a\".blogstore.v1.RevokeApiKeyResponse\x12^\n\x0fListAuditEvents\x12$.blogstore.v1.ListAuditEventsRequest\x1a%.blogstore.v1.ListAuditEventsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blogstore.v1.users_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_USER']._serialized_start=137
-  _globals['_USER']._serialized_end=390
-  _globals['_APIKEY']._serialized_start=393
-  _globals['_APIKEY']._serialized_end=665
-  _globals['_CREATEUSERREQUEST']._serialized_start=667
-  _globals['_CREATEUSERREQUEST']._serialized_end=775
-  _globals['_CREATEUSERRESPONSE']._serialized_start=777
-  _globals['_CREATEUSERRESPONSE']._serialized_end=831
-  _globals['_GETUSERREQUEST']._serialized_start=833
-  _globals['_GETUSERREQUEST']._serialized_end=861
-  _globals['_GETUSERRESPONSE']._serialized_start=863
-  _globals['_GETUSERRESPONSE']._serialized_end=914
-  _globals['_LISTUSERSREQUEST']._serialized_start=916
-  _globals['_LISTUSERSREQUEST']._serialized_end=1026
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1028
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1107
-  _globals['_UPDATEUSERREQUEST']._serialized_start=1109
-  _globals['_UPDATEUSERREQUEST']._serialized_end=1211
-  _globals['_UPDATEUSERRESPONSE']._serialized_start=1213
-  _globals['_UPDATEUSERRESPONSE']._serialized_end=1267
-  _globals['_DELETEUSERREQUEST']._serialized_start=1269
-  _globals['_DELETEUSERREQUEST']._serialized_end=1329
-  _globals['_DELETEUSERRESPONSE']._serialized_start=1331
-  _globals['_DELETEUSERRESPONSE']._serialized_end=1385
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1387
-  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1475
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1477
-  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1564
-  _globals['_AUTHENTICATEREQUEST']._serialized_start=1566
-  _globals['_AUTHENTICATEREQUEST']._serialized_end=1620
-  _globals['_AUTHENTICATERESPONSE']._serialized_start=1622
-  _globals['_AUTHENTICATERESPONSE']._serialized_end=1749
-  _globals['_GETCURRENTUSERREQUEST']._serialized_start=1751
-  _globals['_GETCURRENTUSERREQUEST']._serialized_end=1774
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=1776
-  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1899
-  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1901
-  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2019
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2021
-  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2095
-  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2097
-  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2195
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2197
-  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2283
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2285
-  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2318
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2320
-  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2377
-  _globals['_USERSSERVICE']._serialized_start=2380
-  _globals['_USERSSERVICE']._serialized_end=3318
+  _globals['_USER']._serialized_start=167
+  _globals['_USER']._serialized_end=420
+  _globals['_APIKEY']._serialized_start=423
+  _globals['_APIKEY']._serialized_end=695
+  _globals['_CREATEUSERREQUEST']._serialized_start=697
+  _globals['_CREATEUSERREQUEST']._serialized_end=805
+  _globals['_CREATEUSERRESPONSE']._serialized_start=807
+  _globals['_CREATEUSERRESPONSE']._serialized_end=861
+  _globals['_GETUSERREQUEST']._serialized_start=863
+  _globals['_GETUSERREQUEST']._serialized_end=891
+  _globals['_GETUSERRESPONSE']._serialized_start=893
+  _globals['_GETUSERRESPONSE']._serialized_end=944
+  _globals['_LISTUSERSREQUEST']._serialized_start=946
+  _globals['_LISTUSERSREQUEST']._serialized_end=1056
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1058
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1137
+  _globals['_UPDATEUSERREQUEST']._serialized_start=1139
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1241
+  _globals['_UPDATEUSERRESPONSE']._serialized_start=1243
+  _globals['_UPDATEUSERRESPONSE']._serialized_end=1297
+  _globals['_DELETEUSERREQUEST']._serialized_start=1299
+  _globals['_DELETEUSERREQUEST']._serialized_end=1359
+  _globals['_DELETEUSERRESPONSE']._serialized_start=1361
+  _globals['_DELETEUSERRESPONSE']._serialized_end=1415
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_start=1417
+  _globals['_CHANGEPASSWORDREQUEST']._serialized_end=1505
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_start=1507
+  _globals['_CHANGEPASSWORDRESPONSE']._serialized_end=1594
+  _globals['_AUTHENTICATEREQUEST']._serialized_start=1596
+  _globals['_AUTHENTICATEREQUEST']._serialized_end=1650
+  _globals['_AUTHENTICATERESPONSE']._serialized_start=1652
+  _globals['_AUTHENTICATERESPONSE']._serialized_end=1779
+  _globals['_GETCURRENTUSERREQUEST']._serialized_start=1781
+  _globals['_GETCURRENTUSERREQUEST']._serialized_end=1804
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_start=1806
+  _globals['_GETCURRENTUSERRESPONSE']._serialized_end=1929
+  _globals['_CREATEAPIKEYREQUEST']._serialized_start=1931
+  _globals['_CREATEAPIKEYREQUEST']._serialized_end=2049
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_start=2051
+  _globals['_CREATEAPIKEYRESPONSE']._serialized_end=2125
+  _globals['_LISTAPIKEYSREQUEST']._serialized_start=2127
+  _globals['_LISTAPIKEYSREQUEST']._serialized_end=2225
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_start=2227
+  _globals['_LISTAPIKEYSRESPONSE']._serialized_end=2313
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_start=2315
+  _globals['_REVOKEAPIKEYREQUEST']._serialized_end=2348
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_start=2350
+  _globals['_REVOKEAPIKEYRESPONSE']._serialized_end=2407
+  _globals['_AUDITEVENT']._serialized_start=2410
+  _globals['_AUDITEVENT']._serialized_end=2709
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_start=2712
+  _globals['_LISTAUDITEVENTSREQUEST']._serialized_end=2964
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_start=2966
+  _globals['_LISTAUDITEVENTSRESPONSE']._serialized_end=3058
+  _globals['_USERSSERVICE']._serialized_start=3061
+  _globals['_USERSSERVICE']._serialized_end=4095
 # @@protoc_insertion_point(module_scope)

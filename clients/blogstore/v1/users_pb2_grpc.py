@@ -90,6 +90,11 @@ class UsersServiceStub:
                 request_serializer=blogstore_dot_v1_dot_users__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=blogstore_dot_v1_dot_users__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.ListAuditEvents = channel.unary_unary(
+                '/blogstore.v1.UsersService/ListAuditEvents',
+                request_serializer=blogstore_dot_v1_dot_users__pb2.ListAuditEventsRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_users__pb2.ListAuditEventsResponse.FromString,
+                _registered_method=True)
 
 
 class UsersServiceServicer:
@@ -174,6 +179,14 @@ class UsersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditEvents(self, request, context):
+        """Lists the audit trail, newest first. Admin and service principals see every event; a
+        user sees the events it caused and those about its own resources.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsersServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -231,6 +244,11 @@ def add_UsersServiceServicer_to_server(servicer, server):
                     servicer.RevokeApiKey,
                     request_deserializer=blogstore_dot_v1_dot_users__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=blogstore_dot_v1_dot_users__pb2.RevokeApiKeyResponse.SerializeToString,
+            ),
+            'ListAuditEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditEvents,
+                    request_deserializer=blogstore_dot_v1_dot_users__pb2.ListAuditEventsRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_users__pb2.ListAuditEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -531,6 +549,33 @@ class UsersService:
             '/blogstore.v1.UsersService/RevokeApiKey',
             blogstore_dot_v1_dot_users__pb2.RevokeApiKeyRequest.SerializeToString,
             blogstore_dot_v1_dot_users__pb2.RevokeApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.UsersService/ListAuditEvents',
+            blogstore_dot_v1_dot_users__pb2.ListAuditEventsRequest.SerializeToString,
+            blogstore_dot_v1_dot_users__pb2.ListAuditEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,
