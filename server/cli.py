@@ -1,4 +1,4 @@
-"""`blogstore serve | migrate | create-admin | healthcheck`."""
+"""`blogstore serve | migrate | create-admin | healthcheck | retention`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.commands import retention as retention_commands
 from server.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -136,6 +137,7 @@ def _parser() -> argparse.ArgumentParser:
         help="name to check the server's certificate against (default: localhost)",
     )
     check.set_defaults(command=healthcheck_command)
+    retention_commands.register(commands)
     return parser
 
 

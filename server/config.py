@@ -126,6 +126,16 @@ class Settings(BaseSettings):
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
     tls_client_ca_file: Path | None = None  # set: clients must present a certificate
+    # Retention (`blogstore retention`); 0 turns a policy off.
+    retention_deleted_article_days: int = Field(30, ge=0, le=36_500)
+    retention_revisions_per_article: int = Field(50, ge=0, le=1_000_000)
+    retention_revision_days: int = Field(365, ge=0, le=36_500)
+    retention_pipeline_days: int = Field(180, ge=0, le=36_500)
+    retention_usage_event_months: int = Field(24, ge=0, le=1200)
+    retention_audit_event_days: int = Field(730, ge=0, le=36_500)
+    retention_competitor_article_days: int = Field(180, ge=0, le=36_500)
+    retention_batch_size: int = Field(1000, ge=1, le=100_000)
+    retention_lock_timeout_ms: int = Field(200, ge=1, le=60_000)
 
     @field_validator("service_keys", mode="before")
     @classmethod

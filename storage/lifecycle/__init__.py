@@ -1,0 +1,1 @@
+"""Data lifecycle: backups, restores, retention and imports; no protobuf, no grpc."""
