@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf.field_mask_pb2 import FieldMask
@@ -11,36 +11,10 @@ from google.protobuf.message import Message
 
 from storage.actors import Actor
 from storage.errors import InvalidArgument, NotFound
+from storage.rules import Violations
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
-
-
-class Violations:
-    """Collects field violations so one response names every bad field at once."""
-
-    def __init__(self) -> None:
-        self.fields: dict[str, str] = {}
-
-    def add(self, field: str, description: str) -> None:
-        self.fields.setdefault(field, description)
-
-    def check(self, ok: bool, field: str, description: str) -> None:
-        if not ok:
-            self.add(field, description)
-
-    def collect(self, parse: Callable[..., Any], *args: Any, default: Any = None, **kw: Any) -> Any:
-        """Run a parser that raises InvalidArgument, keeping its complaint with the others."""
-        try:
-            return parse(*args, **kw)
-        except InvalidArgument as error:
-            for field, description in error.violations.items():
-                self.add(field, description)
-            return default
-
-    def raise_if_any(self) -> None:
-        if self.fields:
-            raise InvalidArgument(self.fields)
 
 
 def parse_uuid(field: str, value: str) -> uuid.UUID:

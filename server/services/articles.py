@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 import uuid
@@ -22,7 +21,7 @@ from server.validation import (
     page_size,
     parse_uuid,
 )
-from storage import content
+from storage import rules
 from storage.actors import Actor
 from storage.errors import InvalidArgument, NotFound, Unavailable
 from storage.models import Article
@@ -30,16 +29,10 @@ from storage.queries import get_article, list_articles, search_articles
 from storage.repositories.article_reads import ORDER_BY, ArticleFilters
 from storage.repositories.articles import CONTENT_FIELDS, NewArticle, from_snapshot, with_derived
 
-MAX_CONTENT_BYTES = 2 * 1024 * 1024
 MAX_BATCH = 1000
 MAX_QUERY_CHARS = 1000
 _BATCH_WAIT_SECONDS = 60.0
 _REQUEST_NAMESPACE = uuid.UUID("6b1d3a4e-2f57-4c1b-9a56-3e0f5d1c7b20")
-_LIST_LIMITS = {"secondary_keywords": 50, "tags": 50}
-_TEXT_LIMITS = {
-    "title": 500, "excerpt": 5000, "meta_title": 160, "meta_description": 320,
-    "primary_keyword": 100, "wp_url": 2000, "wp_status": 50,
-}  # fmt: skip
 MUTABLE = (
     "title", "slug", "content_markdown", "content_html", "excerpt", "meta_title",
     "meta_description", "primary_keyword", "secondary_keywords", "tags", "seo_score",
@@ -106,50 +99,15 @@ def is_full(view: int, default: int) -> bool:
 
 
 def article_fields(v: Violations, prefix: str, article: Any, paths: set[str]) -> dict[str, Any]:
-    """Validate the fields named in `paths` and convert them to column values."""
-    values: dict[str, Any] = {}
-    for name in paths & _TEXT_LIMITS.keys():
-        value = getattr(article, name).strip()
-        if name == "title" and not value:
-            v.add(prefix + name, "is required")
-        elif len(value) > _TEXT_LIMITS[name]:
-            v.add(prefix + name, f"must be at most {_TEXT_LIMITS[name]} characters")
-        values[name] = value
-    if (
-        "wp_url" in values
-        and values["wp_url"]
-        and not values["wp_url"].startswith(("http://", "https://"))
-    ):
-        v.add(prefix + "wp_url", "must be an http(s) URL")
-    if "slug" in paths:
-        values["slug"] = article.slug
-        if article.slug and not (
-            len(article.slug) <= content.MAX_SLUG_LENGTH
-            and content.SLUG_PATTERN.match(article.slug)
-        ):
-            v.add(prefix + "slug", "must be lower-case letters and digits joined by single '-'")
-    for name in ("content_markdown", "content_html"):
-        if name in paths:
-            values[name] = getattr(article, name)
-            if len(values[name].encode()) > MAX_CONTENT_BYTES:
-                v.add(prefix + name, f"must be at most {MAX_CONTENT_BYTES} bytes of UTF-8")
-    for name in paths & _LIST_LIMITS.keys():
-        items = [item.strip() for item in getattr(article, name)]
-        if len(items) > _LIST_LIMITS[name] or any(not i or len(i) > 100 for i in items):
-            v.add(prefix + name, f"at most {_LIST_LIMITS[name]} non-empty items of 100 characters")
-        values[name] = items
-    if "seo_score" in paths:
-        values["seo_score"] = article.seo_score
-        if not (math.isfinite(article.seo_score) and 0 <= article.seo_score <= 100):
-            v.add(prefix + "seo_score", "must be between 0 and 100")
-    if "wp_post_id" in paths:
-        values["wp_post_id"] = article.wp_post_id or None
-        if article.wp_post_id < 0:
-            v.add(prefix + "wp_post_id", "must not be negative")
+    """Validate the fields named in `paths` (storage.rules) and convert them to column values."""
+    fields = {
+        name: list(getattr(article, name)) if name in rules.ARTICLE_LIST_LIMITS
+        else getattr(article, name)
+        for name in paths - {"status", "pipeline_id"}
+    }  # fmt: skip
     if "status" in paths:  # UNSPECIFIED converts to None: DRAFT on create, invalid on update
-        values["status"] = STATUS_FROM_PROTO.get(article.status)
-        if values["status"] is None and article.status:
-            v.add(prefix + "status", "must be DRAFT, PUBLISHED or ARCHIVED")
+        fields["status"] = STATUS_FROM_PROTO.get(article.status, article.status)
+    values = rules.article_values(v, prefix, fields)
     if "pipeline_id" in paths:
         values["pipeline_id"] = v.collect(
             optional_uuid, prefix + "pipeline_id", article.pipeline_id

@@ -13,21 +13,15 @@ from server.paging import PageTokens, filter_key
 from server.protoconv import datetime_or_none, etag, timestamp
 from server.validation import Violations, list_owner, optional_uuid, owner_id, page_size, parse_uuid
 from server.watch import WatchHub
+from storage import rules
 from storage.actors import Actor
 from storage.errors import InvalidArgument
 from storage.models import Pipeline
 from storage.repositories.pipelines import PipelineFilters
+from storage.rules import MAX_STRUCT_BYTES
+from storage.rules import PIPELINE_STAGES as STAGES
 from storage.uow import Database
 
-# The stages of the blog-poster pipeline whose results are kept (README lists them).
-STAGES = frozenset({
-    "competitor_data", "keyword_research", "topic_recommendation", "outline", "article_draft",
-    "seo_optimization", "fact_check_report", "image_generation", "quality_review",
-    "wordpress_result",
-})  # fmt: skip
-MAX_MESSAGES = 100
-MAX_MESSAGE_CHARS = 2000
-MAX_STRUCT_BYTES = 1024 * 1024
 STATE_TO_PROTO = {
     "pending": pipelines_pb2.PIPELINE_STATE_PENDING,
     "running": pipelines_pb2.PIPELINE_STATE_RUNNING,
@@ -75,11 +69,9 @@ def struct_value(field: str, message: struct_pb2.Struct) -> dict[str, Any]:
 
 
 def messages(field: str, values: Any) -> list[str]:
-    items = [v.strip() for v in values]
-    if len(items) > MAX_MESSAGES or any(not v or len(v) > MAX_MESSAGE_CHARS for v in items):
-        raise InvalidArgument(
-            {field: f"at most {MAX_MESSAGES} non-empty messages of {MAX_MESSAGE_CHARS} characters"}
-        )
+    v = Violations()
+    items = rules.messages(v, field, list(values))
+    v.raise_if_any()
     return items
 
 
