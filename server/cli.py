@@ -1,4 +1,4 @@
-"""`blogstore serve | migrate | create-admin | healthcheck | retention`."""
+"""`blogstore serve | migrate | create-admin | healthcheck | retention | import-json`."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.commands import import_json as import_json_commands
 from server.commands import retention as retention_commands
 from server.logs import configure_logging
 
@@ -138,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.set_defaults(command=healthcheck_command)
     retention_commands.register(commands)
+    import_json_commands.register(commands)
     return parser
 
 

@@ -107,11 +107,15 @@ def article_values(v: Violations, prefix: str, fields: Mapping[str, Any]) -> dic
                   f"{MAX_LIST_ITEM_CHARS} characters")  # fmt: skip
     if "seo_score" in fields:
         score = values["seo_score"] = fields["seo_score"]
-        if not _is_number(score) or not (math.isfinite(score) and 0 <= score <= 100):
+        if not _is_number(score):
+            v.add(prefix + "seo_score", "must be a number between 0 and 100")
+        elif not (math.isfinite(score) and 0 <= score <= 100):
             v.add(prefix + "seo_score", "must be between 0 and 100")
     if "wp_post_id" in fields:
         post = values["wp_post_id"] = fields["wp_post_id"] or None
-        if post is not None and (not _is_integer(post) or post < 0):
+        if post is not None and not _is_integer(post):
+            v.add(prefix + "wp_post_id", "must be a whole number")
+        elif post is not None and post < 0:
             v.add(prefix + "wp_post_id", "must not be negative")
     if "status" in fields:
         status = values["status"] = fields["status"] or None

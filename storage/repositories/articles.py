@@ -158,7 +158,10 @@ class ArticleRepository:
                     **i.values,
                     "id": i.id,
                     "create_request_id": i.request_id,
-                    "publish_time": now if i.values.get("status") == "published" else None,
+                    # Imports bring their own (storage/lifecycle/legacy_import.py).
+                    "publish_time": i.values.get(
+                        "publish_time", now if i.values.get("status") == "published" else None
+                    ),
                 }
                 for i in items[start : start + _INSERT_CHUNK]
             ]
