@@ -170,6 +170,8 @@ def test_the_rules_are_the_apis(db, owner, tmp_path):
     )
     (tmp_path / "long.json").write_text(json.dumps({"title": "x", "meta_title": "m" * 161}))
     (tmp_path / "taken.json").write_text(json.dumps({"title": "Mine", "slug": "taken-slug"}))
+    (tmp_path / "twin-a.json").write_text(json.dumps({"title": "A", "slug": "twin"}))
+    (tmp_path / "twin-b.json").write_text(json.dumps({"title": "B", "slug": "twin"}))
     (tmp_path / "list.json").write_text(json.dumps(["not a run"]))
     (tmp_path / "scalar.json").write_text("42")
     report = import_legacy(db, tmp_path, owner.id)
@@ -178,7 +180,10 @@ def test_the_rules_are_the_apis(db, owner, tmp_path):
     assert problems[("taken.json", "slug")] == "'taken-slug' is taken by another article"
     assert problems[("list.json[0]", "entry")] == "must be an object"
     assert ("scalar.json", "file") in problems
-    assert report.imported == {"article": 0, "pipeline": 0}
+    assert problems[("twin-b.json", "slug")] == "'twin' is taken by another article"
+    assert report.imported == {"article": 1, "pipeline": 0}  # twin-a.json
+    single = import_legacy(db, tmp_path / "twin-a.json", owner.id)  # a file as PATH
+    assert single.files == 1 and single.duplicates == ["twin-a.json"]
 
 
 def test_an_unknown_user_is_not_found(db):

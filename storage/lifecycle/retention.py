@@ -51,6 +51,8 @@ from storage.repositories.pipelines import TERMINAL_STATES
 from storage.uow import Database
 
 T = TypeVar("T")
+Counts = dict[str, int]  # rows deleted per table; _OWN for the policy's own table
+_OWN = ""
 
 # lock_not_available (lock_timeout), deadlock, serialization, statement timeout: retry.
 RETRYABLE_SQLSTATES = frozenset({"55P03", "40P01", "40001", "57014"})
@@ -253,8 +255,12 @@ class _Run:
     batches_left: float  # max_batches, or infinity
     progress: Callable[[PolicyResult], None] | None
 
-    def batch(self, result: PolicyResult, work: Callable[[], T]) -> T:
-        """Run `work` as one short transaction; retried on lock timeouts and deadlocks."""
+    def batch(self, result: PolicyResult, work: Callable[[], tuple[T, Counts]]) -> T:
+        """Run `work` as one short transaction; retried on lock timeouts and deadlocks.
+
+        `work` returns a value and the rows it deleted per table; these count once the
+        transaction has committed.
+        """
         if self.batches_left <= 0:
             raise _OutOfBatches
         for attempt in range(1, MAX_ATTEMPTS + 1):
@@ -265,7 +271,7 @@ class _Run:
                         "lock_ms": str(self.lock_timeout_ms),
                         "statement_ms": str(self.statement_timeout_ms),
                     })  # fmt: skip
-                    value = work()
+                    value, counts = work()
             except sa_exc.DBAPIError as error:
                 code = getattr(error.orig, "pgcode", None)
                 if code not in RETRYABLE_SQLSTATES or attempt == MAX_ATTEMPTS:
@@ -273,6 +279,11 @@ class _Run:
                 time.sleep(random.uniform(0, 0.05 * 2**attempt))
                 continue
             elapsed_ms = (time.perf_counter() - started) * 1000
+            for table, n in counts.items():
+                if table == _OWN:
+                    result.rows += n
+                else:
+                    result.related[table] = result.related.get(table, 0) + n
             result.batches += 1
             result.longest_batch_ms = max(result.longest_batch_ms, elapsed_ms)
             self.batches_left -= 1
@@ -329,39 +340,43 @@ def apply(
 
 
 def _apply_walk(run: _Run, result: PolicyResult, walk: _Walk) -> None:
+    """Batches along the walk's index. Where rows take related rows with them (an article's
+    revisions), a batch picks as many as the previous batch's ratio says will make about
+    batch_size rows deleted in all."""
     assert result.cutoff is not None
     cutoff = result.cutoff
     after: tuple[Any, ...] | None = None
+    limit = max(1, run.batch_size // 10) if walk.related else run.batch_size
     while True:
+        before = result.rows + sum(result.related.values())
         picked = run.batch(
-            result, lambda after=after: _delete_batch(run, result, walk, cutoff, after)
+            result, lambda after=after, limit=limit: _delete_batch(run, walk, cutoff, after, limit)
         )
-        if len(picked) < run.batch_size:
+        if len(picked) < limit:
             return
         after = tuple(picked[-1])
+        if walk.related:
+            deleted = result.rows + sum(result.related.values()) - before
+            limit = max(1, min(run.batch_size, run.batch_size * len(picked) // max(deleted, 1)))
 
 
 def _delete_batch(
-    run: _Run, result: PolicyResult, walk: _Walk, cutoff: dt.datetime, after: tuple | None
-) -> Sequence[Any]:
+    run: _Run, walk: _Walk, cutoff: dt.datetime, after: tuple | None, limit: int
+) -> tuple[Sequence[Any], Counts]:
     pick = select(*walk.key).where(walk.where(cutoff))
     if after is not None:
         pick = pick.where(tuple_(*walk.key) > tuple_(*after))
-    pick = pick.order_by(*walk.key).limit(run.batch_size).with_for_update(skip_locked=True)
+    pick = pick.order_by(*walk.key).limit(limit).with_for_update(skip_locked=True)
     picked = run.connection.execute(pick).all()
-    if picked:
-        _delete_ids(run.connection, result, walk.key[-1], [row[-1] for row in picked],
-                    walk.related)  # fmt: skip
-    return picked
+    ids = [row[-1] for row in picked]
+    return picked, _delete_ids(run.connection, walk.key[-1], ids, walk.related) if ids else {}
 
 
-def _delete_ids(
-    c: Connection, result: PolicyResult, pk: Any, ids: list[Any], related: Sequence[Any] = ()
-) -> None:
-    for column in related:
-        gone = c.execute(delete(column.table).where(column.in_(ids))).rowcount
-        result.related[column.table.name] = result.related.get(column.table.name, 0) + gone
-    result.rows += c.execute(delete(pk.table).where(pk.in_(ids))).rowcount
+def _delete_ids(c: Connection, pk: Any, ids: list[Any], related: Sequence[Any] = ()) -> Counts:
+    counts = {col.table.name: c.execute(delete(col.table).where(col.in_(ids))).rowcount
+              for col in related}  # fmt: skip
+    counts[_OWN] = c.execute(delete(pk.table).where(pk.in_(ids))).rowcount
+    return counts
 
 
 def _apply_revisions(run: _Run, result: PolicyResult, p: Policies) -> None:
@@ -373,7 +388,7 @@ def _apply_revisions(run: _Run, result: PolicyResult, p: Policies) -> None:
         return
     r = ArticleRevision
     over = select(r.article_id).group_by(r.article_id).having(func.count() > keep)
-    articles = run.batch(result, lambda: run.connection.scalars(over).all())
+    articles = run.batch(result, lambda: (run.connection.scalars(over).all(), {}))
     for start in range(0, len(articles), ARTICLES_PER_CHUNK):
         chunk = articles[start : start + ARTICLES_PER_CHUNK]
         rank = func.row_number().over(
@@ -388,11 +403,9 @@ def _apply_revisions(run: _Run, result: PolicyResult, p: Policies) -> None:
             .with_for_update(of=r, skip_locked=True)
         )
 
-        def batch(pick: Any = pick) -> int:
-            ids = run.connection.scalars(pick).all()
-            if ids:
-                _delete_ids(run.connection, result, r.id, list(ids))
-            return len(ids)
+        def batch(pick: Any = pick) -> tuple[int, Counts]:
+            ids = list(run.connection.scalars(pick).all())
+            return len(ids), _delete_ids(run.connection, r.id, ids) if ids else {}
 
         while run.batch(result, batch) == run.batch_size:
             pass
