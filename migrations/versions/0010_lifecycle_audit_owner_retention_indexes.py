@@ -10,7 +10,7 @@
   audit filters. Built CONCURRENTLY, so writes go on while they build.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-01
 """
 
@@ -22,9 +22,12 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | None = "0008"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Expand only: code at 0009 writes audit events without an owner (only its actor then sees
+# them as a user) and upserts competitor articles without bumping last_seen_time.
+compatible_since: str = "0009"
 
 # (name, table, columns, partial-index WHERE)
 INDEXES = (

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from server.config import Settings
-from storage.lifecycle.legacy_import import ImportReport, import_legacy
+if TYPE_CHECKING:  # imported when the command runs: `blogstore serve` starts without them
+    from server.config import Settings
+    from storage.lifecycle.legacy_import import ImportReport
 
 BAR_WIDTH = 30
 
@@ -42,6 +43,7 @@ def import_json_command(args: argparse.Namespace, settings: Settings) -> int:
     from server.cli import _database_url
     from storage.engine import make_engine
     from storage.errors import NotFound
+    from storage.lifecycle.legacy_import import import_legacy
     from storage.uow import Database
 
     if not args.path.exists():
