@@ -1,8 +1,9 @@
 """Expand/contract: a rolling deploy keeps old pods ready while the schema moves ahead of them.
 
-The server under test runs the real code (head 0009). The database is migrated with a copy of
-migrations/ that has newer revisions, as the next release's migration Job would: old code has
-no file for them and reads their declared compatibility from the database.
+The server under test runs the real code (its head is CODE_HEAD). The database is migrated
+with a copy of migrations/ that has newer revisions (NEXT, then AFTER), as the next release's
+migration Job would: old code has no file for them and reads their declared compatibility
+from the database.
 """
 
 from __future__ import annotations
@@ -28,17 +29,25 @@ from storage.engine import normalize_url
 from tests import support
 from tests.support import make_settings
 
-CODE_HEAD = "0009"
+_SCRIPT = migrate.script_directory()
+CODE_HEAD = migrate.CodeSchema(_SCRIPT).head
+PARENT = _SCRIPT.get_revision(CODE_HEAD).down_revision  # the code head's parent
+NEXT, AFTER = (f"{int(CODE_HEAD) + n:04d}" for n in (1, 2))  # the next release's revisions
+# (revision, compatible_since) of every real migration from 0009 on, as the table holds them.
+REAL_ROWS = {
+    (r.revision, migrate.declared_compatible_since(_SCRIPT, r.revision))
+    for r in _SCRIPT.iterate_revisions(CODE_HEAD, "0008")  # 0008 itself left out
+}
 
-ADD_NULLABLE_COLUMN = '''"""users.nickname: an expand step, compatible with code at 0009"""
+ADD_NULLABLE_COLUMN = f'''"""users.nickname: an expand step, compatible with code at {CODE_HEAD}"""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "{NEXT}"
+down_revision = "{CODE_HEAD}"
 branch_labels = None
 depends_on = None
-compatible_since = "0009"
+compatible_since = "{CODE_HEAD}"
 
 
 def upgrade():
@@ -49,14 +58,14 @@ def downgrade():
     op.drop_column("users", "nickname")
 '''
 
-RENAME_COLUMN = '''"""users.username -> users.handle: breaks every older code revision"""
+RENAME_COLUMN = f'''"""users.username -> users.handle: breaks every older code revision"""
 from alembic import op
 
-revision = "0011"
-down_revision = "0010"
+revision = "{AFTER}"
+down_revision = "{NEXT}"
 branch_labels = None
 depends_on = None
-compatible_since = "0011"
+compatible_since = "{AFTER}"
 
 
 def upgrade():
@@ -160,27 +169,30 @@ def test_the_real_migrations_declare_consistently():
 
 
 def test_inconsistent_declarations_are_found(tmp_path):
-    too_old = ADD_NULLABLE_COLUMN.replace('compatible_since = "0009"', 'compatible_since = "0007"')
+    declared = f'compatible_since = "{CODE_HEAD}"'
+    too_old = ADD_NULLABLE_COLUMN.replace(declared, 'compatible_since = "0007"')
     location = next_release(tmp_path, too_old)
     problems = migrate.check_declarations(ScriptDirectory(str(location)))
-    assert problems == ["0010: compatible_since 0007 is older than its parent's 0008"]
+    floor = migrate.declared_compatible_since(_SCRIPT, CODE_HEAD)
+    assert problems == [f"{NEXT}: compatible_since 0007 is older than its parent's {floor}"]
     shutil.rmtree(location)
-    newer = ADD_NULLABLE_COLUMN.replace('compatible_since = "0009"', 'compatible_since = "0012"')
+    newer = ADD_NULLABLE_COLUMN.replace(declared, 'compatible_since = "9999"')
     location = next_release(tmp_path, newer)
     problems = migrate.check_declarations(ScriptDirectory(str(location)))
-    assert problems == ["0010: compatible_since 0012 is not an ancestor"]
+    assert problems == [f"{NEXT}: compatible_since 9999 is not an ancestor"]
 
 
 def test_each_migration_records_its_compatibility(database, tmp_path):
-    assert compatibility_rows(database) == {("0009", "0008")}
+    assert ("0009", "0008") in REAL_ROWS
+    assert compatibility_rows(database) == REAL_ROWS
     location = next_release(tmp_path, ADD_NULLABLE_COLUMN, RENAME_COLUMN)
     run_alembic(database, location, "upgrade", "head")
-    assert compatibility_rows(database) == {("0009", "0008"), ("0010", "0009"), ("0011", "0011")}
-    run_alembic(database, location, "downgrade", "0009")
-    assert compatibility_rows(database) == {("0009", "0008")}
+    assert compatibility_rows(database) == REAL_ROWS | {(NEXT, CODE_HEAD), (AFTER, AFTER)}
+    run_alembic(database, location, "downgrade", CODE_HEAD)
+    assert compatibility_rows(database) == REAL_ROWS
     migrate.downgrade(database, "0008")  # 0009's own downgrade drops the table
     migrate.upgrade(database)
-    assert compatibility_rows(database) == {("0009", "0008")}
+    assert compatibility_rows(database) == REAL_ROWS
 
 
 def test_rolling_deploy_keeps_old_pods_ready_until_an_incompatible_step(
@@ -192,25 +204,26 @@ def test_rolling_deploy_keeps_old_pods_ready_until_an_incompatible_step(
     watcher = Watcher(f"127.0.0.1:{server.port}")
     try:
         assert until(lambda: watcher.statuses == [SERVING])
-        # The next release's migration Job adds a column: pods on 0009 stay ready throughout.
-        run_alembic(database, location, "upgrade", "0010")
+        # The next release's migration Job adds a column: pods on CODE_HEAD stay ready.
+        run_alembic(database, location, "upgrade", NEXT)
         settle(server)
         assert check(server) == SERVING
         assert watcher.statuses == [SERVING]
-        assert "schema 0010 is newer than the code's head 0009 and declares itself compatible " in (
-            caplog.text
+        assert (
+            f"schema {NEXT} is newer than the code's head {CODE_HEAD} and declares itself "
+            "compatible " in caplog.text
         )
-        # A step that breaks 0009 takes them out of rotation, with the reason in the log.
-        run_alembic(database, location, "upgrade", "0011")
+        # A step that breaks CODE_HEAD takes them out of rotation, with the reason in the log.
+        run_alembic(database, location, "upgrade", AFTER)
         settle(server)
         assert check(server) == NOT_SERVING
         assert watcher.statuses == [SERVING, NOT_SERVING]
         assert (
-            "NOT_SERVING, schema 0011 is ahead of the code's head 0009 and not compatible with it "
-            "(it needs code at 0011 or newer)" in caplog.text
+            f"NOT_SERVING, schema {AFTER} is ahead of the code's head {CODE_HEAD} and not "
+            f"compatible with it (it needs code at {AFTER} or newer)" in caplog.text
         )
         # Rolled back to the code's head: ready again.
-        run_alembic(database, location, "downgrade", "0009")
+        run_alembic(database, location, "downgrade", CODE_HEAD)
         settle(server)
         assert check(server) == SERVING
         assert watcher.statuses == [SERVING, NOT_SERVING, SERVING]
@@ -219,7 +232,7 @@ def test_rolling_deploy_keeps_old_pods_ready_until_an_incompatible_step(
 
 
 def test_a_newer_schema_without_a_declaration_is_incompatible(server, database, tmp_path):
-    silent = ADD_NULLABLE_COLUMN.replace('compatible_since = "0009"\n', "")
+    silent = ADD_NULLABLE_COLUMN.replace(f'compatible_since = "{CODE_HEAD}"\n', "")
     run_alembic(database, next_release(tmp_path, silent), "upgrade", "head")
     settle(server)
     assert check(server) == NOT_SERVING
@@ -227,12 +240,12 @@ def test_a_newer_schema_without_a_declaration_is_incompatible(server, database, 
 
 def test_a_schema_behind_the_code_is_not_ready_and_says_to_migrate(server, database, caplog):
     caplog.set_level(logging.INFO, logger="server.health")
-    migrate.downgrade(database, "0008")
+    migrate.downgrade(database, PARENT)
     settle(server)
     assert check(server) == NOT_SERVING
     assert (
-        "NOT_SERVING, schema 0008 is behind the code's head 0009: run `blogstore migrate`"
-        in caplog.text
+        f"NOT_SERVING, schema {PARENT} is behind the code's head {CODE_HEAD}: run "
+        "`blogstore migrate`" in caplog.text
     )
     migrate.upgrade(database)
     settle(server)
