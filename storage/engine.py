@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
+from sqlalchemy.pool import QueuePool
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ def make_engine(
     """
     engine = create_engine(
         normalize_url(url),
+        poolclass=ObservedQueuePool,
         pool_size=pool_size,
         max_overflow=max_overflow,
         pool_timeout=pool_timeout,
@@ -71,6 +74,35 @@ def make_engine(
     )
     ping_when_idle(engine)
     return engine
+
+
+class ObservedQueuePool(QueuePool):
+    """A QueuePool that reports each checkout's wait (seconds, timed out?) to `on_wait`.
+
+    The hook for server/telemetry (the pool wait histogram and timeouts); None costs nothing.
+    The wait includes opening a new connection when the pool has room for one.
+    """
+
+    on_wait: Callable[[float, bool], None] | None = None
+    _sqla_logger_namespace = "sqlalchemy.pool.impl.QueuePool"  # SQLAlchemy's quiet logger
+
+    def _do_get(self) -> Any:
+        on_wait = self.on_wait
+        if on_wait is None:
+            return super()._do_get()
+        started = time.perf_counter()
+        try:
+            connection = super()._do_get()
+        except sa_exc.TimeoutError:
+            on_wait(time.perf_counter() - started, True)
+            raise
+        on_wait(time.perf_counter() - started, False)
+        return connection
+
+    def recreate(self) -> QueuePool:
+        pool = super().recreate()
+        pool.on_wait = self.on_wait  # type: ignore[attr-defined] - same class
+        return pool
 
 
 def ping_when_idle(engine: Engine, idle_seconds: float = PING_AFTER_IDLE_SECONDS) -> None:

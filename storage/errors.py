@@ -61,8 +61,13 @@ class QuotaExceeded(DomainError):
 
 
 class Unauthenticated(DomainError):
-    def __init__(self, message: str = "missing or invalid credentials") -> None:
+    """`reason` (missing, malformed, unknown, expired, ...) is for metrics, never shown."""
+
+    def __init__(
+        self, message: str = "missing or invalid credentials", *, reason: str = "unknown"
+    ) -> None:
         super().__init__(message)
+        self.reason = reason
 
 
 class PermissionDenied(DomainError):

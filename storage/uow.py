@@ -10,10 +10,12 @@ commits once, and runs the whole transaction again on serialization failures and
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import uuid
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import cached_property
 from types import SimpleNamespace
@@ -41,6 +43,17 @@ _SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
 _TIMEOUT = "set_config('statement_timeout', %(timeout_ms)s, true)"
 _NO_FLUSH = "set_config('synchronous_commit', 'off', true)"
 _CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
+
+
+# Around each Database.query round trip: given the statement and the caller, a context manager
+# (server/telemetry installs one that times, logs slow statements and traces; storage knows
+# nothing of what it does).
+StatementObserver = Callable[["Prepared", Caller], AbstractContextManager[Any]]
+_UNOBSERVED = contextlib.nullcontext()
+
+
+def _unobserved(statement: Prepared, caller: Caller) -> AbstractContextManager[Any]:
+    return _UNOBSERVED
 
 
 _UUID_AS_TEXT = psycopg2.extensions.new_type((2950,), "UUID_AS_TEXT", lambda value, _: value)
@@ -149,11 +162,17 @@ class Tx:
 
 class Database:
     def __init__(
-        self, engine: Engine, *, statement_timeout_ms: int = 30_000, max_attempts: int = 4
+        self,
+        engine: Engine,
+        *,
+        statement_timeout_ms: int = 30_000,
+        max_attempts: int = 4,
+        observe: StatementObserver = _unobserved,
     ) -> None:
         self.engine = engine
         self.statement_timeout_ms = statement_timeout_ms
         self.max_attempts = max_attempts
+        self.observe = observe
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
     def run(self, caller: Caller, work: Callable[[Tx], T]) -> T:
@@ -195,7 +214,8 @@ class Database:
                   "timeout_ms": str(timeout)}  # fmt: skip
         try:
             dbapi.autocommit = True
-            names, rows = self._execute(dbapi, statement, prepared, values)
+            with self.observe(statement, caller):
+                names, rows = self._execute(dbapi, statement, prepared, values)
         except psycopg2.Error as error:
             if dbapi.closed:
                 connection.invalidate()

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from storage.actors import Actor
 from storage.errors import NotFound
-from storage.models import AccessToken, ApiKey
+from storage.models import AccessToken, ApiKey, User
 from storage.repositories.paging import Cursor, Page, newest_first, to_page
 
 
@@ -80,3 +80,23 @@ class CredentialRepository:
             key.revoke_time = dt.datetime.now(dt.UTC)
             self.session.flush()
         return key
+
+    def failure_reason(self, model: type[ApiKey] | type[AccessToken], secret_hash: bytes) -> str:
+        """Why a credential did not resolve: unknown, revoked, expired or inactive_user."""
+        row = self.session.execute(
+            select(
+                model.revoke_time.is_not(None),
+                func.coalesce(model.expire_time <= func.now(), False),
+                User.is_active,
+            )
+            .join(User, User.id == model.user_id)
+            .where(model.secret_hash == secret_hash)
+        ).one_or_none()
+        if row is None:
+            return "unknown"
+        revoked, expired, active = row
+        if revoked:
+            return "revoked"
+        if expired:
+            return "expired"
+        return "unknown" if active else "inactive_user"
