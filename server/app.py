@@ -24,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.auth import Authenticator
 from server.config import Settings
-from server.health import HealthMonitor, HealthServicer
+from server.health import LIVENESS, SERVING, HealthMonitor, HealthServicer
 from server.interceptors import RequestInterceptor
 from server.paging import PageTokens
 from server.reflection import enable_server_reflection
@@ -33,6 +33,7 @@ from server.services.competitors import CompetitorsServicer
 from server.services.pipelines import PipelinesServicer, pipeline_to_proto
 from server.services.usage import UsageServicer
 from server.services.users import UsersServicer
+from server.telemetry import Telemetry
 from server.tls import add_port
 from server.watch import WatchHub
 from storage.engine import make_engine, mask_url
@@ -52,12 +53,14 @@ class App:
     watch_hub: WatchHub
     db: Database
     settings: Settings
+    telemetry: Telemetry
 
     def start(self) -> None:
         self.server.start()
         self.health.check_now()
         self.health.start()
         self.watch_hub.start()
+        self.telemetry.start()
         log.info("blogstore listening on %s:%d", self.settings.host, self.port)
 
     def stop(self, grace: float | None = None) -> None:
@@ -67,23 +70,33 @@ class App:
         self.watch_hub.stop()
         self.server.stop(grace).wait()
         self.db.dispose()
+        self.telemetry.stop()
 
 
-def create_server(settings: Settings) -> App:
+def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App:
+    """`telemetry`: what to record (default: from settings and the OTEL_* environment)."""
     if not settings.database_url:
         raise ValueError("create_server needs settings.database_url")
     database_url = settings.database_url.get_secret_value()
     log.info("database %s", mask_url(database_url))
+    telemetry = telemetry or Telemetry.from_settings(settings)
     engine = make_engine(
         database_url,
         pool_size=settings.pool_size,
         pool_timeout=settings.db_pool_timeout_seconds,
         connect_timeout=settings.db_connect_timeout_seconds,
     )
-    db = Database(engine, statement_timeout_ms=settings.statement_timeout_ms)
+    telemetry.instrument(engine)
+    db = Database(
+        engine,
+        statement_timeout_ms=settings.statement_timeout_ms,
+        observe=telemetry.observe_statement,
+    )
     page_tokens = PageTokens(settings.page_token_secret.get_secret_value())
     interceptor = RequestInterceptor(
-        Authenticator(db, settings.service_keys), allow_registration=settings.allow_registration
+        Authenticator(db, settings.service_keys),
+        allow_registration=settings.allow_registration,
+        telemetry=telemetry,
     )
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
@@ -109,7 +122,12 @@ def create_server(settings: Settings) -> App:
         server,
     )
     articles_pb2_grpc.add_ArticlesServiceServicer_to_server(
-        ArticlesServicer(db, page_tokens, max_concurrent_batches=settings.max_concurrent_batches),
+        ArticlesServicer(
+            db,
+            page_tokens,
+            max_concurrent_batches=settings.max_concurrent_batches,
+            slots=telemetry.batch_slots,
+        ),
         server,
     )
     watch_hub = WatchHub(
@@ -146,6 +164,11 @@ def create_server(settings: Settings) -> App:
     health = HealthMonitor(
         health_servicer, database_url, services, settings.health_interval_seconds
     )
+    health_names = [LIVENESS, *health.readiness_names]
+    telemetry.watch_health(
+        lambda: {name: health_servicer.status(name) == SERVING for name in health_names}
+    )
+    telemetry.watch_watchers(lambda: watch_hub.open_watchers)
     enable_server_reflection(
         [*services, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server
     )
@@ -153,5 +176,6 @@ def create_server(settings: Settings) -> App:
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     return App(
-        server=server, port=port, health=health, watch_hub=watch_hub, db=db, settings=settings
-    )
+        server=server, port=port, health=health, watch_hub=watch_hub, db=db, settings=settings,
+        telemetry=telemetry,
+    )  # fmt: skip

@@ -7,7 +7,7 @@ import hmac
 from server.config import ServiceKey
 from storage.actors import SYSTEM, Actor, ActorKind, Caller
 from storage.credentials import ACCESS_TOKEN_PREFIX, API_KEY_PREFIX, digest
-from storage.errors import Unauthenticated
+from storage.errors import DomainError, Unauthenticated
 from storage.models import AccessToken, ApiKey
 from storage.queries import resolve_credential
 from storage.uow import Database
@@ -23,7 +23,7 @@ def bearer_token(metadata: object) -> str | None:
             scheme, _, token = value.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
-            raise Unauthenticated("authorization must be 'Bearer <token>'")
+            raise Unauthenticated("authorization must be 'Bearer <token>'", reason="malformed")
     return None
 
 
@@ -33,23 +33,36 @@ class Authenticator:
         self.service_keys = service_keys
 
     def resolve(self, token: str, request_id: str, deadline: float | None) -> Actor:
-        """The principal behind `token`; unknown, expired, revoked, inactive: Unauthenticated."""
+        """The principal behind `token`; unknown, expired, revoked, inactive: Unauthenticated.
+
+        Every failure has the same message; its `reason` only feeds the metrics.
+        """
         if len(token) > _MAX_TOKEN_LENGTH:
-            raise Unauthenticated()
+            raise Unauthenticated(reason="malformed")
         token_digest = digest(token)
         service = self._service_key(token_digest)
         if service is not None:
             return Actor(ActorKind.SERVICE, name=service.name)
         model = _MODELS.get(token[:4])
         if model is None:
-            raise Unauthenticated()
-        holder = resolve_credential(
-            self.db, Caller(SYSTEM, request_id, deadline), model, token_digest
-        )
-        if holder is None or not hmac.compare_digest(bytes(holder.secret_hash), token_digest):
-            raise Unauthenticated()
+            raise Unauthenticated(reason="unknown")
+        caller = Caller(SYSTEM, request_id, deadline)
+        holder = resolve_credential(self.db, caller, model, token_digest)
+        if holder is None:
+            raise Unauthenticated(reason=self._failure_reason(caller, model, token_digest))
+        if not hmac.compare_digest(bytes(holder.secret_hash), token_digest):
+            raise Unauthenticated(reason="unknown")
         kind = ActorKind.ADMIN if holder.is_admin else ActorKind.USER
         return Actor(kind, holder.user_id)
+
+    def _failure_reason(self, caller: Caller, model: type, token_digest: bytes) -> str:
+        """Unknown, revoked, expired or inactive_user: one more lookup, on failures only."""
+        try:
+            return self.db.run(
+                caller, lambda tx: tx.credentials.failure_reason(model, token_digest)
+            )
+        except DomainError:
+            return "unknown"
 
     def _service_key(self, token_digest: bytes) -> ServiceKey | None:
         """Compare against every configured key in constant time, without an early exit."""

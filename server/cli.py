@@ -6,6 +6,7 @@ import argparse
 import ctypes
 import logging
 import multiprocessing
+import multiprocessing.connection
 import signal
 import sys
 import threading
@@ -18,6 +19,7 @@ from server.logs import configure_logging
 
 if TYPE_CHECKING:
     from server.config import ConfigError, Settings
+    from server.telemetry.exporter import MetricsExporter, NoMetrics
 
 log = logging.getLogger("blogstore")
 
@@ -185,16 +187,33 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         raise SystemExit("--workers > 1 needs a fixed --port")
     from server.tls import certificate_files
 
+    stop = _stop_on_signals()  # first: a SIGTERM during start-up still ends in an orderly stop
     certificate_files(settings)  # bad TLS settings or files stop it here, before any worker
     settings = settings.replace(database_url=_database_url(settings, migrate_embedded=True))
-    if settings.workers == 1:
-        return run_worker(settings)
+    # Before any process defines a metric: the metrics directory (server/telemetry/exporter.py).
+    with _metrics(settings) as metrics:
+        if settings.workers == 1:
+            return run_worker(settings, stop)
+        return _serve_workers(settings, metrics, stop)
+
+
+def _metrics(settings: Settings) -> MetricsExporter | NoMetrics:
+    from server.telemetry import exporter
+
+    if settings.metrics_port == 0:
+        return exporter.NoMetrics()
+    database_url = settings.database_url.get_secret_value() if settings.database_url else ""
+    return exporter.MetricsExporter(settings.metrics_port, settings.host, database_url)
+
+
+def _serve_workers(
+    settings: Settings, metrics: MetricsExporter | NoMetrics, stopping: threading.Event
+) -> int:
     context = multiprocessing.get_context("spawn")
     workers = [
         context.Process(target=_worker_main, args=(settings,), name=f"blogstore-worker-{i}")
         for i in range(settings.workers)
     ]
-    stopping = threading.Event()
 
     def forward(_signum: int, _frame: object) -> None:
         stopping.set()
@@ -209,8 +228,12 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
         worker.start()
         if stopping.is_set():
             worker.terminate()
-    for worker in workers:
-        worker.join()
+    running = {worker.sentinel: worker for worker in workers}
+    while running:
+        for sentinel in multiprocessing.connection.wait(list(running)):
+            worker = running.pop(sentinel)  # type: ignore[call-overload]
+            worker.join()
+            metrics.worker_exited(worker.pid)  # its live gauges leave the sums
     # A worker stopped by the forwarded SIGTERM before it could install its handler had
     # nothing in flight: that is an orderly stop too.
     clean = (0, -signal.SIGTERM)

@@ -1,7 +1,7 @@
-"""The current call's caller (principal, request id, deadline), set by the interceptors.
+"""The current call: its caller (principal, request id, deadline) and its RPC method.
 
-grpcio runs every RPC in its own copy of the contextvars context, so this never leaks between
-calls.
+Set by the request interceptor; grpcio runs every RPC in its own copy of the contextvars
+context, so neither leaks between calls.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from contextvars import ContextVar
 from storage.actors import ANONYMOUS, Caller
 
 _current: ContextVar[Caller] = ContextVar("blogstore_caller", default=Caller(ANONYMOUS))  # noqa: B039 - frozen
+_method: ContextVar[str] = ContextVar("blogstore_method", default="")
 
 
 def current_caller() -> Caller:
@@ -19,3 +20,12 @@ def current_caller() -> Caller:
 
 def set_caller(caller: Caller) -> None:
     _current.set(caller)
+
+
+def current_method() -> str:
+    """The RPC being served ('' outside one), for log lines written below the servicers."""
+    return _method.get()
+
+
+def set_method(method: str) -> None:
+    _method.set(method)

@@ -79,7 +79,12 @@ def admin_key(database_url: str) -> str:
 @pytest.fixture
 def server_env(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLOGSTORE_")}
-    return {**env, "DATABASE_URL": database_url, "BLOGSTORE_SHUTDOWN_GRACE_SECONDS": "20"}
+    return {
+        **env,
+        "DATABASE_URL": database_url,
+        "BLOGSTORE_SHUTDOWN_GRACE_SECONDS": "20",
+        "BLOGSTORE_METRICS_PORT": "0",  # no fixed port in tests (tests/test_telemetry.py)
+    }
 
 
 def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(database_url, server_env):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
@@ -137,12 +138,16 @@ def filters_from(request: Any, actor: Actor) -> ArticleFilters:
 
 
 class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
-    def __init__(self, db, page_tokens: PageTokens, *, max_concurrent_batches: int = 2) -> None:
+    def __init__(
+        self, db, page_tokens: PageTokens, *, max_concurrent_batches: int = 2,
+        slots: Callable[[int], threading.BoundedSemaphore] = threading.BoundedSemaphore,
+    ) -> None:  # fmt: skip
         self.db = db
         self.page_tokens = page_tokens
         # A batch of 1000 articles holds ~10x its request size while it runs: bound how many
-        # run at once so that memory is set by configuration, not by clients.
-        self._batch_slots = threading.BoundedSemaphore(max_concurrent_batches)
+        # run at once so that memory is set by configuration, not by clients. (`slots`:
+        # telemetry's semaphore counts the slots in use.)
+        self._batch_slots = slots(max_concurrent_batches)
 
     def _new_article(self, v: Violations, prefix: str, article: Any, actor: Actor) -> dict:
         values = article_fields(v, prefix, article, set(MUTABLE))

@@ -253,7 +253,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         user = self.db.run(caller, lambda tx: tx.users.find_by_login(request.login.strip()))
         # Unknown users cost one bcrypt check too, so timing does not tell them apart.
         if not self._password_matches(request.password, user) or not user.is_active:
-            raise Unauthenticated("invalid login or password")
+            raise Unauthenticated("invalid login or password", reason="bad_login")
         token = credentials.new_secret(credentials.ACCESS_TOKEN_PREFIX)
         expire_time = dt.datetime.now(dt.UTC) + self.token_ttl
         rehash = credentials.hash_rounds(user.password_hash) < self.bcrypt_rounds
