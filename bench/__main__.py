@@ -66,6 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     run.add_argument("--no-db-limit", action="store_true")
     run.add_argument("--phrase", help="the phrase scenario's query, e.g. '\"seo tips\"'")
+    run.add_argument(
+        "--metrics-compare",
+        action="store_true",
+        help="only GetArticle, metrics on vs off (tracing off), in alternating rounds; "
+        "prints on/off beside the limit 0.95",
+    )
+    run.add_argument(
+        "--baseline-checkout",
+        type=Path,
+        help="with --metrics-compare: also measure this checkout's server (e.g. main)",
+    )
+    run.add_argument(
+        "--rounds", type=int, help="with --metrics-compare: alternating rounds (default 4)"
+    )
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
     run.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
     table = commands.add_parser("report", help="print a results JSON file as a Markdown table")
@@ -133,6 +147,9 @@ def _run(args: argparse.Namespace) -> int:
         db_limits=not args.no_db_limit,
         phrase=args.phrase,
         output=args.output,
+        metrics_compare=args.metrics_compare,
+        baseline_checkout=args.baseline_checkout,
+        rounds=args.rounds,
     )
     return Harness(opts).run()
 

@@ -183,6 +183,10 @@ def _m(value: Any, fmt: str) -> str:
 
 def markdown(report: dict) -> str:
     """The results as a Markdown table (for BENCHMARKS.md)."""
+    if report.get("metrics_compare"):
+        from bench.compare import markdown as compare_markdown
+
+        return compare_markdown(report)
     lines = [
         "| scenario | in flight | calls/s | p50 ms | p95 ms | p99 ms | errors | server CPU ms/call "
         "| PG CPU ms/call | RSS MB | other CPU % | no-op calls/s | x no-op | p95 x no-op "

@@ -23,7 +23,7 @@ import grpc
 import psycopg2
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
-from bench import dataset, prepare, report
+from bench import compare, dataset, prepare, report
 from bench.loadgen import Job, Pool, split
 from bench.noop import CONTROL
 from bench.scenarios import CATALOG, CHANNEL_OPTIONS, CLIENTS, Scenario
@@ -72,6 +72,9 @@ class Options:
     db_limits: bool = True
     phrase: str | None = None  # the phrase scenario's query instead of a picked one
     output: Path | None = None
+    metrics_compare: bool = False  # only GetArticle, metrics on vs off (bench/compare.py)
+    baseline_checkout: Path | None = None  # a third side for metrics_compare
+    rounds: int | None = None  # metrics_compare's alternating rounds
 
 
 def machine_info() -> dict:
@@ -147,17 +150,10 @@ class Harness:
                 else "not served (scenario skipped)"
             )
             self.prepare()
-            for scenario in self.plan():
-                for concurrency in self.opts.concurrency:
-                    if (scenario.name, concurrency) in SKIP:
-                        self.report["notes"].append(
-                            f"{scenario.name} x{concurrency} skipped: "
-                            f"{SKIP[(scenario.name, concurrency)]}"
-                        )
-                        continue
-                    self.measure_row(scenario, concurrency)
-            if self.opts.workers_compare and not self.opts.quick:
-                self.compare_workers()
+            if self.opts.metrics_compare:
+                compare.metrics_compare(self, self.opts.baseline_checkout, self.opts.rounds)
+            else:
+                self.measure_all()
         finally:
             for managed in (self.server, self.noop, self.sql_noop):
                 if managed is not None:
@@ -174,11 +170,25 @@ class Harness:
         print(f"\nJSON: {path}\ntotal {self.report['total_seconds']} s")
         return 1 if self.report["problems"] else 0
 
+    def measure_all(self) -> None:
+        for scenario in self.plan():
+            for concurrency in self.opts.concurrency:
+                if (scenario.name, concurrency) in SKIP:
+                    self.report["notes"].append(
+                        f"{scenario.name} x{concurrency} skipped: "
+                        f"{SKIP[(scenario.name, concurrency)]}"
+                    )
+                    continue
+                self.measure_row(scenario, concurrency)
+        if self.opts.workers_compare and not self.opts.quick:
+            self.compare_workers()
+
     def log(self, message: str) -> None:
         print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
     def plan(self) -> list[Scenario]:
         names = self.opts.scenarios or (QUICK if self.opts.quick else [s.name for s in CATALOG])
+        names = ["GetArticle"] if self.opts.metrics_compare else names
         chosen = [s for s in CATALOG if s.name in names]
         if "claim" in {s.client for s in chosen} and not dataset.competitors_served():
             self.log("ClaimDueCompetitors skipped: CompetitorsService is not served")

@@ -30,16 +30,22 @@ CHECKOUT = {"dir": REPO, "python": sys.executable}
 
 
 def use_checkout(directory: Path) -> None:
+    CHECKOUT.update(checkout_of(directory))
+
+
+def server_command(*argv: str, checkout: dict | None = None) -> tuple[list[str], Path]:
+    """argv and cwd to run `python -m server ...` of the measured checkout (or `checkout`)."""
+    checkout = checkout or CHECKOUT
+    return [checkout["python"], "-m", "server", *argv], checkout["dir"]
+
+
+def checkout_of(directory: Path) -> dict:
+    """{"dir", "python"} of another blogstore checkout with a .venv."""
     directory = directory.resolve()
     python = directory / ".venv" / "bin" / "python"
     if not (directory / "server" / "app.py").exists() or not python.exists():
         raise SystemExit(f"{directory} is not a blogstore checkout with a .venv (uv sync there)")
-    CHECKOUT.update(dir=directory, python=str(python))
-
-
-def server_command(*argv: str) -> tuple[list[str], Path]:
-    """argv and cwd to run `python -m server ...` of the measured checkout."""
-    return [CHECKOUT["python"], "-m", "server", *argv], CHECKOUT["dir"]
+    return {"dir": directory, "python": str(python)}
 
 
 def free_port() -> int:
@@ -100,25 +106,37 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], port: int, cwd: Path
 
 
 def start_server(
-    database_url: str, *, workers: int = 1, key: str | None = None, page_secret: str | None = None
+    database_url: str,
+    *,
+    workers: int = 1,
+    key: str | None = None,
+    page_secret: str | None = None,
+    metrics: bool = True,
+    checkout: dict | None = None,
 ) -> Managed:
-    """`python -m server serve --port P` on the bench database, with a service key."""
+    """`python -m server serve --port P` on the bench database, with a service key.
+
+    As deployed by default: metrics on (on a free port), tracing off (no OTEL_* variable).
+    """
     port = free_port()
     key = key or secrets.token_urlsafe(24)[:32]
+    inherited = ("BLOGSTORE_", "DATABASE_", "OTEL_", "PROMETHEUS_")
     env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("BLOGSTORE_", "DATABASE_"))},
+        **{k: v for k, v in os.environ.items() if not k.startswith(inherited)},
         "DATABASE_URL": database_url,
+        "BLOGSTORE_METRICS_PORT": str(free_port()) if metrics else "0",
         "BLOGSTORE_SERVICE_KEYS": f"bench:{key}",
         "BLOGSTORE_LOG_LEVEL": "WARNING",
         "BLOGSTORE_SHUTDOWN_GRACE_SECONDS": "2",
         # Page tokens must survive a restart (workers 1 -> 2) and be valid on every worker.
         "BLOGSTORE_PAGE_TOKEN_SECRET": page_secret or "bench-page-token-secret",
     }
-    if CHECKOUT["dir"] != REPO:
+    if (checkout or CHECKOUT)["dir"] != REPO:
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave the other checkout untouched
     argv, cwd = server_command(
-        "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)
-    )
+        "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        checkout=checkout,
+    )  # fmt: skip
     server = _spawn(f"server-w{workers}", argv, env, port, cwd)
     server.key, server.workers = key, workers
     try:

@@ -1,0 +1,131 @@
+"""`python -m bench run --metrics-compare`: what metrics cost GetArticle, side by side.
+
+Two servers of this checkout on one dataset, one with metrics (BLOGSTORE_METRICS_PORT set,
+the default) and one without (0), both with tracing off (no OTEL_* variable); optionally a
+third, the server of a baseline checkout (`--baseline-checkout DIR`, e.g. main before
+telemetry existed), to show that what is off costs nothing. They run together and are
+measured in alternating rounds (A B C, C B A, ...), so that whatever else the shared machine
+does lands on every side alike; a side's calls/s is its calls over its measured seconds.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+from bench.scenarios import BY_CLIENT
+from bench.servers import Managed, checkout_of, start_server
+
+METRICS_LIMIT = 0.95  # metrics on / off, calls/s: at most 5% of the throughput
+ROUNDS = 4
+ON, OFF = "metrics on", "metrics off"
+
+
+def metrics_compare(harness: Any, baseline: Path | None = None, rounds: int | None = None) -> None:
+    rounds = rounds or ROUNDS
+    assert harness.server is not None
+    url, key = harness.url, harness.server.key
+    sides: dict[str, Managed] = {ON: harness.server}  # started with the default: metrics on
+    extra = [start_server(url, key=key, metrics=False)]
+    sides[OFF] = extra[0]
+    if baseline is not None:
+        extra.append(start_server(url, key=key, metrics=False, checkout=checkout_of(baseline)))
+        sides[f"baseline {baseline.resolve().name}"] = extra[-1]
+    scenario = BY_CLIENT["get"]
+    try:
+        for concurrency in harness.opts.concurrency:
+            runs: dict[str, list[dict]] = {name: [] for name in sides}
+            names = list(sides)
+            for r in range(rounds):
+                for name in names if r % 2 == 0 else names[::-1]:
+                    harness.log(f"GetArticle x{concurrency}, {name} (round {r + 1}/{rounds})")
+                    summary = harness.measure("grpc", sides[name], scenario, concurrency, 1)
+                    runs[name].append(summary)
+            result = {
+                "concurrency": concurrency,
+                "rounds": rounds,
+                "duration": harness.opts.duration,
+                "sides": {name: merge(s, harness.opts.duration) for name, s in runs.items()},
+            }
+            judge(harness.report, result)
+            harness.report.setdefault("metrics_compare", []).append(result)
+    finally:
+        for managed in extra:
+            managed.stop()
+
+
+def merge(summaries: list[dict], duration: float) -> dict:
+    """One side over its rounds: total calls / total seconds; medians of the rest."""
+
+    def median(key: str) -> float | None:
+        values = [s[key] for s in summaries if s.get(key) is not None]
+        return statistics.median(values) if values else None
+
+    return {
+        "ok": sum(s["ok"] for s in summaries),
+        "errors": sum(sum(s["errors"].values()) for s in summaries),
+        "calls_per_s": sum(s["ok"] for s in summaries) / (duration * len(summaries)),
+        "rounds_calls_per_s": [round(s["calls_per_s"], 1) for s in summaries],
+        "p50_ms": median("p50_ms"),
+        "p95_ms": median("p95_ms"),
+        "server_cpu_ms_per_call": median("server_cpu_ms_per_call"),
+        "other_cpu_pct": median("other_cpu_pct"),
+    }
+
+
+def judge(report: dict, result: dict) -> None:
+    sides, c = result["sides"], result["concurrency"]
+    on, off = sides[ON], sides[OFF]
+    ratio = on["calls_per_s"] / off["calls_per_s"] if off["calls_per_s"] else 0.0
+    result["on_vs_off"] = ratio
+    # Each round measures the sides back to back: their ratio within a round is less exposed
+    # to what the rest of the machine did over minutes.
+    paired = [
+        a / b for a, b in zip(on["rounds_calls_per_s"], off["rounds_calls_per_s"], strict=True) if b
+    ]
+    result["on_vs_off_round_median"] = statistics.median(paired) if paired else None
+    verdict = "met" if ratio >= METRICS_LIMIT else "NOT MET"
+    report["notes"].append(
+        f"GetArticle x{c}: metrics on / off = {ratio:.3f} (limit >= {METRICS_LIMIT}: {verdict}); "
+        f"{on['calls_per_s']:.0f} vs {off['calls_per_s']:.0f} calls/s; median of the rounds' "
+        f"ratios {result['on_vs_off_round_median'] or 0:.3f}"
+    )
+    for name, side in sides.items():
+        if name.startswith("baseline") and side["calls_per_s"]:
+            result["off_vs_baseline"] = off["calls_per_s"] / side["calls_per_s"]
+            report["notes"].append(
+                f"GetArticle x{c}: metrics off / {name} = {result['off_vs_baseline']:.3f} "
+                f"({off['calls_per_s']:.0f} vs {side['calls_per_s']:.0f} calls/s)"
+            )
+    if ratio < METRICS_LIMIT:
+        report["problems"].append(f"GetArticle x{c}: metrics cost more than 5% ({ratio:.3f})")
+    if any(side["errors"] for side in sides.values()):
+        report["problems"].append(f"GetArticle x{c}: errors in the metrics comparison")
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "| in flight | side | calls/s | per round | p50 ms | p95 ms | server CPU ms/call "
+        "| other CPU % | on / off |",
+        "|--:|---|--:|---|--:|--:|--:|--:|--:|",
+    ]
+    for result in report.get("metrics_compare", []):
+        for name, s in result["sides"].items():
+            ratio = ""
+            if name == ON:
+                ratio = f"**{result['on_vs_off']:.3f}**"
+                if result.get("on_vs_off_round_median"):
+                    ratio += f" (rounds: {result['on_vs_off_round_median']:.3f})"
+            lines.append(
+                f"| {result['concurrency']} | {name} | {s['calls_per_s']:.1f} "
+                f"| {', '.join(f'{x:.0f}' for x in s['rounds_calls_per_s'])} "
+                f"| {_m(s['p50_ms'])} | {_m(s['p95_ms'])} "
+                f"| {_m(s['server_cpu_ms_per_call'], '.3f')} | {_m(s['other_cpu_pct'], '.0f')} "
+                f"| {ratio} |"
+            )
+    return "\n".join(lines)
+
+
+def _m(value: float | None, fmt: str = ".2f") -> str:
+    return "-" if value is None else format(value, fmt)
