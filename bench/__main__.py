@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument(
         "--metrics-compare",
         action="store_true",
-        help="only GetArticle, metrics on vs off (tracing off), in alternating rounds; "
+        help="only GetArticle, metrics on vs off (tracing off), in rotating rounds; "
         "prints on/off beside the limit 0.95",
     )
     run.add_argument(
@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         help="with --metrics-compare: also measure this checkout's server (e.g. main)",
     )
     run.add_argument(
-        "--rounds", type=int, help="with --metrics-compare: alternating rounds (default 4)"
+        "--rounds", type=int, help="with --metrics-compare: rotating rounds (default 4)"
     )
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
     run.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)

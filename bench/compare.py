@@ -4,8 +4,8 @@ Two servers of this checkout on one dataset, one with metrics (BLOGSTORE_METRICS
 the default) and one without (0), both with tracing off (no OTEL_* variable); optionally a
 third, the server of a baseline checkout (`--baseline-checkout DIR`, e.g. main before
 telemetry existed), to show that what is off costs nothing. They run together and are
-measured in alternating rounds (A B C, C B A, ...), so that whatever else the shared machine
-does lands on every side alike; a side's calls/s is its calls over its measured seconds.
+measured in rotating rounds (A B C, B C A, C A B, ...), so that whatever else the shared
+machine does lands on every side alike; a side's calls/s is its calls over its measured seconds.
 """
 
 from __future__ import annotations
@@ -26,19 +26,24 @@ def metrics_compare(harness: Any, baseline: Path | None = None, rounds: int | No
     rounds = rounds or ROUNDS
     assert harness.server is not None
     url, key = harness.url, harness.server.key
-    sides: dict[str, Managed] = {ON: harness.server}  # started with the default: metrics on
-    extra = [start_server(url, key=key, metrics=False)]
-    sides[OFF] = extra[0]
+    # Fresh servers with the same history (the harness's own one prepared the requests).
+    sides: dict[str, Managed] = {
+        ON: start_server(url, key=key, metrics=True),
+        OFF: start_server(url, key=key, metrics=False),
+    }
     if baseline is not None:
-        extra.append(start_server(url, key=key, metrics=False, checkout=checkout_of(baseline)))
-        sides[f"baseline {baseline.resolve().name}"] = extra[-1]
+        sides[f"baseline {baseline.resolve().name}"] = start_server(
+            url, key=key, metrics=False, checkout=checkout_of(baseline)
+        )
     scenario = BY_CLIENT["get"]
     try:
         for concurrency in harness.opts.concurrency:
             runs: dict[str, list[dict]] = {name: [] for name in sides}
             names = list(sides)
             for r in range(rounds):
-                for name in names if r % 2 == 0 else names[::-1]:
+                # A Latin square: each side takes each place in the order equally often.
+                shift = r % len(names)
+                for name in names[shift:] + names[:shift]:
                     harness.log(f"GetArticle x{concurrency}, {name} (round {r + 1}/{rounds})")
                     summary = harness.measure("grpc", sides[name], scenario, concurrency, 1)
                     runs[name].append(summary)
@@ -51,7 +56,7 @@ def metrics_compare(harness: Any, baseline: Path | None = None, rounds: int | No
             judge(harness.report, result)
             harness.report.setdefault("metrics_compare", []).append(result)
     finally:
-        for managed in extra:
+        for managed in sides.values():
             managed.stop()
 
 

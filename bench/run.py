@@ -74,7 +74,7 @@ class Options:
     output: Path | None = None
     metrics_compare: bool = False  # only GetArticle, metrics on vs off (bench/compare.py)
     baseline_checkout: Path | None = None  # a third side for metrics_compare
-    rounds: int | None = None  # metrics_compare's alternating rounds
+    rounds: int | None = None  # metrics_compare's rotating rounds
 
 
 def machine_info() -> dict:
