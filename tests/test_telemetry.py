@@ -449,6 +449,7 @@ def test_two_workers_are_scraped_as_one_server(database_url, tmp_path: Path):
         assert value(metrics, "blogstore_db_pool_wait_seconds_count") >= calls
         assert "blogstore_db_pool_timeouts" in metrics
         assert value(metrics, "blogstore_health_serving", service="") == 1
+        assert value(metrics, "blogstore_health_serving", service="liveness") == 1
         assert value(metrics, "blogstore_health_serving", service="blogstore.v1.UsersService") == 1
         assert value(metrics, "blogstore_watchers_open") == 0
         assert value(metrics, "blogstore_batch_slots") == 2 * 2  # per worker, summed
