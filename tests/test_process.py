@@ -169,6 +169,7 @@ def test_embedded_database_keeps_users_across_restarts(tmp_path: Path):
         for k, v in os.environ.items()
         if not k.startswith("BLOGSTORE_") and k != "DATABASE_URL"
     }
+    env["BLOGSTORE_METRICS_PORT"] = "0"  # no fixed port in tests
     data_dir = str(tmp_path / "data")
     admin = blogstore(
         "create-admin",
