@@ -155,7 +155,7 @@ def test_a_stream_is_logged_when_it_ends_with_its_request_id(target, account, ca
 
         # Refused before it starts: the error carries the id too.
         stream = stub.WatchPipeline(
-            pipelines_pb2.WatchPipelineRequest(id=str(pipeline.id[:-1] + "0")),
+            pipelines_pb2.WatchPipelineRequest(id=str(uuid.uuid4())),
             metadata=bearer(account.token, ("x-request-id", "watch-nf")),
             timeout=30,
         )
@@ -341,7 +341,7 @@ def test_one_span_per_rpc_with_its_sql_spans_under_it_in_the_callers_trace(
         trace_id, _, traceparent = _traceparent()
         with pytest.raises(grpc.RpcError):
             stub.GetArticle(
-                articles_pb2.GetArticleRequest(id=str(article.id[:-1] + "0")),
+                articles_pb2.GetArticleRequest(id=str(uuid.uuid4())),
                 metadata=bearer(account.token, traceparent),
             )
         server, _ = _trace(spans, trace_id, "/blogstore.v1.ArticlesService/GetArticle")
