@@ -79,7 +79,7 @@ ENV PATH=/app/.venv/bin:$PATH \
     BLOGSTORE_LOG_FORMAT=json \
     BLOGSTORE_DATA_DIR=/var/lib/blogstore
 
-EXPOSE 50051
+EXPOSE 50051 9464
 
 USER 10001:10001
 
