@@ -26,17 +26,16 @@ def metrics_compare(harness: Any, baseline: Path | None = None, rounds: int | No
     rounds = rounds or ROUNDS
     assert harness.server is not None
     url, key = harness.url, harness.server.key
-    # Fresh servers with the same history (the harness's own one prepared the requests).
-    sides: dict[str, Managed] = {
-        ON: start_server(url, key=key, metrics=True),
-        OFF: start_server(url, key=key, metrics=False),
-    }
-    if baseline is not None:
-        sides[f"baseline {baseline.resolve().name}"] = start_server(
-            url, key=key, metrics=False, checkout=checkout_of(baseline)
-        )
     scenario = BY_CLIENT["get"]
+    sides: dict[str, Managed] = {}
     try:
+        # Fresh servers with the same history (the harness's own one prepared the requests).
+        sides[ON] = start_server(url, key=key, metrics=True)
+        sides[OFF] = start_server(url, key=key, metrics=False)
+        if baseline is not None:
+            sides[f"baseline {baseline.resolve().name}"] = start_server(
+                url, key=key, metrics=False, checkout=checkout_of(baseline)
+            )
         for concurrency in harness.opts.concurrency:
             runs: dict[str, list[dict]] = {name: [] for name in sides}
             names = list(sides)

@@ -464,7 +464,9 @@ def test_two_workers_are_scraped_as_one_server(database_url, tmp_path: Path):
         assert process.wait(timeout=60) == 0, "".join(lines)
         assert list(metrics_dir.iterdir()) == [], "the values outlived the server"
     finally:
-        if process.poll() is None:
+        if process.poll() is None:  # a failed test: the workers must not outlive it
+            for child in psutil.Process(process.pid).children(recursive=True):
+                child.kill()
             process.kill()
 
 
