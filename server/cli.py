@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.commands import backup as backup_commands
 from server.commands import import_json as import_json_commands
 from server.commands import retention as retention_commands
 from server.logs import configure_logging
@@ -140,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
         help="name to check the server's certificate against (default: localhost)",
     )
     check.set_defaults(command=healthcheck_command)
+    backup_commands.register(commands)
     retention_commands.register(commands)
     import_json_commands.register(commands)
     return parser

@@ -136,6 +136,10 @@ class Settings(BaseSettings):
     retention_competitor_article_days: int = Field(180, ge=0, le=36_500)
     retention_batch_size: int = Field(1000, ge=1, le=100_000)
     retention_lock_timeout_ms: int = Field(200, ge=1, le=60_000)
+    backup_dir: Path | None = None  # None: <data_dir>/backups (see backup_directory)
+    backup_keep_hourly: int = Field(48, ge=0, le=100_000)
+    backup_keep_daily: int = Field(14, ge=0, le=100_000)
+    backup_keep_weekly: int = Field(8, ge=0, le=100_000)
 
     @field_validator("service_keys", mode="before")
     @classmethod
@@ -151,6 +155,10 @@ class Settings(BaseSettings):
     @property
     def pool_size(self) -> int:
         return self.db_pool_size or self.threads
+
+    @property
+    def backup_directory(self) -> Path:
+        return self.backup_dir or self.data_dir / "backups"
 
     @property
     def default_monthly_cost_limit_micros(self) -> int:
