@@ -87,7 +87,7 @@ def _run(name: str, command: Command) -> Command:
             return command(args, settings)
         except BackupError as error:
             message = str(error)
-        except (psycopg2.OperationalError, exc.OperationalError) as error:
+        except (psycopg2.Error, exc.DBAPIError) as error:  # unreachable, not allowed, ...
             cause = getattr(error, "orig", None) or error
             message = f"database error: {str(cause).strip().splitlines()[0]}"
         print(f"blogstore {name}: FAILED: {message}", file=sys.stderr)

@@ -93,6 +93,8 @@ def locate(path: Path) -> Backup:
             raise BackupError(f"{dump}: no manifest beside it ({manifest.name}): incomplete backup")
         raise BackupError(f"{path}: no such backup")
     loaded = Manifest.load(manifest)
+    if not loaded.file or Path(loaded.file).name != loaded.file:
+        raise BackupError(f"{manifest}: names no dump file in its own directory")
     return Backup(manifest.with_name(loaded.file), loaded)
 
 

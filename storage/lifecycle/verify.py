@@ -15,7 +15,7 @@ from pathlib import Path
 
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import create_engine, inspect, select
+from sqlalchemy import create_engine, exc, inspect, select
 from sqlalchemy.orm import Session
 
 from storage import migrate
@@ -143,8 +143,15 @@ def scratch_database(url: str) -> Iterator[str]:
     name = f"blogstore_verify_{uuid.uuid4().hex[:12]}"
     engine = create_engine(normalize_url(url), isolation_level="AUTOCOMMIT")
     try:
-        with engine.connect() as conn:
-            conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        try:
+            with engine.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        except exc.DBAPIError as error:
+            first = str(error.orig).strip().splitlines()[0]
+            raise BackupError(
+                f"cannot create the scratch database {name} ({first}): verify restores into "
+                "one on the same server, so the database user needs CREATEDB"
+            ) from None
         try:
             yield normalize_url(url).set(database=name).render_as_string(hide_password=False)
         finally:
