@@ -140,6 +140,7 @@ class Settings(BaseSettings):
     backup_keep_hourly: int = Field(48, ge=0, le=100_000)
     backup_keep_daily: int = Field(14, ge=0, le=100_000)
     backup_keep_weekly: int = Field(8, ge=0, le=100_000)
+    backup_compression: int = Field(1, ge=0, le=9)  # gzip level of pg_dump -Fc
 
     @field_validator("service_keys", mode="before")
     @classmethod

@@ -120,7 +120,7 @@ def test_backup_under_write_load_restores_exactly_the_snapshot(
     try:
         wait_for(30)
         began = time.monotonic()
-        backup = take_backup(database_url, tmp_path / "backups", embedded=False)
+        backup = take_backup(database_url, tmp_path / "backups", embedded=False, compression=1)
         ended = time.monotonic()
         wait_for(len(acked) + 30)
     finally:
@@ -152,12 +152,13 @@ def test_backup_under_write_load_restores_exactly_the_snapshot(
 
 
 def test_the_manifest_describes_the_dump(database_url, tmp_path):
-    backup = take_backup(database_url, tmp_path, embedded=False)
+    backup = take_backup(database_url, tmp_path, embedded=False, compression=1)
     on_disk = Manifest.load(backup.manifest_path)
     assert on_disk == backup.manifest
     assert on_disk.size == backup.dump.stat().st_size and len(on_disk.sha256) == 64
     assert on_disk.alembic_revision == ",".join(sorted(migrate.head_revisions()))
-    assert on_disk.started_at <= on_disk.snapshot_time <= on_disk.finished_at
+    moments = (on_disk.started_at, on_disk.snapshot_time, on_disk.finished_at)
+    assert sorted(moments, key=dt.datetime.fromisoformat) == list(moments)
     assert on_disk.server_version.split()[0].count(".") == 1
     assert {"public.users", "public.articles", "public.alembic_version"} <= set(on_disk.row_counts)
     assert oct(backup.dump.stat().st_mode & 0o777) == oct(0o600)  # holds password hashes
@@ -176,13 +177,14 @@ def test_an_interrupted_backup_leaves_no_file_under_a_final_name(
 
     monkeypatch.setattr(pgtools, "run", dump_then_die)
     with pytest.raises(KeyboardInterrupt):
-        take_backup(database_url, tmp_path, embedded=False)
+        take_backup(database_url, tmp_path, embedded=False, compression=1)
     assert list(tmp_path.iterdir()) == []
 
 
 @pytest.fixture(scope="module")
 def module_backup(database_url, tmp_path_factory):
-    return take_backup(database_url, tmp_path_factory.mktemp("backup"), embedded=False)
+    directory = tmp_path_factory.mktemp("backup")
+    return take_backup(database_url, directory, embedded=False, compression=1)
 
 
 def damaged_copy(backup, directory: Path, damage) -> Path:
@@ -217,7 +219,7 @@ def test_a_truncated_dump_fails_verify_before_any_restore(
     dump = damaged_copy(module_backup, tmp_path / "damaged", lambda data: data[:-1000])
     scratch_before = scratch_databases(pg_admin_url)
     with pytest.raises(BackupError) as caught:
-        verify(dump, database_url, embedded=False)
+        verify(dump, database_url, embedded=False, compression=1)
     size = module_backup.manifest.size
     assert str(caught.value) == (
         f"{dump.name}: size {size - 1000:,} bytes, the manifest says {size:,}: "
@@ -235,14 +237,14 @@ def test_a_count_differing_from_the_manifest_fails_and_the_scratch_database_is_d
     (tmp_path / "copy" / module_backup.manifest_path.name).write_text(json.dumps(manifest))
     scratch_before = scratch_databases(pg_admin_url)
     with pytest.raises(BackupError, match=r"table public.users: \d+ rows restored, the manifest"):
-        verify(dump, database_url, embedded=False)
+        verify(dump, database_url, embedded=False, compression=1)
     assert scratch_databases(pg_admin_url) == scratch_before
 
 
 def test_a_dump_without_its_manifest_is_incomplete(module_backup, database_url, tmp_path):
     shutil.copy(module_backup.dump, tmp_path / module_backup.dump.name)
     with pytest.raises(BackupError, match="no manifest beside it .*: incomplete backup"):
-        verify(tmp_path / module_backup.dump.name, database_url, embedded=False)
+        verify(tmp_path / module_backup.dump.name, database_url, embedded=False, compression=1)
 
 
 def test_restore_refuses_a_non_empty_database_unless_forced(
@@ -275,14 +277,14 @@ def test_a_backup_of_an_older_schema_is_migrated_to_head(pg_admin_url, fresh_dat
         "INSERT INTO users (email, username, password_hash) "
         "VALUES ('old@example.com', 'old', 'x') RETURNING id::text",
     )
-    backup = take_backup(source, tmp_path, embedded=False)
+    backup = take_backup(source, tmp_path, embedded=False, compression=1)
     assert backup.manifest.alembic_revision == older
 
-    report = verify(backup.dump, source, embedded=False)
+    report = verify(backup.dump, source, embedded=False, compression=1)
     assert report.migrated_from == older and report.read["users"] == 1
 
     target = fresh_database()
-    restored = restore(backup.dump, target, embedded=False)
+    restored = restore(backup.dump, target, embedded=False, compression=1)
     assert restored.migrated_from == older
     assert query(target, "SELECT version_num FROM alembic_version") == [(head,)]
     assert query(target, "SELECT id::text FROM users") == [(user_id,)]

@@ -117,7 +117,9 @@ def backup_command(args: argparse.Namespace, settings: Settings) -> int:
     from storage.lifecycle.backup import take_backup
 
     url, embedded = _target(settings)
-    backup = take_backup(url, settings.backup_directory, embedded=embedded)
+    backup = take_backup(
+        url, settings.backup_directory, embedded=embedded, compression=settings.backup_compression
+    )
     m = backup.manifest
     seconds = (dt.datetime.fromisoformat(m.finished_at) - m.started).total_seconds()
     print(f"backup: {backup.dump}")
@@ -223,8 +225,8 @@ def restore_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _size(size: int) -> str:
     value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
-    return f"{size} B"
+    return f"{value:.2f} GiB"
