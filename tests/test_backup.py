@@ -361,6 +361,9 @@ def test_prune_removes_what_the_policy_does_not_keep_and_dead_partials(tmp_path)
     # Kept: the newest two hours; the newest of today is among them.
     assert len(left) == 2 and len(removed) == 4 + 1
     assert not dead.exists() and running.exists()
+    listed = cli("backup", "list", "--backup-dir", tmp_path, database_url="postgresql:///x", **env)
+    assert listed.stdout.splitlines()[0] == f"2 backup(s) in {tmp_path}"
+    assert "prunable" not in listed.stdout
 
 
 def test_choosing_a_pg_dump_for_the_server():
