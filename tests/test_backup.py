@@ -219,7 +219,7 @@ def test_a_truncated_dump_fails_verify_before_any_restore(
     dump = damaged_copy(module_backup, tmp_path / "damaged", lambda data: data[:-1000])
     scratch_before = scratch_databases(pg_admin_url)
     with pytest.raises(BackupError) as caught:
-        verify(dump, database_url, embedded=False, compression=1)
+        verify(dump, database_url, embedded=False)
     size = module_backup.manifest.size
     assert str(caught.value) == (
         f"{dump.name}: size {size - 1000:,} bytes, the manifest says {size:,}: "
@@ -237,14 +237,14 @@ def test_a_count_differing_from_the_manifest_fails_and_the_scratch_database_is_d
     (tmp_path / "copy" / module_backup.manifest_path.name).write_text(json.dumps(manifest))
     scratch_before = scratch_databases(pg_admin_url)
     with pytest.raises(BackupError, match=r"table public.users: \d+ rows restored, the manifest"):
-        verify(dump, database_url, embedded=False, compression=1)
+        verify(dump, database_url, embedded=False)
     assert scratch_databases(pg_admin_url) == scratch_before
 
 
 def test_a_dump_without_its_manifest_is_incomplete(module_backup, database_url, tmp_path):
     shutil.copy(module_backup.dump, tmp_path / module_backup.dump.name)
     with pytest.raises(BackupError, match="no manifest beside it .*: incomplete backup"):
-        verify(tmp_path / module_backup.dump.name, database_url, embedded=False, compression=1)
+        verify(tmp_path / module_backup.dump.name, database_url, embedded=False)
 
 
 def test_restore_refuses_a_non_empty_database_unless_forced(
@@ -280,11 +280,11 @@ def test_a_backup_of_an_older_schema_is_migrated_to_head(pg_admin_url, fresh_dat
     backup = take_backup(source, tmp_path, embedded=False, compression=1)
     assert backup.manifest.alembic_revision == older
 
-    report = verify(backup.dump, source, embedded=False, compression=1)
+    report = verify(backup.dump, source, embedded=False)
     assert report.migrated_from == older and report.read["users"] == 1
 
     target = fresh_database()
-    restored = restore(backup.dump, target, embedded=False, compression=1)
+    restored = restore(backup.dump, target, embedded=False)
     assert restored.migrated_from == older
     assert query(target, "SELECT version_num FROM alembic_version") == [(head,)]
     assert query(target, "SELECT id::text FROM users") == [(user_id,)]
