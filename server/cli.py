@@ -10,10 +10,11 @@ import multiprocessing.connection
 import signal
 import sys
 import threading
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.commands import add_data_dir_option, database_url
 from server.commands import backup as backup_commands
+from server.commands import healthcheck as healthcheck_commands
 from server.commands import import_json as import_json_commands
 from server.commands import retention as retention_commands
 from server.logs import configure_logging
@@ -67,23 +68,15 @@ def _parser() -> argparse.ArgumentParser:
         required=True, metavar="COMMAND", help="`blogstore COMMAND --help` lists its options"
     )
 
-    def database_options(command: argparse.ArgumentParser) -> None:
-        command.add_argument(
-            "--data-dir",
-            type=Path,
-            help="embedded PostgreSQL data directory when DATABASE_URL is unset "
-            "(env BLOGSTORE_DATA_DIR, default $XDG_DATA_HOME/blogstore)",
-        )
-
     serve = commands.add_parser("serve", help="run the gRPC server")
-    database_options(serve)
+    add_data_dir_option(serve)
     serve.add_argument("--host", help="bind address (env BLOGSTORE_HOST, default [::])")
     serve.add_argument("--port", type=int, help="port (env BLOGSTORE_PORT, default 50051)")
     serve.add_argument("--workers", type=int, help="processes (env BLOGSTORE_WORKERS, default 1)")
     serve.set_defaults(command=serve_command)
 
     migrate = commands.add_parser("migrate", help="apply or inspect schema migrations")
-    database_options(migrate)
+    add_data_dir_option(migrate)
     migrate.add_argument(
         "action",
         nargs="?",
@@ -97,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     migrate.set_defaults(command=migrate_command)
 
     admin = commands.add_parser("create-admin", help="create an admin user and print an API key")
-    database_options(admin)
+    add_data_dir_option(admin)
     admin.add_argument("--email", required=True, help="the admin's email address")
     admin.add_argument("--username", required=True, help="the admin's login name")
     admin.add_argument(
@@ -107,40 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     admin.set_defaults(command=create_admin_command)
 
-    check = commands.add_parser("healthcheck", help="exit 0 if the local server is SERVING")
-    check.add_argument("--port", type=int, help="port (env BLOGSTORE_PORT, default 50051)")
-    check.add_argument("--service", default="", help="service name ('' = whole server)")
-    check.add_argument(
-        "--timeout", type=float, default=2.0, help="seconds to wait for the answer (default 2)"
-    )
-    check.add_argument(
-        "--tls",
-        action=argparse.BooleanOptionalAction,
-        help="speak TLS (default: on when BLOGSTORE_TLS_CERT_FILE is set)",
-    )
-    check.add_argument(
-        "--ca-file",
-        type=Path,
-        help="PEM of the CA that signed the server's certificate (default: "
-        "BLOGSTORE_TLS_CLIENT_CA_FILE, else the server's own BLOGSTORE_TLS_CERT_FILE)",
-    )
-    check.add_argument(
-        "--cert-file",
-        type=Path,
-        help="client certificate (PEM) for mutual TLS (default: BLOGSTORE_TLS_CERT_FILE "
-        "when BLOGSTORE_TLS_CLIENT_CA_FILE is set)",
-    )
-    check.add_argument(
-        "--key-file",
-        type=Path,
-        help="private key (PEM) of --cert-file (default: BLOGSTORE_TLS_KEY_FILE "
-        "when BLOGSTORE_TLS_CLIENT_CA_FILE is set)",
-    )
-    check.add_argument(
-        "--server-name",
-        help="name to check the server's certificate against (default: localhost)",
-    )
-    check.set_defaults(command=healthcheck_command)
+    healthcheck_commands.register(commands)
     backup_commands.register(commands)
     retention_commands.register(commands)
     import_json_commands.register(commands)
@@ -171,19 +131,6 @@ def version_string() -> str:
     return f"blogstore {package} (schema {', '.join(sorted(head_revisions()))})"
 
 
-def _database_url(settings: Settings, *, migrate_embedded: bool) -> str:
-    """DATABASE_URL as given, or the embedded server's URL (migrated to head on request)."""
-    if settings.database_url:
-        return settings.database_url.get_secret_value()
-    from storage import migrate
-    from storage.engine import start_embedded
-
-    url = start_embedded(settings.data_dir)
-    if migrate_embedded:
-        migrate.upgrade(url)
-    return url
-
-
 def serve_command(args: argparse.Namespace, settings: Settings) -> int:
     if settings.workers > 1 and settings.port == 0:
         raise SystemExit("--workers > 1 needs a fixed --port")
@@ -191,7 +138,7 @@ def serve_command(args: argparse.Namespace, settings: Settings) -> int:
 
     stop = _stop_on_signals()  # first: a SIGTERM during start-up still ends in an orderly stop
     certificate_files(settings)  # bad TLS settings or files stop it here, before any worker
-    settings = settings.replace(database_url=_database_url(settings, migrate_embedded=True))
+    settings = settings.replace(database_url=database_url(settings, migrate_embedded=True))
     # Before any process defines a metric: the metrics directory (server/telemetry/exporter.py).
     with _metrics(settings) as metrics:
         if settings.workers == 1:
@@ -306,7 +253,7 @@ def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
     from storage import migrate
     from storage.engine import normalize_url
 
-    url = _database_url(settings, migrate_embedded=False)
+    url = database_url(settings, migrate_embedded=False)
     if args.action == "upgrade":
         migrate.upgrade(url, args.revision or "head")
     elif args.action == "downgrade":
@@ -330,7 +277,7 @@ def create_admin_command(args: argparse.Namespace, settings: Settings) -> int:
     password = (
         sys.stdin.readline().rstrip("\n") if args.password_stdin else secrets.token_urlsafe(32)
     )
-    url = _database_url(settings, migrate_embedded=True)
+    url = database_url(settings, migrate_embedded=True)
     try:
         user_id, api_key = create_admin(
             url, settings, email=args.email, username=args.username, password=password
@@ -341,64 +288,6 @@ def create_admin_command(args: argparse.Namespace, settings: Settings) -> int:
     print(f"created admin {args.username} <{args.email}> with id {user_id}; its API key:")
     print(api_key)
     return 0
-
-
-def _healthcheck_tls(args: argparse.Namespace, settings: Settings) -> dict[str, object] | None:
-    """client.connect's TLS arguments, defaulting from the server's own BLOGSTORE_TLS_* files,
-    so a probe run beside the server needs no flags; None for plaintext."""
-    from server.config import ConfigError
-    from server.tls import read_pem
-
-    given = (args.ca_file, args.cert_file, args.key_file, args.server_name)
-    tls = args.tls if args.tls is not None else bool(settings.tls_cert_file or any(given))
-    if not tls:
-        return None
-    mutual = settings.tls_client_ca_file is not None
-
-    def first(*sources: tuple[str, Path | None]) -> tuple[str, Path] | None:
-        return next(((name, path) for name, path in sources if path is not None), None)
-
-    ca = first(
-        ("--ca-file", args.ca_file),
-        ("BLOGSTORE_TLS_CLIENT_CA_FILE", settings.tls_client_ca_file),
-        ("BLOGSTORE_TLS_CERT_FILE", settings.tls_cert_file),
-    )
-    cert = first(
-        ("--cert-file", args.cert_file),
-        ("BLOGSTORE_TLS_CERT_FILE", settings.tls_cert_file if mutual else None),
-    )
-    key = first(
-        ("--key-file", args.key_file),
-        ("BLOGSTORE_TLS_KEY_FILE", settings.tls_key_file if mutual else None),
-    )
-    if (cert is None) != (key is None):
-        raise ConfigError("--cert-file and --key-file go together")
-    return {
-        "root_certificates": read_pem(*ca) if ca else None,
-        "certificate_chain": read_pem(*cert) if cert else None,
-        "private_key": read_pem(*key, b"PRIVATE KEY-----") if key else None,
-        "server_name": args.server_name,
-    }
-
-
-def healthcheck_command(args: argparse.Namespace, settings: Settings) -> int:
-    import grpc
-    from blogstore import client
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    port = args.port or settings.port
-    tls = _healthcheck_tls(args, settings)
-    with client.connect(f"localhost:{port}", secure=tls is not None, **(tls or {})) as channel:
-        try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
-                health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
-            )
-        except grpc.RpcError as error:
-            print(f"unhealthy: {error.code().name}", file=sys.stderr)
-            return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
-    print(status)
-    return 0 if response.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 if __name__ == "__main__":

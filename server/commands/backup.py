@@ -9,13 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from server.commands import add_data_dir_option, database_url
+
 if TYPE_CHECKING:
     from server.config import Settings
 
-DATA_DIR_HELP = (
-    "embedded PostgreSQL data directory when DATABASE_URL is unset "
-    "(env BLOGSTORE_DATA_DIR, default $XDG_DATA_HOME/blogstore)"
-)
 BACKUP_DIR_HELP = "where backups are kept (env BLOGSTORE_BACKUP_DIR, default <data-dir>/backups)"
 
 
@@ -55,7 +53,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     restore = commands.add_parser(
         "restore", help="restore a backup into an empty database and migrate it to head"
     )
-    restore.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    add_data_dir_option(restore)
     restore.add_argument("file", type=Path, help="the backup's .dump (or .json) file")
     restore.add_argument(
         "--force",
@@ -66,7 +64,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, help=DATA_DIR_HELP)
+    add_data_dir_option(parser)
     parser.add_argument("--backup-dir", type=Path, help=BACKUP_DIR_HELP)
 
 
@@ -98,9 +96,8 @@ def _run(name: str, command: Command) -> Command:
 
 def _target(settings: Settings) -> tuple[str, bool]:
     """(database URL, embedded?) by the same rules as `serve`, without migrating."""
-    from server.cli import _database_url
 
-    return _database_url(settings, migrate_embedded=False), settings.database_url is None
+    return database_url(settings, migrate_embedded=False), settings.database_url is None
 
 
 def _policy(settings: Settings):

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from server.commands import add_data_dir_option, database_url
+
 if TYPE_CHECKING:  # imported when the command runs: `blogstore serve` starts without them
     from server.config import Settings
     from storage.lifecycle.legacy_import import ImportReport
@@ -30,17 +32,11 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--user", required=True, metavar="EMAIL_OR_ID", help="the user who will own the records"
     )
     command.add_argument("--dry-run", action="store_true", help="check everything, write nothing")
-    command.add_argument(
-        "--data-dir",
-        type=Path,
-        help="embedded PostgreSQL data directory when DATABASE_URL is unset "
-        "(env BLOGSTORE_DATA_DIR, default $XDG_DATA_HOME/blogstore)",
-    )
+    add_data_dir_option(command)
     command.set_defaults(command=import_json_command)
 
 
 def import_json_command(args: argparse.Namespace, settings: Settings) -> int:
-    from server.cli import _database_url
     from storage.engine import make_engine
     from storage.errors import NotFound
     from storage.lifecycle.legacy_import import import_legacy
@@ -49,7 +45,7 @@ def import_json_command(args: argparse.Namespace, settings: Settings) -> int:
     if not args.path.exists():
         print(f"import-json: {args.path} does not exist", file=sys.stderr)
         return 2
-    url = _database_url(settings, migrate_embedded=True)
+    url = database_url(settings, migrate_embedded=True)
     db = Database(
         make_engine(url, pool_size=1, application_name="blogstore-import-json"),
         statement_timeout_ms=settings.statement_timeout_ms,

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING
+
+from server.commands import add_data_dir_option, database_url
 
 if TYPE_CHECKING:  # imported when a command runs: `blogstore serve` starts without them
     from server.config import Settings
@@ -27,12 +28,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         choices=("plan", "apply"),
         help="plan (default): count what would go, per policy; apply: delete it",
     )
-    command.add_argument(
-        "--data-dir",
-        type=Path,
-        help="embedded PostgreSQL data directory when DATABASE_URL is unset "
-        "(env BLOGSTORE_DATA_DIR, default $XDG_DATA_HOME/blogstore)",
-    )
+    add_data_dir_option(command)
     command.add_argument(
         "--max-batches",
         type=int,
@@ -57,7 +53,6 @@ def policies(settings: Settings) -> retention.Policies:
 
 
 def retention_command(args: argparse.Namespace, settings: Settings) -> int:
-    from server.cli import _database_url
     from storage.engine import make_engine
     from storage.lifecycle import retention
     from storage.uow import Database
@@ -65,7 +60,7 @@ def retention_command(args: argparse.Namespace, settings: Settings) -> int:
     if args.max_batches is not None and args.max_batches < 1:
         print("retention: --max-batches must be at least 1", file=sys.stderr)
         return 2
-    url = _database_url(settings, migrate_embedded=True)
+    url = database_url(settings, migrate_embedded=True)
     db = Database(
         make_engine(url, pool_size=1, application_name="blogstore-retention"),
         statement_timeout_ms=settings.statement_timeout_ms,
