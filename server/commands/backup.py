@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING
 
 from server.commands import add_data_dir_option, database_url
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when a command runs: `blogstore serve` starts without them
     from server.config import Settings
+    from storage.lifecycle.rotation import Policy
 
 BACKUP_DIR_HELP = "where backups are kept (env BLOGSTORE_BACKUP_DIR, default <data-dir>/backups)"
 
@@ -96,11 +97,10 @@ def _run(name: str, command: Command) -> Command:
 
 def _target(settings: Settings) -> tuple[str, bool]:
     """(database URL, embedded?) by the same rules as `serve`, without migrating."""
-
     return database_url(settings, migrate_embedded=False), settings.database_url is None
 
 
-def _policy(settings: Settings):
+def _policy(settings: Settings) -> Policy:
     from storage.lifecycle.rotation import Policy
 
     return Policy(
