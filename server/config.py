@@ -141,6 +141,14 @@ class Settings(BaseSettings):
     backup_keep_daily: int = Field(14, ge=0, le=100_000)
     backup_keep_weekly: int = Field(8, ge=0, le=100_000)
     backup_compression: int = Field(1, ge=0, le=9)  # gzip level of pg_dump -Fc
+    # Protections (README "Limits and protections").
+    login_max_failures: int = Field(5, ge=1, le=1000)  # failed logins before back-off starts
+    login_backoff_seconds: float = Field(1.0, gt=0, le=3600)  # first wait; doubles per failure
+    login_backoff_max_seconds: float = Field(900.0, gt=0, le=86_400)
+    bcrypt_threads: int = Field(2, ge=1, le=64)  # password hashing pool, apart from requests
+    max_watchers_per_principal: int = Field(0, ge=0, le=100_000)  # 0: 10% of max, at least 5
+    max_batches_per_principal: int = Field(1, ge=1, le=64)
+    max_calls_per_principal: int = Field(0, ge=0, le=1024)  # 0: half the threads, at least 1
 
     @field_validator("service_keys", mode="before")
     @classmethod
@@ -156,6 +164,14 @@ class Settings(BaseSettings):
     @property
     def pool_size(self) -> int:
         return self.db_pool_size or self.threads
+
+    @property
+    def watchers_per_principal(self) -> int:
+        return self.max_watchers_per_principal or max(5, self.max_watchers // 10)
+
+    @property
+    def calls_per_principal(self) -> int:
+        return self.max_calls_per_principal or max(1, self.threads // 2)
 
     @property
     def backup_directory(self) -> Path:
