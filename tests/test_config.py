@@ -152,3 +152,14 @@ def test_the_readme_documents_every_setting_and_nothing_else():
         name for name in documented if name not in declared and not NOT_SETTINGS.fullmatch(name)
     }
     assert extra == set(), "the README documents variables that are not settings"
+
+
+def test_every_readme_code_block_is_closed():
+    """An unclosed fence renders every later block inside out: each opening fence (with or
+    without a language) must meet a bare closing fence before the next one opens."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text().splitlines()
+    fences = [(number, line) for number, line in enumerate(readme, 1) if line.startswith("```")]
+    openings, closings = fences[::2], fences[1::2]
+    assert len(openings) == len(closings), f"unclosed fence at line {openings[-1][0]}"
+    for (opened, _), (closed, line) in zip(openings, closings, strict=True):
+        assert line == "```", f"the block opened at line {opened} is not closed before {closed}"
