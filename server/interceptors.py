@@ -23,11 +23,12 @@ from typing import Any
 
 import grpc
 
+from server import decoding
 from server.auth import Authenticator, bearer_token
 from server.context import set_caller, set_method
 from server.errors import to_status
 from server.telemetry import Telemetry
-from server.validation import reject_nul_characters
+from server.validation import check_request
 from storage.actors import ANONYMOUS, Actor, Caller
 from storage.errors import DomainError, Unauthenticated
 
@@ -40,6 +41,12 @@ REGISTRATION_METHOD = "/blogstore.v1.UsersService/CreateUser"
 REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,100}$")
 _OK = grpc.StatusCode.OK
+_GRPC_TYPES = {  # the metrics' grpc_type label: what the method is, not how it is served
+    "unary_unary": "unary",
+    "unary_stream": "server_stream",
+    "stream_unary": "client_stream",
+    "stream_stream": "bidi_stream",
+}
 
 
 @dataclass(frozen=True)
@@ -83,61 +90,70 @@ class RequestInterceptor(grpc.ServerInterceptor):
         if cached is not None:
             return cached
         handler = continuation(details)
-        if handler is None or method.startswith(OPEN_SERVICE_PREFIXES):
-            return handler
-        rpc = self.telemetry.rpc
-        if handler.unary_unary:
-            wrapped = handler._replace(
-                unary_unary=self._wrap_unary(method, rpc(method, "unary"), handler.unary_unary)
-            )
-        elif handler.unary_stream and getattr(handler.unary_stream, "experimental_non_blocking", 0):
-            behavior = self._wrap_non_blocking(
-                method, rpc(method, "server_stream"), handler.unary_stream
-            )
+        if handler is None:
+            return None
+        if method.startswith(OPEN_SERVICE_PREFIXES):
+            self._handlers[method] = decoding.open_method(handler)
+            return self._handlers[method]
+        kind = decoding.kind_of(handler)
+        behavior, rpc = getattr(handler, kind), self.telemetry.rpc(method, _GRPC_TYPES[kind])
+        read = self._reader(handler)
+        if kind == "unary_stream" and getattr(behavior, "experimental_non_blocking", 0):
             # Not traced by OpenTelemetry's interceptor: its span would end when the handler
             # returns, at once; _wrap_non_blocking keeps its own span open to the stream's end.
-            self._handlers[method] = handler._replace(unary_stream=behavior)
+            wrapped = self._wrap_non_blocking(method, rpc, behavior, read)
+            self._handlers[method] = decoding.as_raw_stream(handler, wrapped)
             return self._handlers[method]
-        elif handler.unary_stream:
-            behavior = self._wrap_stream(method, rpc(method, "server_stream"), handler.unary_stream)
-            wrapped = handler._replace(unary_stream=behavior)
-        elif handler.stream_unary:
-            behavior = self._wrap_unary(method, rpc(method, "client_stream"), handler.stream_unary)
-            wrapped = handler._replace(stream_unary=behavior)
+        if handler.response_streaming:
+            wrapped = self._wrap_stream(method, rpc, behavior, read)
         else:
-            behavior = self._wrap_stream(method, rpc(method, "bidi_stream"), handler.stream_stream)
-            wrapped = handler._replace(stream_stream=behavior)
-        self._handlers[method] = self.telemetry.traced(details, wrapped)
+            wrapped = self._wrap_unary(method, rpc, behavior, read)
+        raw = decoding.as_raw_stream(handler, wrapped)
+        self._handlers[method] = self.telemetry.traced(details, raw)
         return self._handlers[method]
 
+    @staticmethod
+    def _reader(handler: grpc.RpcMethodHandler) -> Callable[[Any], Any]:
+        """Raw request bytes -> the checked request (or stream of them), after the principal."""
+        decode = handler.request_deserializer or (lambda raw: raw)
+        if handler.request_streaming:
+            return lambda requests: decoding.decoded_stream(requests, decode)
+
+        def read(requests: Iterator[bytes]) -> Any:
+            request = decoding.read_one(requests, decode)
+            check_request(request)
+            return request
+
+        return read
+
     def _wrap_unary(
-        self, method: str, rpc: Any, behavior: Callable[..., Any]
+        self, method: str, rpc: Any, behavior: Callable[..., Any], read: Callable[[Any], Any]
     ) -> Callable[..., Any]:
-        def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        def unary(requests: Any, context: grpc.ServicerContext) -> Any:
             call = self._begin(method, rpc, context)
             try:
-                with self._serving(call, context, request):
-                    return behavior(request, context)
+                with self._serving(call, context):
+                    return behavior(read(requests), context)
             finally:
                 self._end(call)
 
         return unary
 
     def _wrap_stream(
-        self, method: str, rpc: Any, behavior: Callable[..., Any]
+        self, method: str, rpc: Any, behavior: Callable[..., Any], read: Callable[[Any], Any]
     ) -> Callable[..., Any]:
-        def stream(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+        def stream(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             call = self._begin(method, rpc, context)
             try:
-                with self._serving(call, context, request):
-                    yield from behavior(request, context)
+                with self._serving(call, context):
+                    yield from behavior(read(requests), context)
             finally:
                 self._end(call)
 
         return stream
 
     def _wrap_non_blocking(
-        self, method: str, rpc: Any, behavior: Callable[..., Any]
+        self, method: str, rpc: Any, behavior: Callable[..., Any], read: Callable[[Any], Any]
     ) -> Callable[..., Any]:
         """A stream whose handler returns at once and sends later (no worker held).
 
@@ -149,7 +165,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
 
         @functools.wraps(behavior)  # keeps experimental_non_blocking for grpcio
         def non_blocking(
-            request: Any, context: grpc.ServicerContext, send_response_callback: Any = None
+            requests: Any, context: grpc.ServicerContext, send_response_callback: Any = None
         ) -> None:
             call = self._begin(method, rpc, context)
             span = token = None
@@ -175,8 +191,8 @@ class RequestInterceptor(grpc.ServerInterceptor):
             if not context.add_callback(finished):
                 finished()  # already over (cancelled before it started)
             try:
-                with self._serving(call, context, request):
-                    behavior(request, context, send)
+                with self._serving(call, context):
+                    behavior(read(requests), context, send)
             finally:
                 if token is not None:
                     tracing.detach(token)
@@ -191,8 +207,9 @@ class RequestInterceptor(grpc.ServerInterceptor):
         return call
 
     @contextlib.contextmanager
-    def _serving(self, call: _Call, context: grpc.ServicerContext, request: Any) -> Iterator[None]:
-        """Principal, input check; every failure leaves through the error table."""
+    def _serving(self, call: _Call, context: grpc.ServicerContext) -> Iterator[None]:
+        """The principal, from metadata alone, before the body is read (the block reads it);
+        every failure leaves through the error table."""
         request_id = call.caller.request_id
         try:
             remaining = context.time_remaining()
@@ -201,11 +218,13 @@ class RequestInterceptor(grpc.ServerInterceptor):
             principal = self._principal(call.method, metadata, request_id, deadline)
             call.caller = Caller(principal, request_id, deadline)
             set_caller(call.caller)
-            reject_nul_characters(request)
             yield
         except GeneratorExit:  # a blocking stream whose client went away
             call.code = grpc.StatusCode.CANCELLED
             raise
+        except grpc.RpcError:  # the call ended while its body was read: nothing to answer
+            call.code = _gone(context)
+            raise  # grpcio knows this one and logs nothing
         except Exception as error:  # noqa: BLE001 - every failure leaves through the table
             status = self._failure_status(call.method, request_id, error)
             call.code = status.code
