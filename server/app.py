@@ -26,6 +26,7 @@ from server.auth import Authenticator
 from server.config import Settings
 from server.health import LIVENESS, SERVING, HealthMonitor, HealthServicer
 from server.interceptors import RequestInterceptor
+from server.limits import max_request_bytes
 from server.paging import PageTokens
 from server.reflection import enable_server_reflection
 from server.services.articles import ArticlesServicer
@@ -106,7 +107,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
             ("grpc.max_connection_age_ms", settings.max_connection_age_seconds * 1000),
             ("grpc.max_connection_age_grace_ms", int(settings.shutdown_grace_seconds * 1000)),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_request_bytes()),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),

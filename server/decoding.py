@@ -44,17 +44,16 @@ def as_raw_stream(
     )
 
 
-def read_one(requests: Iterator[bytes], decode: Callable[[bytes], Any]) -> Any:
-    """The one message of a unary-request call: INVALID_ARGUMENT if it does not decode.
+def read_raw(requests: Iterator[bytes]) -> bytes:
+    """The one message of a unary-request call, undecoded.
 
     grpc.RpcError passes through: the call ended while its body was read (cancelled, past its
     deadline, or over the receive limit); grpcio logs nothing for it.
     """
     try:
-        raw = next(requests)
+        return next(requests)
     except StopIteration:
         raise InvalidArgument({BODY: "the call carried no request message"}) from None
-    return decode_body(raw, decode)
 
 
 def decoded_stream(requests: Iterator[bytes], decode: Callable[[bytes], Any]) -> Iterator[Any]:
@@ -97,7 +96,7 @@ def open_method(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
     @functools.wraps(behavior)
     def unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
         try:
-            request = read_one(requests, decode)
+            request = decode_body(read_raw(requests), decode)
         except InvalidArgument as error:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
         return behavior(request, context)

@@ -27,6 +27,7 @@ from server import decoding
 from server.auth import Authenticator, bearer_token
 from server.context import set_caller, set_method
 from server.errors import to_status
+from server.memory import LARGE_REQUEST_BYTES, Trimmer
 from server.telemetry import Telemetry
 from server.validation import check_request
 from storage.actors import ANONYMOUS, Actor, Caller
@@ -59,7 +60,9 @@ class _Status(grpc.Status):
 class _Call:
     """One call's bookkeeping, from its start to its access-log line."""
 
-    __slots__ = ("method", "rpc", "caller", "code", "started", "trace_id", "ended")
+    __slots__ = (
+        "method", "rpc", "caller", "code", "started", "trace_id", "ended", "request_bytes",
+    )  # fmt: skip
 
     def __init__(self, method: str, rpc: Any, caller: Caller) -> None:
         self.method, self.rpc, self.caller = method, rpc, caller
@@ -67,6 +70,7 @@ class _Call:
         self.started = time.perf_counter()
         self.trace_id: str | None = None
         self.ended = False  # a non-blocking stream sent its end
+        self.request_bytes = 0
 
 
 class RequestInterceptor(grpc.ServerInterceptor):
@@ -81,6 +85,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
         self.allow_registration = allow_registration
         self.telemetry = telemetry or Telemetry()
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+        self._trimmer = Trimmer()
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: Any
@@ -113,47 +118,53 @@ class RequestInterceptor(grpc.ServerInterceptor):
         return self._handlers[method]
 
     @staticmethod
-    def _reader(handler: grpc.RpcMethodHandler) -> Callable[[Any], Any]:
+    def _reader(handler: grpc.RpcMethodHandler) -> Callable[[Any, _Call], Any]:
         """Raw request bytes -> the checked request (or stream of them), after the principal."""
         decode = handler.request_deserializer or (lambda raw: raw)
         if handler.request_streaming:
-            return lambda requests: decoding.decoded_stream(requests, decode)
+            return lambda requests, _call: decoding.decoded_stream(requests, decode)
 
-        def read(requests: Iterator[bytes]) -> Any:
-            request = decoding.read_one(requests, decode)
+        def read(requests: Iterator[bytes], call: _Call) -> Any:
+            try:
+                raw = decoding.read_raw(requests)
+            except grpc.RpcError:  # gone mid-body, perhaps over the limit: buffers were taken
+                call.request_bytes = LARGE_REQUEST_BYTES
+                raise
+            call.request_bytes = len(raw)
+            request = decoding.decode_body(raw, decode)
             check_request(request)
             return request
 
         return read
 
     def _wrap_unary(
-        self, method: str, rpc: Any, behavior: Callable[..., Any], read: Callable[[Any], Any]
+        self, method: str, rpc: Any, behavior: Callable[..., Any], read: Callable[[Any, _Call], Any]
     ) -> Callable[..., Any]:
         def unary(requests: Any, context: grpc.ServicerContext) -> Any:
             call = self._begin(method, rpc, context)
             try:
                 with self._serving(call, context):
-                    return behavior(read(requests), context)
+                    return behavior(read(requests, call), context)
             finally:
                 self._end(call)
 
         return unary
 
     def _wrap_stream(
-        self, method: str, rpc: Any, behavior: Callable[..., Any], read: Callable[[Any], Any]
+        self, method: str, rpc: Any, behavior: Callable[..., Any], read: Callable[[Any, _Call], Any]
     ) -> Callable[..., Any]:
         def stream(requests: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             call = self._begin(method, rpc, context)
             try:
                 with self._serving(call, context):
-                    yield from behavior(read(requests), context)
+                    yield from behavior(read(requests, call), context)
             finally:
                 self._end(call)
 
         return stream
 
     def _wrap_non_blocking(
-        self, method: str, rpc: Any, behavior: Callable[..., Any], read: Callable[[Any], Any]
+        self, method: str, rpc: Any, behavior: Callable[..., Any], read: Callable[[Any, _Call], Any]
     ) -> Callable[..., Any]:
         """A stream whose handler returns at once and sends later (no worker held).
 
@@ -192,7 +203,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
                 finished()  # already over (cancelled before it started)
             try:
                 with self._serving(call, context):
-                    behavior(read(requests), context, send)
+                    behavior(read(requests, call), context, send)
             finally:
                 if token is not None:
                     tracing.detach(token)
@@ -238,6 +249,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
             tracing.current_status(call.code)
             call.trace_id = tracing.trace_id()
         _log_access(call, elapsed)
+        self._trimmer.after(call.request_bytes)
 
     def _principal(
         self, method: str, metadata: Any, request_id: str, deadline: float | None
