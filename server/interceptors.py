@@ -1,8 +1,11 @@
 """The request pipeline around every blogstore RPC: request id, auth, error mapping, access log.
 
 One interceptor does the steps in a fixed order, so that no RPC can skip authentication and
-every failure leaves through the one error table (server/errors.py). Health and reflection
-are open and pass through untouched (and uncounted).
+every failure leaves through the one error table (server/errors.py). Every method is served
+as a request stream of raw bytes (server/decoding.py), so the principal is resolved from the
+metadata alone (`_serving`) before the body is read; then the body is decoded and checked
+(server/validation.check_request). Health and reflection are open and uncounted; their bodies
+are only decoded safely.
 
 Every call answers with its request id in the `x-request-id` trailing metadata, errors and
 streams included, and is counted and logged once, when it ends: a stream when its last message
