@@ -14,7 +14,7 @@ from google.protobuf.struct_pb2 import Struct
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.decoding import BODY
-from server.validation import MAX_STRUCT_DEPTH
+from server.validation import MAX_STRUCT_DEPTH, MAX_TIMESTAMP_SECONDS, MIN_TIMESTAMP_SECONDS
 from tests.request_types import Method, all_methods, fields_of_type, set_at
 
 METHODS = all_methods()
@@ -192,3 +192,18 @@ def test_health_list_answers_anonymous_callers(target) -> None:
         with pytest.raises(grpc.RpcError) as caught:
             bad(b"\x0a\x02\xff\xfe", timeout=5)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(("method", "path"), TIMESTAMP_FIELDS, ids=lambda x: str(x))
+def test_timestamps_at_the_ends_of_the_range_are_no_internal_error(
+    admin_channel, method: Method, path: str
+):
+    call = method.callable(admin_channel)
+    for seconds in (MIN_TIMESTAMP_SECONDS, MAX_TIMESTAMP_SECONDS):
+        request = method.request_class()
+        timestamp, _ = set_at(request, path)
+        timestamp.seconds, timestamp.nanos = seconds, 999_999_999
+        try:
+            call(request, timeout=10)
+        except grpc.RpcError as error:
+            assert error.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
