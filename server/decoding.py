@@ -87,9 +87,10 @@ def open_method(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         @functools.wraps(behavior)  # keeps experimental_thread_pool and the like
         def streaming(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
             try:
-                return behavior(decoded_stream(requests, decode), context)
+                answer = behavior(decoded_stream(requests, decode), context)
             except InvalidArgument as error:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
+            return _guarded(answer, context) if handler.response_streaming else answer
 
         return handler._replace(request_deserializer=None, **{kind: streaming})
 
@@ -102,6 +103,14 @@ def open_method(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         return behavior(request, context)
 
     return as_raw_stream(handler, unary)
+
+
+def _guarded(responses: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Any]:
+    """A response stream whose handler reads requests as it goes (reflection)."""
+    try:
+        yield from responses
+    except InvalidArgument as error:
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
 
 
 def _bad_utf8_field(raw: bytes, descriptor: Descriptor, prefix: str = "", depth: int = 0) -> Any:

@@ -208,3 +208,14 @@ def test_timestamps_at_the_ends_of_the_range_are_no_internal_error(
             call(request, timeout=10)
         except grpc.RpcError as error:
             assert error.code() not in (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN)
+
+
+@pytest.mark.parametrize("version", ["v1", "v1alpha"])
+def test_reflection_refuses_undecodable_requests_without_a_traceback(target, version) -> None:
+    with grpc.insecure_channel(target) as channel:
+        call = channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo"
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            list(call(iter([b"\xff\xff"]), timeout=5))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
