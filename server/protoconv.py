@@ -20,7 +20,9 @@ def timestamp(value: dt.datetime | None) -> Timestamp | None:
 
 
 def datetime_or_none(message: object, field: str) -> dt.datetime | None:
-    """The Timestamp field `field` of `message` as an aware datetime, or None when unset."""
+    """The Timestamp field `field` of `message` as an aware datetime, or None when unset.
+
+    Requests reach servicers with every Timestamp in range (validation.check_request)."""
     if not message.HasField(field):  # type: ignore[attr-defined]
         return None
     return getattr(message, field).ToDatetime(tzinfo=dt.UTC)

@@ -37,7 +37,9 @@ ERROR_DOMAIN = "blogstore"
 """The ``domain`` of the google.rpc.ErrorInfo detail blogstore attaches to its errors."""
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-"""The largest message either side sends or accepts."""
+"""The largest message this client sends or accepts, and the server sends. The server accepts
+requests only up to its receive limit (32 MiB, the largest legitimate request: the README's
+"Limits and protections"); a larger one is RESOURCE_EXHAUSTED."""
 
 IDEMPOTENT_PREFIXES: tuple[str, ...] = ("Get", "List", "Search")
 """Unary methods whose name starts with one of these (at a CamelCase boundary) are retried."""
