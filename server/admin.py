@@ -6,6 +6,7 @@ from blogstore.v1 import users_pb2
 
 from server.config import Settings
 from server.context import set_caller
+from server.login import PasswordHasher, login_throttle
 from server.paging import PageTokens
 from server.services.users import UsersServicer
 from storage.actors import SYSTEM, Caller
@@ -25,7 +26,8 @@ def create_admin(
     servicer = UsersServicer(
         db,
         PageTokens(settings.page_token_secret.get_secret_value()),
-        bcrypt_rounds=settings.bcrypt_rounds,
+        passwords=PasswordHasher(1, settings.bcrypt_rounds),
+        throttle=login_throttle(db, settings),
         token_ttl_seconds=settings.access_token_ttl_seconds,
     )
     set_caller(Caller(SYSTEM))
@@ -41,5 +43,6 @@ def create_admin(
             None,
         )
     finally:
+        servicer.passwords.shutdown()
         db.dispose()
     return user.id, key.api_key

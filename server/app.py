@@ -24,9 +24,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.auth import Authenticator
 from server.config import Settings
+from server.fairness import Shares
 from server.health import LIVENESS, SERVING, HealthMonitor, HealthServicer
 from server.interceptors import RequestInterceptor
 from server.limits import max_request_bytes
+from server.login import PasswordHasher, login_throttle
 from server.paging import PageTokens
 from server.reflection import enable_server_reflection
 from server.services.articles import ArticlesServicer
@@ -55,6 +57,7 @@ class App:
     db: Database
     settings: Settings
     telemetry: Telemetry
+    passwords: PasswordHasher
 
     def start(self) -> None:
         self.server.start()
@@ -70,6 +73,7 @@ class App:
         self.health.stop()
         self.watch_hub.stop()
         self.server.stop(grace).wait()
+        self.passwords.shutdown()
         self.db.dispose()
         self.telemetry.stop()
 
@@ -94,10 +98,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         observe=telemetry.observe_statement,
     )
     page_tokens = PageTokens(settings.page_token_secret.get_secret_value())
+    shares = Shares.from_settings(settings)
+    passwords = PasswordHasher(settings.bcrypt_threads, settings.bcrypt_rounds)
     interceptor = RequestInterceptor(
         Authenticator(db, settings.service_keys),
         allow_registration=settings.allow_registration,
         telemetry=telemetry,
+        calls=shares.calls,
     )
     server = grpc.server(
         ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
@@ -117,7 +124,8 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         UsersServicer(
             db,
             page_tokens,
-            bcrypt_rounds=settings.bcrypt_rounds,
+            passwords=passwords,
+            throttle=login_throttle(db, settings),
             token_ttl_seconds=settings.access_token_ttl_seconds,
         ),
         server,
@@ -128,12 +136,14 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
             page_tokens,
             max_concurrent_batches=settings.max_concurrent_batches,
             slots=telemetry.batch_slots,
+            batch_shares=shares.batches,
         ),
         server,
     )
     watch_hub = WatchHub(
         db, database_url, max_watchers=settings.max_watchers,
         to_message=lambda p: pipelines_pb2.WatchPipelineResponse(pipeline=pipeline_to_proto(p)),
+        shares=shares.watchers,
     )  # fmt: skip
     pipelines_pb2_grpc.add_PipelinesServiceServicer_to_server(
         PipelinesServicer(db, page_tokens, watch_hub), server
@@ -178,5 +188,5 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     return App(
         server=server, port=port, health=health, watch_hub=watch_hub, db=db, settings=settings,
-        telemetry=telemetry,
+        telemetry=telemetry, passwords=passwords,
     )  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hmac
 
 from server.config import ServiceKey
-from storage.actors import SYSTEM, Actor, ActorKind, Caller
+from storage.actors import ANONYMOUS, SYSTEM, Actor, ActorKind, Caller
 from storage.credentials import ACCESS_TOKEN_PREFIX, API_KEY_PREFIX, digest
 from storage.errors import DomainError, Unauthenticated
 from storage.models import AccessToken, ApiKey
@@ -54,6 +54,17 @@ class Authenticator:
             raise Unauthenticated(reason="unknown")
         kind = ActorKind.ADMIN if holder.is_admin else ActorKind.USER
         return Actor(kind, holder.user_id)
+
+    def service_or_anonymous(self, metadata: object) -> Actor:
+        """For public methods: a service key's principal, else anonymous (nothing refused)."""
+        try:
+            token = bearer_token(metadata)
+        except Unauthenticated:
+            return ANONYMOUS
+        if token is None or len(token) > _MAX_TOKEN_LENGTH:
+            return ANONYMOUS
+        service = self._service_key(digest(token))
+        return ANONYMOUS if service is None else Actor(ActorKind.SERVICE, name=service.name)
 
     def _failure_reason(self, caller: Caller, model: type, token_digest: bytes) -> str:
         """Unknown, revoked, expired or inactive_user: one more lookup, on failures only."""

@@ -149,6 +149,10 @@ class Settings(BaseSettings):
     max_watchers_per_principal: int = Field(0, ge=0, le=100_000)  # 0: 10% of max, at least 5
     max_batches_per_principal: int = Field(1, ge=1, le=64)
     max_calls_per_principal: int = Field(0, ge=0, le=1024)  # 0: half the threads, at least 1
+    # Failed logins from one forwarded end-user address (any login) before back-off starts.
+    login_max_failures_per_address: int = Field(20, ge=1, le=100_000)
+    # Calls each service principal has in flight: 0: three quarters of the threads, at least 1.
+    max_calls_per_service: int = Field(0, ge=0, le=1024)
 
     @field_validator("service_keys", mode="before")
     @classmethod
@@ -172,6 +176,10 @@ class Settings(BaseSettings):
     @property
     def calls_per_principal(self) -> int:
         return self.max_calls_per_principal or max(1, self.threads // 2)
+
+    @property
+    def calls_per_service(self) -> int:
+        return self.max_calls_per_service or max(1, self.threads * 3 // 4)
 
     @property
     def backup_directory(self) -> Path:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 from blogstore.client import ERROR_DOMAIN
@@ -23,6 +25,8 @@ STATUS_TABLE: dict[type[domain.DomainError], tuple[grpc.StatusCode, str]] = {
     domain.Retryable: (grpc.StatusCode.ABORTED, "CONFLICT"),
     domain.FailedPrecondition: (grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION"),
     domain.QuotaExceeded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED"),
+    domain.ShareExceeded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED"),
+    domain.TooManyAttempts: (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED"),
     domain.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
     domain.PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
     domain.Unavailable: (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
@@ -30,11 +34,13 @@ STATUS_TABLE: dict[type[domain.DomainError], tuple[grpc.StatusCode, str]] = {
     domain.DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
 }
 
-# Errors worth sending again unchanged, and how long to wait first (google.rpc.RetryInfo).
-RETRY_DELAY_SECONDS: dict[type[domain.DomainError], float] = {
+# Errors worth sending again unchanged, and how long to wait first (google.rpc.RetryInfo):
+# seconds, or a function of the error for delays only the error knows.
+RETRY_DELAY_SECONDS: dict[type[domain.DomainError], float | Callable[[Any], float]] = {
     domain.Unavailable: 1.0,  # a restart, failover or full pool passes within seconds
     domain.SchemaNotReady: 5.0,  # until the deploy's migration has run
     domain.Retryable: 0.1,  # serialization failures that outlasted the server's own retries
+    domain.TooManyAttempts: lambda error: error.retry_after,  # the login back-off left
 }
 
 
@@ -68,6 +74,8 @@ def to_status(error: Exception, request_id: str) -> grpc.Status:
         ]
         details.append(_packed(error_details_pb2.QuotaFailure(violations=quota)))
     delay = RETRY_DELAY_SECONDS.get(type(error))
+    if callable(delay):
+        delay = delay(error)
     if delay is not None:
         retry = error_details_pb2.RetryInfo()
         retry.retry_delay.FromNanoseconds(int(delay * 1e9))

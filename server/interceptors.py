@@ -30,6 +30,7 @@ from server import decoding
 from server.auth import Authenticator, bearer_token
 from server.context import set_caller, set_method
 from server.errors import to_status
+from server.fairness import CallSlot, FairShare
 from server.memory import LARGE_REQUEST_BYTES, Trimmer
 from server.telemetry import Telemetry
 from server.validation import check_request
@@ -83,8 +84,10 @@ class RequestInterceptor(grpc.ServerInterceptor):
         *,
         allow_registration: bool,
         telemetry: Telemetry | None = None,
+        calls: FairShare | None = None,
     ) -> None:
         self.authenticator = authenticator
+        self.calls = calls  # each principal's share of the request threads (server/fairness.py)
         self.allow_registration = allow_registration
         self.telemetry = telemetry or Telemetry()
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
@@ -225,6 +228,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
         """The principal, from metadata alone, before the body is read (the block reads it);
         every failure leaves through the error table."""
         request_id = call.caller.request_id
+        slot = CallSlot()
         try:
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
@@ -232,6 +236,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
             principal = self._principal(call.method, metadata, request_id, deadline)
             call.caller = Caller(principal, request_id, deadline)
             set_caller(call.caller)
+            slot = CallSlot(self.calls, principal)
             yield
         except GeneratorExit:  # a blocking stream whose client went away
             call.code = grpc.StatusCode.CANCELLED
@@ -243,6 +248,8 @@ class RequestInterceptor(grpc.ServerInterceptor):
             status = self._failure_status(call.method, request_id, error)
             call.code = status.code
             context.abort_with_status(status)
+        finally:
+            slot.release()
 
     def _end(self, call: _Call, *, traced: bool = True) -> None:
         elapsed = time.perf_counter() - call.started
@@ -257,8 +264,8 @@ class RequestInterceptor(grpc.ServerInterceptor):
     def _principal(
         self, method: str, metadata: Any, request_id: str, deadline: float | None
     ) -> Actor:
-        if method in PUBLIC_METHODS:
-            return ANONYMOUS
+        if method in PUBLIC_METHODS:  # a service key is recognised (its own share, its XFF)
+            return self.authenticator.service_or_anonymous(metadata)
         token = bearer_token(metadata)
         if token is not None:
             return self.authenticator.resolve(token, request_id, deadline)

@@ -21,6 +21,7 @@ from typing import Any
 import grpc
 
 from server.errors import to_status
+from server.fairness import FairShare
 from storage.actors import Caller
 from storage.errors import DomainError, QuotaExceeded, Unavailable
 from storage.models import Pipeline
@@ -54,9 +55,11 @@ class WatchHub:
         *,
         max_watchers: int,
         to_message: Callable[[Pipeline], Any],
+        shares: FairShare | None = None,
     ) -> None:
         self.db = db
         self.max_watchers = max_watchers
+        self.shares = shares  # each principal's share of max_watchers (server/fairness.py)
         self.to_message = to_message
         self._lock = threading.Lock()
         self._watchers: dict[uuid.UUID, set[Watcher]] = {}
@@ -91,6 +94,8 @@ class WatchHub:
                     "too many open watch streams on this server",
                     {"watchers": f"at most {self.max_watchers} per process"},
                 )
+            if self.shares is not None:
+                self.shares.take(caller.actor)  # released by _unregister
             self._watchers.setdefault(pipeline_id, set()).add(watcher)
             self._count += 1
         # Registered before the first read, so no change can slip between the two.
@@ -187,4 +192,6 @@ class WatchHub:
                 if not group:
                     del self._watchers[watcher.pipeline_id]
             self._count -= 1
+            if self.shares is not None:
+                self.shares.release(watcher.caller.actor)
             return True

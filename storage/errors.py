@@ -60,6 +60,20 @@ class QuotaExceeded(DomainError):
         super().__init__(message)
 
 
+class ShareExceeded(QuotaExceeded):
+    """One principal holds its whole fair share of a per-process resource (watch streams,
+    batch slots, request threads); other principals keep theirs. `violations` names the
+    setting (its environment variable)."""
+
+
+class TooManyAttempts(DomainError):
+    """Login back-off: refused without checking the password; retry after `retry_after` s."""
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = retry_after
+        super().__init__(f"too many failed logins; retry in {max(1, round(retry_after))} s")
+
+
 class Unauthenticated(DomainError):
     """`reason` (missing, malformed, unknown, expired, ...) is for metrics, never shown."""
 

@@ -151,6 +151,10 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         host="127.0.0.1",
         port=0,
         threads=8,
+        # The race tests fire up to 50 calls at once from one principal: shares as large as
+        # the pool (tests/test_fairness.py sets small ones).
+        max_calls_per_principal=8,
+        max_calls_per_service=8,
         health_interval_seconds=0.2,
         shutdown_grace_seconds=5,
         service_keys=parse_service_keys(f"crawler:{SERVICE_KEY},crawler:{ROTATED_SERVICE_KEY}"),

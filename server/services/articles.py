@@ -11,6 +11,7 @@ from typing import Any
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
 from server.context import current_caller
+from server.fairness import FairShare
 from server.paging import PageTokens, filter_key
 from server.protoconv import datetime_or_none, etag, etag_version, timestamp
 from server.validation import (
@@ -141,8 +142,11 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
     def __init__(
         self, db, page_tokens: PageTokens, *, max_concurrent_batches: int = 2,
         slots: Callable[[int], threading.BoundedSemaphore] = threading.BoundedSemaphore,
+        batch_shares: FairShare,
     ) -> None:  # fmt: skip
         self.db = db
+        # Each principal's share of the batch slots, counted while it waits for one too.
+        self._batch_shares = batch_shares
         self.page_tokens = page_tokens
         # A batch of 1000 articles holds ~10x its request size while it runs: bound how many
         # run at once so that memory is set by configuration, not by clients. (`slots`:
@@ -180,15 +184,16 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         caller = current_caller()
         if not 1 <= len(request.articles) <= MAX_BATCH:
             raise InvalidArgument({"articles": f"must hold 1 to {MAX_BATCH} articles"})
-        wait = _BATCH_WAIT_SECONDS
-        if caller.deadline is not None:
-            wait = max(0.0, min(wait, caller.deadline - time.monotonic()))
-        if not self._batch_slots.acquire(timeout=wait):
-            raise Unavailable("too many batch imports in progress on this server; retry")
-        try:
-            return self._batch_create(caller, request)
-        finally:
-            self._batch_slots.release()
+        with self._batch_shares.holding(caller.actor):
+            wait = _BATCH_WAIT_SECONDS
+            if caller.deadline is not None:
+                wait = max(0.0, min(wait, caller.deadline - time.monotonic()))
+            if not self._batch_slots.acquire(timeout=wait):
+                raise Unavailable("too many batch imports in progress on this server; retry")
+            try:
+                return self._batch_create(caller, request)
+            finally:
+                self._batch_slots.release()
 
     def _batch_create(self, caller, request) -> articles_pb2.BatchCreateArticlesResponse:
         batch_id = optional_uuid("request_id", request.request_id)

@@ -8,6 +8,7 @@ import re
 from blogstore.v1 import common_pb2, users_pb2, users_pb2_grpc
 
 from server.context import current_caller
+from server.login import PasswordHasher, forwarded_address
 from server.paging import PageTokens, filter_key
 from server.protoconv import datetime_or_none, etag, etag_version, timestamp
 from server.services.audit import audit_event_to_proto, audit_filters
@@ -21,9 +22,10 @@ from server.validation import (
     text_field,
 )
 from storage import credentials
-from storage.actors import Actor, ActorKind
+from storage.actors import Actor, ActorKind, Caller
 from storage.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from storage.models import ApiKey, User
+from storage.throttle import LoginThrottle, login_keys
 from storage.uow import Database
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
@@ -94,11 +96,18 @@ def require_privileged(actor: Actor, what: str) -> None:
 
 class UsersServicer(users_pb2_grpc.UsersServiceServicer):
     def __init__(
-        self, db: Database, page_tokens: PageTokens, *, bcrypt_rounds: int, token_ttl_seconds: int
+        self,
+        db: Database,
+        page_tokens: PageTokens,
+        *,
+        passwords: PasswordHasher,
+        throttle: LoginThrottle,
+        token_ttl_seconds: int,
     ) -> None:
         self.db = db
         self.page_tokens = page_tokens
-        self.bcrypt_rounds = bcrypt_rounds
+        self.passwords = passwords
+        self.throttle = throttle
         self.token_ttl = dt.timedelta(seconds=token_ttl_seconds)
 
     def CreateUser(self, request, context):  # noqa: N802
@@ -114,7 +123,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         password = check_password(v, "password", request.password)
         v.raise_if_any()
         request_id = optional_uuid("request_id", request.request_id)
-        password_hash = credentials.hash_password(password, self.bcrypt_rounds)
+        password_hash = self.passwords.hash(password, caller.deadline)
 
         def create(tx):
             user, created = tx.users.create(
@@ -222,9 +231,11 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         )
         v.raise_if_any()
         user = self.db.run(caller, lambda tx: tx.users.get(user_id))
-        if not resetting_other and not self._password_matches(request.current_password, user):
+        if not resetting_other and not self._password_matches(
+            request.current_password, user, caller
+        ):
             raise InvalidArgument({"current_password": "is not the current password"})
-        new_hash = credentials.hash_password(new_password, self.bcrypt_rounds)
+        new_hash = self.passwords.hash(new_password, caller.deadline)
 
         def change(tx):
             changed = tx.users.update(
@@ -250,22 +261,25 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             f"must be at most {credentials.MAX_PASSWORD_BYTES} bytes of UTF-8",
         )
         v.raise_if_any()
-        user = self.db.run(caller, lambda tx: tx.users.find_by_login(request.login.strip()))
+        login_name = request.login.strip()
+        address = forwarded_address(context.invocation_metadata(), caller.actor)
+        keys = login_keys(login_name, address)
+        self.throttle.attempt(caller, keys)  # while backing off: refused, no bcrypt
+        user = self.db.run(caller, lambda tx: tx.users.find_by_login(login_name))
         # Unknown users cost one bcrypt check too, so timing does not tell them apart.
-        if not self._password_matches(request.password, user) or not user.is_active:
+        if not self._password_matches(request.password, user, caller) or not user.is_active:
             raise Unauthenticated("invalid login or password", reason="bad_login")
         token = credentials.new_secret(credentials.ACCESS_TOKEN_PREFIX)
         expire_time = dt.datetime.now(dt.UTC) + self.token_ttl
-        rehash = credentials.hash_rounds(user.password_hash) < self.bcrypt_rounds
-        new_hash = (
-            credentials.hash_password(request.password, self.bcrypt_rounds) if rehash else None
-        )
+        rehash = credentials.hash_rounds(user.password_hash) < self.passwords.rounds
+        new_hash = self.passwords.hash(request.password, caller.deadline) if rehash else None
 
         def login(tx):
             session = tx.credentials.create_access_token(
                 user.id, credentials.digest(token), expire_time
             )
             fresh = tx.users.record_login(user.id, new_hash)
+            self.throttle.succeeded(tx, keys)
             tx.audit("user.authenticate", "session", session.id, user_id=str(user.id))
             return fresh
 
@@ -361,7 +375,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             next_page_token=self.page_tokens.encode(page.next_cursor, key),
         )
 
-    def _password_matches(self, password: str, user: User | None) -> bool:
-        return credentials.verify_password(
-            password, user.password_hash if user else None, self.bcrypt_rounds
+    def _password_matches(self, password: str, user: User | None, caller: Caller) -> bool:
+        return self.passwords.verify(
+            password, user.password_hash if user else None, caller.deadline
         )
