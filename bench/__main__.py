@@ -73,12 +73,21 @@ def main(argv: list[str] | None = None) -> int:
         "prints on/off beside the limit 0.95",
     )
     run.add_argument(
-        "--baseline-checkout",
-        type=Path,
-        help="with --metrics-compare: also measure this checkout's server (e.g. main)",
+        "--login-flood",
+        action="store_true",
+        help="only GetCurrentUser, quiet and under a 16-client Authenticate flood, in "
+        "alternating rounds; prints p95 flood/quiet beside the limit 3",
     )
     run.add_argument(
-        "--rounds", type=int, help="with --metrics-compare: rotating rounds (default 4)"
+        "--baseline-checkout",
+        type=Path,
+        help="with --metrics-compare or --login-flood: also measure this checkout's server "
+        "(e.g. main)",
+    )
+    run.add_argument(
+        "--rounds",
+        type=int,
+        help="with --metrics-compare or --login-flood: rounds (default 4 and 2)",
     )
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
     run.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
@@ -150,6 +159,7 @@ def _run(args: argparse.Namespace) -> int:
         metrics_compare=args.metrics_compare,
         baseline_checkout=args.baseline_checkout,
         rounds=args.rounds,
+        login_flood=args.login_flood,
     )
     return Harness(opts).run()
 

@@ -54,6 +54,7 @@ def params(
         out["user_ids"] = [str(u[0]) for u in users]
         out["usage_user_id"] = str(users[0][0])
         out["auth_login"] = users[0][1]
+        out["auth_logins"] = [u[1] for u in users]
         if need & {"search_common", "search_rare", "search_phrase"}:
             cur.execute(
                 # Ordered by content, not id (ids are random): the same seed and size pick the

@@ -23,7 +23,7 @@ import grpc
 import psycopg2
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
-from bench import compare, dataset, prepare, report
+from bench import compare, dataset, flood, prepare, report
 from bench.loadgen import Job, Pool, split
 from bench.noop import CONTROL
 from bench.scenarios import CATALOG, CHANNEL_OPTIONS, CLIENTS, Scenario
@@ -75,6 +75,7 @@ class Options:
     metrics_compare: bool = False  # only GetArticle, metrics on vs off (bench/compare.py)
     baseline_checkout: Path | None = None  # a third side for metrics_compare
     rounds: int | None = None  # metrics_compare's rotating rounds
+    login_flood: bool = False  # only GetCurrentUser, quiet vs under a login flood (flood.py)
 
 
 def machine_info() -> dict:
@@ -152,6 +153,8 @@ class Harness:
             self.prepare()
             if self.opts.metrics_compare:
                 compare.metrics_compare(self, self.opts.baseline_checkout, self.opts.rounds)
+            elif self.opts.login_flood:
+                flood.login_flood(self, self.opts.baseline_checkout, self.opts.rounds)
             else:
                 self.measure_all()
         finally:
@@ -189,6 +192,7 @@ class Harness:
     def plan(self) -> list[Scenario]:
         names = self.opts.scenarios or (QUICK if self.opts.quick else [s.name for s in CATALOG])
         names = ["GetArticle"] if self.opts.metrics_compare else names
+        names = ["Authenticate"] if self.opts.login_flood else names
         chosen = [s for s in CATALOG if s.name in names]
         if "claim" in {s.client for s in chosen} and not dataset.competitors_served():
             self.log("ClaimDueCompetitors skipped: CompetitorsService is not served")

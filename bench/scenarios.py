@@ -237,6 +237,31 @@ class Auth(Client):
         )
 
 
+class AuthFlood(Client):
+    """Right passwords of logins picked at random: a bcrypt check on every call, and no
+    login's back-off ever starts (each success resets its own)."""
+
+    method = Auth.method
+    request_cls, response_cls = Auth.request_cls, Auth.response_cls
+    metadata = False
+
+    def request(self, state: Any) -> Any:
+        return self.request_cls(
+            login=self.rng.choice(self.params["auth_logins"]), password=self.params["auth_password"]
+        )
+
+
+class CurrentUser(Client):
+    """GetCurrentUser as a user (the job's key is that user's access token)."""
+
+    method = "/blogstore.v1.UsersService/GetCurrentUser"
+    request_cls = users_pb2.GetCurrentUserRequest
+    response_cls = users_pb2.GetCurrentUserResponse
+
+    def request(self, state: Any) -> Any:
+        return self.request_cls()
+
+
 class Claim(Client):
     """Claims of 10 with a 1 s lease over 1,000+ competitors: leases run out and competitors
     fall due again, so claims keep finding work (checked against main's service)."""
@@ -266,5 +291,7 @@ CLIENTS: dict[str, type[Client]] = {
     "batch": Batch,
     "usage": Usage,
     "auth": Auth,
+    "auth_flood": AuthFlood,  # bench/flood.py (not in CATALOG)
+    "current_user": CurrentUser,  # bench/flood.py (not in CATALOG)
     "claim": Claim,
 }
