@@ -107,7 +107,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         calls=shares.calls,
     )
     server = grpc.server(
-        ThreadPoolExecutor(max_workers=settings.threads, thread_name_prefix="rpc"),
+        ThreadPoolExecutor(max_workers=shares.pool_threads, thread_name_prefix="rpc"),
         interceptors=[interceptor],
         maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
         options=[

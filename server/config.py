@@ -145,7 +145,7 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(5, ge=1, le=1000)  # failed logins before back-off starts
     login_backoff_seconds: float = Field(1.0, gt=0, le=3600)  # first wait; doubles per failure
     login_backoff_max_seconds: float = Field(900.0, gt=0, le=86_400)
-    bcrypt_threads: int = Field(2, ge=1, le=64)  # password hashing pool, apart from requests
+    bcrypt_threads: int = Field(1, ge=1, le=64)  # password hashing pool, apart from requests
     max_watchers_per_principal: int = Field(0, ge=0, le=100_000)  # 0: 10% of max, at least 5
     max_batches_per_principal: int = Field(1, ge=1, le=64)
     max_calls_per_principal: int = Field(0, ge=0, le=1024)  # 0: half the threads, at least 1

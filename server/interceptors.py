@@ -236,7 +236,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
             principal = self._principal(call.method, metadata, request_id, deadline)
             call.caller = Caller(principal, request_id, deadline)
             set_caller(call.caller)
-            slot = CallSlot(self.calls, principal)
+            slot = CallSlot(self.calls, principal, deadline)
             yield
         except GeneratorExit:  # a blocking stream whose client went away
             call.code = grpc.StatusCode.CANCELLED

@@ -8,7 +8,9 @@ is UNAVAILABLE with a RetryInfo instead of piling up.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -25,13 +27,16 @@ from storage.uow import Database
 T = TypeVar("T")
 WAIT_SECONDS = 2.0  # the longest a password check waits for a turn on the pool
 FORWARDED_FOR = "x-forwarded-for"
+BCRYPT_NICE = 10  # the bcrypt threads' nice value (request threads keep theirs)
 IPV6_PREFIX = 64  # one end user (one home or phone) holds a whole /64
 
 
 class PasswordHasher:
     def __init__(self, threads: int, rounds: int) -> None:
         self.rounds = rounds
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="bcrypt")
+        self._pool = ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="bcrypt", initializer=_lower_priority
+        )
         self._turns = threading.BoundedSemaphore(threads)  # one per pool thread: no queue
 
     def hash(self, password: str, deadline: float | None) -> str:
@@ -57,6 +62,13 @@ class PasswordHasher:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _lower_priority() -> None:
+    """On Linux, nice applies per thread: under contention the request threads (and the
+    database) get the CPU first; when the machine is idle bcrypt runs at full speed."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BCRYPT_NICE)
 
 
 def login_throttle(db: Database, settings: Settings) -> LoginThrottle:

@@ -15,6 +15,7 @@ from blogstore.v1 import pipelines_pb2 as pb
 from sqlalchemy import create_engine, text
 
 from server.config import Settings
+from server.fairness import WAIT_SECONDS
 from storage.engine import normalize_url
 from tests.support import SERVICE_KEY, details_of, make_settings, unique
 
@@ -138,17 +139,24 @@ def test_one_user_filling_its_call_share_leaves_others_theirs(new_account, conne
     a, b = new_account(), new_account()
     a_articles = articles_pb2_grpc.ArticlesServiceStub(connect(a.token))
     create = articles_pb2.CreateArticleRequest
-    with user_row_locked(database_url, a.id) as release, ThreadPoolExecutor(2) as pool:
+    current = users_pb2.GetCurrentUserRequest()
+    with user_row_locked(database_url, a.id) as release, ThreadPoolExecutor(3) as pool:
         held = [
             pool.submit(a_articles.CreateArticle, create(article=draft()), timeout=20)
             for _ in range(2)
         ]
         wait_for_lock_waiters(database_url, 2)
-        # Both of A's calls hold a request thread: A's share (2 of 4) is full.
-        error = details_of(lambda: a.stub.GetCurrentUser(users_pb2.GetCurrentUserRequest()))
+        # Both of A's calls hold a request thread: A's share (2 of 4) is full. A third waits
+        # (WAIT_SECONDS) for one of them to end, then is refused.
+        started = time.monotonic()
+        error = details_of(lambda: a.stub.GetCurrentUser(current))
         assert quota_subjects(error) == {"BLOGSTORE_MAX_CALLS_PER_PRINCIPAL"}
-        assert b.stub.GetCurrentUser(users_pb2.GetCurrentUserRequest()).user.id == b.id
-        release()
+        assert time.monotonic() - started >= WAIT_SECONDS * 0.9
+        assert b.stub.GetCurrentUser(current).user.id == b.id
+        waiting = pool.submit(a.stub.GetCurrentUser, current, timeout=10)
+        time.sleep(WAIT_SECONDS / 4)
+        release()  # A's calls end: the waiting one takes a freed place
+        assert waiting.result(timeout=10).user.id == a.id
         assert all(f.result(timeout=20).article.id for f in held)
     # Released on the way out: A calls again.
     assert a.stub.GetCurrentUser(users_pb2.GetCurrentUserRequest()).user.id == a.id
