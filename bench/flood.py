@@ -122,14 +122,15 @@ def judge(out: dict, side: str, runs: dict[str, list[dict]]) -> None:
         "user_errors": sum(sum(r["user"]["errors"].values()) for p in runs.values() for r in p),
         "logins_per_s": logins,
         "flood_refused": refused,
+        "rounds_p95_ms": {p: [round(r["user"]["p95_ms"] or 0, 1) for r in runs[p]] for p in runs},
     }
     out.setdefault("login_flood", []).append(result)
     verdict = "met" if ratio <= FLOOD_LIMIT else "NOT MET"
     out["notes"].append(
         f"{side}: GetCurrentUser p95 flood / quiet = {ratio:.2f} (limit <= {FLOOD_LIMIT:g}: "
         f"{verdict}); {flooded:.1f} vs {quiet:.1f} ms; {logins:.1f} logins/s; "
-        f"flood refused {refused or 'none'}; cores busy under flood: "
-        + ", ".join(f"{k} {v:.2f}" for k, v in cores["flood"].items())
+        f"flood refused {refused or 'none'}; p95 per round {result['rounds_p95_ms']}; "
+        "cores busy under flood: " + ", ".join(f"{k} {v:.2f}" for k, v in cores["flood"].items())
     )
     if side == THIS and ratio > FLOOD_LIMIT:
         out["problems"].append(f"GetCurrentUser p95 under a login flood: {ratio:.2f}x quiet")

@@ -25,7 +25,7 @@ from storage.throttle import LoginThrottle
 from storage.uow import Database
 
 T = TypeVar("T")
-WAIT_SECONDS = 2.0  # the longest a password check waits for a turn on the pool
+WAIT_SECONDS = 10.0  # the longest a password check waits for a turn on the pool
 FORWARDED_FOR = "x-forwarded-for"
 BCRYPT_NICE = 10  # the bcrypt threads' nice value (request threads keep theirs)
 IPV6_PREFIX = 64  # one end user (one home or phone) holds a whole /64

@@ -151,10 +151,12 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         host="127.0.0.1",
         port=0,
         threads=8,
-        # The race tests fire up to 50 calls at once from one principal: shares as large as
-        # the pool (tests/test_fairness.py sets small ones).
+        # The race tests fire up to 50 calls (and 2 batches) at once from one principal:
+        # shares as large as the pools (tests/test_fairness.py sets small ones).
         max_calls_per_principal=8,
         max_calls_per_service=8,
+        max_batches_per_principal=2,
+        bcrypt_threads=2,  # the suite creates accounts in parallel
         health_interval_seconds=0.2,
         shutdown_grace_seconds=5,
         service_keys=parse_service_keys(f"crawler:{SERVICE_KEY},crawler:{ROTATED_SERVICE_KEY}"),
