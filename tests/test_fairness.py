@@ -15,7 +15,6 @@ from blogstore.v1 import pipelines_pb2 as pb
 from sqlalchemy import create_engine, text
 
 from server.config import Settings
-from server.fairness import WAIT_SECONDS
 from storage.engine import normalize_url
 from tests.support import SERVICE_KEY, details_of, make_settings, unique
 
@@ -139,6 +138,8 @@ def test_one_user_filling_its_call_share_leaves_others_theirs(new_account, conne
     a, b = new_account(), new_account()
     a_articles = articles_pb2_grpc.ArticlesServiceStub(connect(a.token))
     create = articles_pb2.CreateArticleRequest
+    from server.fairness import WAIT_SECONDS
+
     current = users_pb2.GetCurrentUserRequest()
     with user_row_locked(database_url, a.id) as release, ThreadPoolExecutor(3) as pool:
         held = [

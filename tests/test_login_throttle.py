@@ -15,8 +15,6 @@ from grpc_status import rpc_status
 
 from server.app import create_server
 from server.config import Settings
-from server.login import PasswordHasher
-from storage.errors import Unavailable
 from tests.support import PASSWORD, SERVICE_KEY, make_settings, unique
 
 Code = grpc.StatusCode
@@ -173,6 +171,9 @@ def test_unknown_wrong_and_deactivated_logins_take_alike(admin_users, anonymous)
 
 
 def test_a_password_check_waiting_too_long_for_the_pool_is_unavailable():
+    from server.login import PasswordHasher
+    from storage.errors import Unavailable
+
     hasher = PasswordHasher(threads=1, rounds=12)
     busy = threading.Thread(target=lambda: [hasher.hash("x" * 10, None) for _ in range(2)])
     try:
