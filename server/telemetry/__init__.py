@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from server.telemetry.statements import SlowQueryLog
-from storage.errors import QuotaExceeded, Unauthenticated
+from storage.errors import QuotaExceeded, ShareExceeded, Unauthenticated
 
 if TYPE_CHECKING:
     import grpc
@@ -95,7 +95,8 @@ class Telemetry:
             return
         if isinstance(error, Unauthenticated):
             self.metrics.auth_failure(error.reason)
-        elif isinstance(error, QuotaExceeded):
+        elif isinstance(error, QuotaExceeded) and not isinstance(error, ShareExceeded):
+            # (fair-share refusals show as RESOURCE_EXHAUSTED in the per-method counts)
             self.metrics.limit_refusal(error.violations)
 
     # -- storage's hooks --------------------------------------------------------------------
