@@ -92,6 +92,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         engine,
         statement_timeout_ms=settings.statement_timeout_ms,
         observe=telemetry.observe_statement,
+        role=settings.db_role,
     )
     page_tokens = PageTokens(settings.page_token_secret.get_secret_value())
     interceptor = RequestInterceptor(

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from storage.credentials import digest
+from storage.rls import APP_ROLE
 
 ENV_PREFIX = "BLOGSTORE_"
 
@@ -149,6 +150,10 @@ class Settings(BaseSettings):
     max_watchers_per_principal: int = Field(0, ge=0, le=100_000)  # 0: 10% of max, at least 5
     max_batches_per_principal: int = Field(1, ge=1, le=64)
     max_calls_per_principal: int = Field(0, ge=0, le=1024)  # 0: half the threads, at least 1
+    # The role every transaction of the service runs as (row-level security; storage/rls.py).
+    # "none": no switch, the connecting user's own (RLS then holds only if it is not the
+    # tables' owner and does not bypass RLS).
+    db_role: str = Field(APP_ROLE, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     @field_validator("service_keys", mode="before")
     @classmethod
