@@ -48,3 +48,68 @@ def context(actor: Actor, role: str) -> dict[str, Any]:
     else:  # a user principal (without an id it would own nothing)
         scope, user_id = USER, "" if actor.user_id is None else str(actor.user_id)
     return {"role": role, "user_id": user_id, "scope": scope}
+
+
+# -- The roles and their grants (migration 0012; restore re-applies them) --------------------
+ALL_ROLE = privileged_role(APP_ROLE)
+# Bookkeeping the service reads (health, schema compatibility) but never writes.
+READ_ONLY_TABLES = ("alembic_version", "schema_compatibility")
+
+_CREATE_ROLE = """
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
+        BEGIN
+            CREATE ROLE {role} NOLOGIN NOBYPASSRLS{member_of};
+        EXCEPTION WHEN duplicate_object OR unique_violation THEN
+            NULL;  -- created meanwhile, for another database of this cluster
+        END;
+    END IF;
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}' AND (rolsuper OR rolbypassrls))
+    THEN
+        RAISE EXCEPTION 'role {role} bypasses row-level security'
+            USING HINT = 'ALTER ROLE {role} NOSUPERUSER NOBYPASSRLS';
+    END IF;
+    -- The service switches to the role (SET LOCAL ROLE): its login must be a member.
+    IF NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN
+        GRANT {role} TO CURRENT_USER;
+    END IF;
+"""
+_ALL_INHERITS = f"""
+    IF NOT pg_has_role('{ALL_ROLE}', '{APP_ROLE}', 'MEMBER') THEN
+        GRANT {APP_ROLE} TO {ALL_ROLE};  -- its grants
+    END IF;
+"""
+# Roles are cluster-wide: created if missing (needs CREATEROLE, or a DBA who ran this first).
+CREATE_ROLES = "DO $$\nBEGIN{}{}{}END $$".format(
+    _CREATE_ROLE.format(role=APP_ROLE, member_of=""),
+    _CREATE_ROLE.format(role=ALL_ROLE, member_of=f" IN ROLE {APP_ROLE}"),
+    _ALL_INHERITS,
+)
+
+
+def grants(schema: str) -> list[str]:
+    """What APP_ROLE (and so ALL_ROLE) may do in `schema` (quoted): data, never DDL."""
+    role = APP_ROLE
+    return [
+        f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}",
+        f"REVOKE INSERT, UPDATE, DELETE ON {', '.join(READ_ONLY_TABLES)} FROM {role}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}",
+        f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {role}",
+        # Tables and sequences that later migrations create (as this same user) are granted
+        # too; policies they must add themselves (tests/test_rls.py checks every table).
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} "
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {role}",
+    ]
+
+
+def revokes(schema: str) -> list[str]:
+    role = APP_ROLE
+    return [
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL ON SEQUENCES FROM {role}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL ON TABLES FROM {role}",
+        f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM {role}",
+        f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {role}",
+        f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {role}",
+        f"REVOKE USAGE ON SCHEMA {schema} FROM {role}",
+    ]

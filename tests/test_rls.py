@@ -17,9 +17,12 @@ from server.config import Settings
 from storage import rls
 from storage.actors import ANONYMOUS, SYSTEM, Actor, ActorKind, Caller
 from storage.engine import make_engine, normalize_url
+from storage.lifecycle.backup import take_backup
+from storage.lifecycle.restore import restore
 from storage.models import Article, ArticleRevision, Competitor, CompetitorArticle, User
 from storage.queries import _prepare
 from storage.uow import Database
+from tests import support
 
 _MIGRATION = (
     Path(__file__).resolve().parent.parent / "migrations/versions/0012_row_level_security.py"
@@ -223,6 +226,30 @@ def test_every_user_owned_table_has_row_level_security(owner_engine):
     assert tables - owned <= NOT_USER_OWNED | READ_ONLY, "a new table: owned by a user or not?"
 
 
+def missing_grants(connection) -> list[str]:
+    """Tables, sequences and functions of the schema the service's role cannot use."""
+    missing = connection.scalars(
+        text(
+            "SELECT c.relname FROM pg_class c "
+            "WHERE c.relnamespace = current_schema()::regnamespace AND CASE c.relkind "
+            "WHEN 'r' THEN NOT has_table_privilege(:app, c.oid, "
+            "CASE WHEN c.relname = ANY(:read_only) THEN 'SELECT' "
+            "ELSE 'SELECT, INSERT, UPDATE, DELETE' END) "
+            "WHEN 'S' THEN NOT has_sequence_privilege(:app, c.oid, 'USAGE') "
+            "ELSE false END"
+        ),
+        {"app": rls.APP_ROLE, "read_only": sorted(READ_ONLY)},
+    ).all()
+    functions = connection.scalars(
+        text(
+            "SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace "
+            "AND NOT has_function_privilege(:app, oid, 'EXECUTE')"
+        ),
+        {"app": rls.APP_ROLE},
+    ).all()
+    return [*missing, *functions]
+
+
 def test_the_roles_have_what_the_service_needs_and_do_not_bypass(owner_engine):
     migration = _migration()
     assert rls.APP_ROLE == migration.ROLE == Settings().db_role
@@ -240,24 +267,26 @@ def test_the_roles_have_what_the_service_needs_and_do_not_bypass(owner_engine):
             (migration.ROLE, False, False, False, True, True),
             (migration.ALL_ROLE, False, False, False, True, True),
         ]
-        missing = connection.scalars(
-            text(
-                "SELECT c.relname FROM pg_class c "
-                "WHERE c.relnamespace = current_schema()::regnamespace AND CASE c.relkind "
-                "WHEN 'r' THEN NOT has_table_privilege(:app, c.oid, "
-                "CASE WHEN c.relname = ANY(:read_only) THEN 'SELECT' "
-                "ELSE 'SELECT, INSERT, UPDATE, DELETE' END) "
-                "WHEN 'S' THEN NOT has_sequence_privilege(:app, c.oid, 'USAGE') "
-                "ELSE false END"
-            ),
-            {"app": migration.ROLE, "read_only": sorted(READ_ONLY)},
-        ).all()
-        assert not missing, f"GRANT ... TO {migration.ROLE} missing on {missing}"
-        functions = connection.scalars(
-            text(
-                "SELECT proname FROM pg_proc WHERE pronamespace = current_schema()::regnamespace "
-                "AND NOT has_function_privilege(:app, oid, 'EXECUTE')"
-            ),
-            {"app": migration.ROLE},
-        ).all()
-        assert not functions
+        assert not missing_grants(connection), f"GRANT ... TO {migration.ROLE} missing"
+
+
+def test_a_restored_backup_keeps_the_grants_and_the_isolation(
+    database_url, pg_admin_url, tenants, tmp_path
+):
+    """pg_restore --no-acl drops every GRANT: restore puts the roles' back."""
+    a, _ = tenants
+    backup = take_backup(database_url, tmp_path, embedded=False, compression=1)
+    target = support.create_database(pg_admin_url)
+    try:
+        restore(backup.dump, target, embedded=False)
+        engine = create_engine(normalize_url(target))
+        with engine.connect() as connection:
+            assert not missing_grants(connection)
+        engine.dispose()
+        restored = Database(make_engine(target, pool_size=1), role=rls.APP_ROLE)
+        try:
+            assert ids(restored, a.caller, select(Article.id)) == a.articles
+        finally:
+            restored.dispose()
+    finally:
+        support.drop_database(pg_admin_url, target)

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 
 from alembic import op
 
+from storage import rls
+
 revision: str = "0012"
 down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
@@ -39,8 +41,8 @@ depends_on: str | Sequence[str] | None = None
 # Older code connects as the tables' owner and never switches role: RLS does not apply to it.
 compatible_since: str = "0010"
 
-ROLE = "blogstore_app"  # storage/rls.py APP_ROLE (tests check they agree)
-ALL_ROLE = f"{ROLE}_all"  # storage/rls.py privileged_role()
+# The roles and their grants are declared in storage/rls.py: restore needs them too.
+ROLE, ALL_ROLE = rls.APP_ROLE, rls.ALL_ROLE
 POLICY, ALL_POLICY = "blogstore_owner", "blogstore_all"
 _SCOPE = "current_setting('blogstore.scope', true)"
 _ME = "NULLIF(current_setting('blogstore.user_id', true), '')::uuid"
@@ -66,37 +68,6 @@ OWNED_ROWS = {
     "usage_monthly": f"user_id = {_ME}",
     "usage_limits": f"user_id = {_ME}",
 }
-# Bookkeeping the service reads (health, schema compatibility) but never writes.
-READ_ONLY = ("alembic_version", "schema_compatibility")
-
-_CREATE_ROLE = """
-    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}') THEN
-        BEGIN
-            CREATE ROLE {role} NOLOGIN NOBYPASSRLS{member_of};
-        EXCEPTION WHEN duplicate_object OR unique_violation THEN
-            NULL;  -- a migration of another database of this cluster created it meanwhile
-        END;
-    END IF;
-    IF EXISTS (SELECT FROM pg_roles WHERE rolname = '{role}' AND (rolsuper OR rolbypassrls))
-    THEN
-        RAISE EXCEPTION 'role {role} bypasses row-level security'
-            USING HINT = 'ALTER ROLE {role} NOSUPERUSER NOBYPASSRLS';
-    END IF;
-    -- The service switches to the role (SET LOCAL ROLE): its login must be a member.
-    IF NOT pg_has_role(current_user, '{role}', 'MEMBER') THEN
-        GRANT {role} TO CURRENT_USER;
-    END IF;
-"""
-_ALL_INHERITS = f"""
-    IF NOT pg_has_role('{ALL_ROLE}', '{ROLE}', 'MEMBER') THEN
-        GRANT {ROLE} TO {ALL_ROLE};  -- its grants
-    END IF;
-"""
-CREATE_ROLES = "DO $$\nBEGIN{}{}{}END $$".format(
-    _CREATE_ROLE.format(role=ROLE, member_of=""),
-    _CREATE_ROLE.format(role=ALL_ROLE, member_of=f" IN ROLE {ROLE}"),
-    _ALL_INHERITS,
-)
 
 
 def _schema() -> str:
@@ -104,22 +75,9 @@ def _schema() -> str:
 
 
 def upgrade() -> None:
-    schema = _schema()
-    op.execute(CREATE_ROLES)
-    op.execute(f"GRANT USAGE ON SCHEMA {schema} TO {ROLE}")
-    op.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {ROLE}")
-    op.execute(f"REVOKE INSERT, UPDATE, DELETE ON {', '.join(READ_ONLY)} FROM {ROLE}")
-    op.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {ROLE}")
-    op.execute(f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA {schema} TO {ROLE}")
-    # Tables and sequences later migrations create (as this same user) are granted too;
-    # their policies they must add themselves (tests/test_rls.py checks every table).
-    op.execute(
-        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} "
-        f"GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {ROLE}"
-    )
-    op.execute(
-        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE, SELECT ON SEQUENCES TO {ROLE}"
-    )
+    op.execute(rls.CREATE_ROLES)
+    for statement in rls.grants(_schema()):
+        op.execute(statement)
     for table, owned in OWNED_ROWS.items():
         rule = f"{_SCOPE} = 'all' OR {owned}"
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
@@ -128,15 +86,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    schema = _schema()
     for table in reversed(OWNED_ROWS):
         op.execute(f"DROP POLICY {ALL_POLICY} ON {table}")
         op.execute(f"DROP POLICY {POLICY} ON {table}")
         op.execute(f"ALTER TABLE {table} DISABLE ROW LEVEL SECURITY")
-    op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL ON SEQUENCES FROM {ROLE}")
-    op.execute(f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} REVOKE ALL ON TABLES FROM {ROLE}")
-    op.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM {ROLE}")
-    op.execute(f"REVOKE ALL ON ALL SEQUENCES IN SCHEMA {schema} FROM {ROLE}")
-    op.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA {schema} FROM {ROLE}")
-    op.execute(f"REVOKE USAGE ON SCHEMA {schema} FROM {ROLE}")
+    for statement in rls.revokes(_schema()):
+        op.execute(statement)
     # The roles stay: see the module docstring.
