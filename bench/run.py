@@ -23,7 +23,7 @@ import grpc
 import psycopg2
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
-from bench import compare, dataset, prepare, report
+from bench import compare, dataset, prepare, report, rls_compare
 from bench.loadgen import Job, Pool, split
 from bench.noop import CONTROL
 from bench.scenarios import CATALOG, CHANNEL_OPTIONS, CLIENTS, Scenario
@@ -75,6 +75,7 @@ class Options:
     metrics_compare: bool = False  # only GetArticle, metrics on vs off (bench/compare.py)
     baseline_checkout: Path | None = None  # a third side for metrics_compare
     rounds: int | None = None  # metrics_compare's rotating rounds
+    rls_compare: bool = False  # only GetArticle and ListArticles, RLS on vs off
 
 
 def machine_info() -> dict:
@@ -152,6 +153,8 @@ class Harness:
             self.prepare()
             if self.opts.metrics_compare:
                 compare.metrics_compare(self, self.opts.baseline_checkout, self.opts.rounds)
+            elif self.opts.rls_compare:
+                rls_compare.rls_compare(self, self.opts.rounds)
             else:
                 self.measure_all()
         finally:
@@ -189,6 +192,7 @@ class Harness:
     def plan(self) -> list[Scenario]:
         names = self.opts.scenarios or (QUICK if self.opts.quick else [s.name for s in CATALOG])
         names = ["GetArticle"] if self.opts.metrics_compare else names
+        names = ["GetArticle", "ListArticles first page"] if self.opts.rls_compare else names
         chosen = [s for s in CATALOG if s.name in names]
         if "claim" in {s.client for s in chosen} and not dataset.competitors_served():
             self.log("ClaimDueCompetitors skipped: CompetitorsService is not served")
@@ -255,7 +259,12 @@ class Harness:
         scenario: Scenario,
         concurrency: int,
         channels: int,
+        *,
+        key: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> dict:
+        """`key`, `params`: another principal's credential and requests (default the
+        service key's and the prepared ones)."""
         assert self.pool and self.server
         warmup, duration = self.opts.warmup, self.opts.duration
         if managed is self.server:
@@ -266,12 +275,12 @@ class Harness:
                 kind,
                 target,
                 scenario.client,
-                self.params,
+                self.params if params is None else params,
                 slots,
                 worker=i,
                 warmup=warmup,
                 duration=duration,
-                key=self.server.key,
+                key=key or self.server.key,
                 channels=channels,
             )
             for i, slots in enumerate(split(concurrency))
