@@ -151,8 +151,7 @@ class Settings(BaseSettings):
     max_batches_per_principal: int = Field(1, ge=1, le=64)
     max_calls_per_principal: int = Field(0, ge=0, le=1024)  # 0: half the threads, at least 1
     # The role every transaction of the service runs as (row-level security; storage/rls.py).
-    # "none": no switch, the connecting user's own (RLS then holds only if it is not the
-    # tables' owner and does not bypass RLS).
+    # "none": no switch, the connecting user's own rights (as the tables' owner: no RLS).
     db_role: str = Field(APP_ROLE, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     @field_validator("service_keys", mode="before")

@@ -1,6 +1,6 @@
 """Row-level security context: which rows PostgreSQL lets a unit of work see.
 
-Migration 0012 enables RLS on every user-owned table, with a policy over two settings, and
+Migration 0012 enables RLS on every user-owned table, with policies over two settings, and
 creates two roles (NOLOGIN, NOBYPASSRLS): APP_ROLE, for user principals and anonymous calls,
 and its member `<APP_ROLE>_all`, whose own policy lets admin, service and system principals
 see every row at no planning cost. storage/uow.py switches every transaction of the service
@@ -19,9 +19,10 @@ from storage.actors import Actor, ActorKind
 APP_ROLE = "blogstore_app"  # created by migration 0012
 NO_ROLE = "none"  # SET ROLE NONE: stay the connecting user (PostgreSQL reserves the name)
 
-# Scopes (the blogstore.scope setting) the policies honour.
-ALL = "all"  # admin, service and system principals: every row
-USER = "user"  # a user principal: rows owned by blogstore.user_id
+# Scopes (the blogstore.scope setting). The policies read 'login'; 'all' is the privileged
+# role's, whose policy passes every row; 'user' reads only the rows of blogstore.user_id.
+ALL = "all"  # admin, service and system principals
+USER = "user"  # a user principal
 LOGIN = "login"  # anonymous registration and Authenticate: users, sessions, audit_events
 
 # One SELECT list, in Database.run (SQLAlchemy binds) and Database.query (pyformat) alike.

@@ -1,27 +1,25 @@
 """row-level security: every user-owned table answers only for the transaction's principal
 
-Defence in depth for tenant isolation. Each user-owned table gets RLS and a policy,
-`blogstore_owner`, for every command (USING and WITH CHECK alike), over two settings every
-unit of work sets for its own transaction (storage/rls.py, storage/uow.py):
+Defence in depth for tenant isolation. Each user-owned table gets RLS and two policies, for
+every command (USING and WITH CHECK alike), read with two settings that every unit of work
+sets for its own transaction (storage/rls.py, storage/uow.py):
 
-- `blogstore.user_id`: the user principal's id;
-- `blogstore.scope`: 'user' for a user principal; 'login' for anonymous calls (registration
-  and Authenticate, which look up or create a user before there is one: they reach users,
-  sessions and audit_events only); 'all' for admin, service and system principals.
+- `blogstore_owner`, for the role ROLE that user principals and anonymous calls switch to
+  (SET LOCAL ROLE): the rows of `blogstore.user_id`; users, sessions and audit_events also
+  when `blogstore.scope` is 'login' (anonymous registration and Authenticate look up or create
+  a user before there is one);
+- `blogstore_all`, simply true, for ALL_ROLE (a member of ROLE, so holding its grants), which
+  admin, service and system principals switch to. PostgreSQL folds `true OR ...` away, so
+  their statements plan exactly as without RLS. (Testing an 'all' scope inside one policy
+  instead, the planner cannot tell that it passes every row: it estimated a List page at
+  0.5% of the table and chose a sequential scan and sort, 21 ms instead of 0.1 ms, and used
+  no index whose operator is not leakproof, such as full-text @@ and array @>.)
 
-Two roles, NOLOGIN and NOBYPASSRLS, which transactions switch to (SET LOCAL ROLE): ROLE holds
-the grants, for user principals and anonymous calls; ALL_ROLE, a member of it, for admin,
-service and system principals, has a second policy, `blogstore_all`, that is simply true.
-PostgreSQL folds `true OR ...` away, so their statements plan exactly as without RLS: with the
-'all' scope tested inside the policy instead, the planner cannot tell that the policy passes
-every row, estimated a List page at 0.5% of the table and chose a sequential scan and sort
-(21 ms instead of 0.1 ms), and could use no index whose operator is not leakproof (full-text
-@@, array @>). The 'all' arm of `blogstore_owner` serves a login that does not switch roles.
-
-The connecting owner (migrations, lifecycle commands, `create-admin`) owns the tables, and
-RLS leaves the owner alone (no FORCE). Roles are cluster-wide: they are created if missing and
-kept by the downgrade, since other databases of the cluster (test clones, a staging copy) may
-still be granted to them; `DROP ROLE blogstore_app_all, blogstore_app` once none is.
+Both roles are NOLOGIN and NOBYPASSRLS. The connecting owner (migrations, lifecycle
+commands, `create-admin`) owns the tables, and RLS leaves the owner alone (no FORCE). Roles
+are cluster-wide: they are created if missing and kept by the downgrade, since other
+databases of the cluster (test clones, a staging copy) may still be granted to them;
+`DROP ROLE blogstore_app_all, blogstore_app` once none is.
 
 Revision ID: 0012
 Revises: 0010
@@ -48,7 +46,7 @@ _SCOPE = "current_setting('blogstore.scope', true)"
 _ME = "NULLIF(current_setting('blogstore.user_id', true), '')::uuid"
 _LOGIN = f"{_SCOPE} = 'login'"
 
-# Table -> which of its rows a user principal owns (besides the 'all' scope, which sees all).
+# Table -> the rows a user principal owns (and, for three, those anonymous logins reach).
 OWNED_ROWS = {
     "users": f"id = {_ME} OR {_LOGIN}",
     "sessions": f"user_id = {_ME} OR {_LOGIN}",
@@ -79,9 +77,8 @@ def upgrade() -> None:
     for statement in rls.grants(_schema()):
         op.execute(statement)
     for table, owned in OWNED_ROWS.items():
-        rule = f"{_SCOPE} = 'all' OR {owned}"
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
-        op.execute(f"CREATE POLICY {POLICY} ON {table} USING ({rule}) WITH CHECK ({rule})")
+        op.execute(f"CREATE POLICY {POLICY} ON {table} USING ({owned}) WITH CHECK ({owned})")
         op.execute(f"CREATE POLICY {ALL_POLICY} ON {table} TO {ALL_ROLE} USING (true)")
 
 
