@@ -273,7 +273,8 @@ def test_the_roles_have_what_the_service_needs_and_do_not_bypass(owner_engine):
 def test_a_restored_backup_keeps_the_grants_and_the_isolation(
     database_url, pg_admin_url, tenants, tmp_path
 ):
-    """pg_restore --no-acl drops every GRANT: restore puts the roles' back."""
+    """pg_restore --no-acl drops every GRANT, and pg_dump leaves pg_catalog's LEAKPROOF marks
+    out: restore puts both back."""
     a, _ = tenants
     backup = take_backup(database_url, tmp_path, embedded=False, compression=1)
     target = support.create_database(pg_admin_url)
@@ -282,6 +283,7 @@ def test_a_restored_backup_keeps_the_grants_and_the_isolation(
         engine = create_engine(normalize_url(target))
         with engine.connect() as connection:
             assert not missing_grants(connection)
+            assert rls.missing_leakproof(connection) == []
         engine.dispose()
         restored = Database(make_engine(target, pool_size=1), role=rls.APP_ROLE)
         try:

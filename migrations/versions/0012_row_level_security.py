@@ -21,6 +21,11 @@ are cluster-wide: they are created if missing and kept by the downgrade, since o
 databases of the cluster (test clones, a staging copy) may still be granted to them;
 `DROP ROLE blogstore_app_all, blogstore_app` once none is.
 
+Under RLS, conditions whose operator is not LEAKPROOF cannot be index conditions: Search's
+`@@` and the tag filter's `@>` would lose their GIN indexes. When the migrating user is a
+superuser, their functions are marked LEAKPROOF in this database (storage/rls.py says why
+that is safe); otherwise the server warns at start-up with the statements to run.
+
 Revision ID: 0012
 Revises: 0010
 Create Date: 2026-12-06
@@ -80,9 +85,12 @@ def upgrade() -> None:
         op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
         op.execute(f"CREATE POLICY {POLICY} ON {table} USING ({owned}) WITH CHECK ({owned})")
         op.execute(f"CREATE POLICY {ALL_POLICY} ON {table} TO {ALL_ROLE} USING (true)")
+    # Search and the tag filter keep their GIN indexes under RLS (superusers only: see rls.py).
+    op.execute(rls.MARK_LEAKPROOF)
 
 
 def downgrade() -> None:
+    op.execute(rls.UNMARK_LEAKPROOF)
     for table in reversed(OWNED_ROWS):
         op.execute(f"DROP POLICY {ALL_POLICY} ON {table}")
         op.execute(f"DROP POLICY {POLICY} ON {table}")

@@ -79,7 +79,8 @@ def restore_into(backup: Backup, url: str, *, embedded: bool) -> None:
     """pg_restore a checked backup into the (empty) database at `url`, all or nothing.
 
     The dump's policies name the row-level security roles, which a new cluster may lack; and
-    their grants are ACLs, which --no-acl leaves out: both are put back (storage/rls.py).
+    their grants are ACLs, which --no-acl leaves out, and the leakproof marks live in
+    pg_catalog, which the dump leaves out: all are put back (storage/rls.py).
     """
     _run_sql(url, [rls.CREATE_ROLES])
     tool = pgtools.find_tool("pg_restore", url, embedded=embedded)
@@ -97,7 +98,11 @@ def restore_into(backup: Backup, url: str, *, embedded: bool) -> None:
         ],
         connection,
     )
-    _run_sql(url, rls.grants("public"), unless="NOT EXISTS (SELECT FROM pg_policies)")
+    _run_sql(
+        url,
+        [*rls.grants("public"), rls.MARK_LEAKPROOF],
+        unless="NOT EXISTS (SELECT FROM pg_policies)",
+    )
 
 
 def _run_sql(url: str, statements: list[str], unless: str = "false") -> None:
