@@ -31,6 +31,7 @@ Revises: 0010
 Create Date: 2026-12-06
 """
 
+import logging
 from collections.abc import Sequence
 
 from alembic import op
@@ -87,6 +88,12 @@ def upgrade() -> None:
         op.execute(f"CREATE POLICY {ALL_POLICY} ON {table} TO {ALL_ROLE} USING (true)")
     # Search and the tag filter keep their GIN indexes under RLS (superusers only: see rls.py).
     op.execute(rls.MARK_LEAKPROOF)
+    if missing := rls.missing_leakproof(op.get_bind()):
+        logging.getLogger("alembic.runtime.migration").warning(
+            "not a superuser: a user's Search and tag filter cannot use their indexes under "
+            "row-level security until a superuser runs, in this database: %s",
+            "; ".join(missing),
+        )
 
 
 def downgrade() -> None:
