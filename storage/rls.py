@@ -7,7 +7,9 @@ see every row at no planning cost. storage/uow.py switches every transaction of 
 to its role and sets the settings, in the round trip that already sets its statement_timeout
 (all transaction-local, so pooled connections and PgBouncer in transaction mode carry nothing
 over). A query that forgets its owner filter then still returns only the caller's rows. The
-repositories' own owner predicates stay: they pick the indexes.
+repositories' own owner predicates stay: they pick the indexes. Declared here once, for the
+migration, restore and the server: the roles and their grants, the two operators that must be
+LEAKPROOF for Search and the tag filter to keep their indexes, and the role readiness checks.
 """
 
 from __future__ import annotations
