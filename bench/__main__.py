@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="with --metrics-compare or --login-flood: rounds (default 4 and 2)",
     )
+    run.add_argument(
+        "--rls-compare",
+        action="store_true",
+        help="only GetArticle and ListArticles, row-level security on vs off, as the service "
+        "and as a user, in alternating rounds (--rounds, default 2)",
+    )
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
     run.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
     table = commands.add_parser("report", help="print a results JSON file as a Markdown table")
@@ -160,6 +166,7 @@ def _run(args: argparse.Namespace) -> int:
         baseline_checkout=args.baseline_checkout,
         rounds=args.rounds,
         login_flood=args.login_flood,
+        rls_compare=args.rls_compare,
     )
     return Harness(opts).run()
 

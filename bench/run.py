@@ -23,7 +23,7 @@ import grpc
 import psycopg2
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
-from bench import compare, dataset, flood, prepare, report
+from bench import compare, dataset, flood, prepare, report, rls_compare
 from bench.loadgen import Job, Pool, split
 from bench.noop import CONTROL
 from bench.scenarios import CATALOG, CHANNEL_OPTIONS, CLIENTS, Scenario
@@ -76,6 +76,7 @@ class Options:
     baseline_checkout: Path | None = None  # a third side for metrics_compare
     rounds: int | None = None  # metrics_compare's rotating rounds
     login_flood: bool = False  # only GetCurrentUser, quiet vs under a login flood (flood.py)
+    rls_compare: bool = False  # only GetArticle and ListArticles, RLS on vs off
 
 
 def machine_info() -> dict:
@@ -155,6 +156,8 @@ class Harness:
                 compare.metrics_compare(self, self.opts.baseline_checkout, self.opts.rounds)
             elif self.opts.login_flood:
                 flood.login_flood(self, self.opts.baseline_checkout, self.opts.rounds)
+            elif self.opts.rls_compare:
+                rls_compare.rls_compare(self, self.opts.rounds)
             else:
                 self.measure_all()
         finally:
@@ -193,6 +196,7 @@ class Harness:
         names = self.opts.scenarios or (QUICK if self.opts.quick else [s.name for s in CATALOG])
         names = ["GetArticle"] if self.opts.metrics_compare else names
         names = ["Authenticate"] if self.opts.login_flood else names
+        names = ["GetArticle", "ListArticles first page"] if self.opts.rls_compare else names
         chosen = [s for s in CATALOG if s.name in names]
         if "claim" in {s.client for s in chosen} and not dataset.competitors_served():
             self.log("ClaimDueCompetitors skipped: CompetitorsService is not served")
@@ -259,7 +263,12 @@ class Harness:
         scenario: Scenario,
         concurrency: int,
         channels: int,
+        *,
+        key: str | None = None,
+        params: dict[str, Any] | None = None,
     ) -> dict:
+        """`key`, `params`: another principal's credential and requests (default the
+        service key's and the prepared ones)."""
         assert self.pool and self.server
         warmup, duration = self.opts.warmup, self.opts.duration
         if managed is self.server:
@@ -270,12 +279,12 @@ class Harness:
                 kind,
                 target,
                 scenario.client,
-                self.params,
+                self.params if params is None else params,
                 slots,
                 worker=i,
                 warmup=warmup,
                 duration=duration,
-                key=self.server.key,
+                key=key or self.server.key,
                 channels=channels,
             )
             for i, slots in enumerate(split(concurrency))

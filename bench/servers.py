@@ -113,10 +113,12 @@ def start_server(
     page_secret: str | None = None,
     metrics: bool = True,
     checkout: dict | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Managed:
     """`python -m server serve --port P` on the bench database, with a service key.
 
     As deployed by default: metrics on (on a free port), tracing off (no OTEL_* variable).
+    `extra_env`: more variables (BLOGSTORE_* settings).
     """
     port = free_port()
     key = key or secrets.token_urlsafe(24)[:32]
@@ -130,6 +132,7 @@ def start_server(
         "BLOGSTORE_SHUTDOWN_GRACE_SECONDS": "2",
         # Page tokens must survive a restart (workers 1 -> 2) and be valid on every worker.
         "BLOGSTORE_PAGE_TOKEN_SECRET": page_secret or "bench-page-token-secret",
+        **(extra_env or {}),
     }
     if (checkout or CHECKOUT)["dir"] != REPO:
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # leave the other checkout untouched

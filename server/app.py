@@ -39,7 +39,9 @@ from server.services.users import UsersServicer
 from server.telemetry import Telemetry
 from server.tls import add_port
 from server.watch import WatchHub
+from storage import rls
 from storage.engine import make_engine, mask_url
+from storage.migrate import CodeSchema
 from storage.repositories.usage import Limits
 from storage.uow import Database
 
@@ -61,11 +63,29 @@ class App:
 
     def start(self) -> None:
         self.server.start()
-        self.health.check_now()
+        if self.health.check_now():
+            self._warn_without_leakproof()
         self.health.start()
         self.watch_hub.start()
         self.telemetry.start()
         log.info("blogstore listening on %s:%d", self.settings.host, self.port)
+
+    def _warn_without_leakproof(self) -> None:
+        """Once, at start-up: Search and the tag filter are slow under RLS without these."""
+        if self.settings.db_role == rls.NO_ROLE:
+            return
+        try:
+            with self.db.engine.connect() as connection:
+                statements = rls.missing_leakproof(connection)
+        except Exception:  # noqa: BLE001 - only a warning; health reports the database
+            return
+        if statements:
+            log.warning(
+                "row-level security: a user's Search and tag filter cannot use their indexes "
+                "(they read all the user's articles); a superuser should run, in this "
+                "database: %s",
+                "; ".join(statements),
+            )
 
     def stop(self, grace: float | None = None) -> None:
         """Drain: health NOT_SERVING, new calls refused, in-flight calls get `grace` seconds."""
@@ -96,6 +116,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         engine,
         statement_timeout_ms=settings.statement_timeout_ms,
         observe=telemetry.observe_statement,
+        role=settings.db_role,
     )
     page_tokens = PageTokens(settings.page_token_secret.get_secret_value())
     shares = Shares.from_settings(settings)
@@ -173,7 +194,11 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health = HealthMonitor(
-        health_servicer, database_url, services, settings.health_interval_seconds
+        health_servicer,
+        database_url,
+        services,
+        settings.health_interval_seconds,
+        code_schema=CodeSchema(role=settings.db_role),
     )
     health_names = [LIVENESS, *health.readiness_names]
     telemetry.watch_health(

@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from storage.credentials import digest
+from storage.rls import APP_ROLE
 
 ENV_PREFIX = "BLOGSTORE_"
 
@@ -153,6 +154,9 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = Field(20, ge=1, le=100_000)
     # Calls each service principal has in flight: 0: three quarters of the threads, at least 1.
     max_calls_per_service: int = Field(0, ge=0, le=1024)
+    # The role every transaction of the service runs as (row-level security; storage/rls.py).
+    # "none": no switch, the connecting user's own rights (as the tables' owner: no RLS).
+    db_role: str = Field(APP_ROLE, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
 
     @field_validator("service_keys", mode="before")
     @classmethod

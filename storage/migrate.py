@@ -20,6 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Connection, MetaData, String, Table, delete, select, text
 from sqlalchemy.dialects.postgresql import insert
 
+from storage import rls
 from storage.engine import normalize_url
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -158,8 +159,10 @@ class SchemaVerdict:
 class CodeSchema:
     """What this code knows about schemas: its head and every revision up to it."""
 
-    def __init__(self, script: ScriptDirectory | None = None) -> None:
+    def __init__(self, script: ScriptDirectory | None = None, *, role: str = rls.NO_ROLE) -> None:
+        """`role`: the one the service switches to (BLOGSTORE_DB_ROLE), which must exist."""
         script = script or script_directory()
+        self.role = role
         heads = script.get_heads()
         if len(heads) != 1:
             raise RuntimeError(f"migrations must have one head, found {sorted(heads)}")
@@ -167,7 +170,14 @@ class CodeSchema:
         self.known = {r.revision for r in script.iterate_revisions(self.head, "base")}
 
     def verdict(self, connection: Connection) -> SchemaVerdict:
-        """Can this code run against the database's schema? (expand/contract aware)"""
+        """Can this code run against the database's schema (expand/contract aware), and switch
+        to its role?"""
+        verdict = self._schema_verdict(connection)
+        if verdict.ready and (problem := rls.role_problem(connection, self.role)):
+            return SchemaVerdict(False, problem)
+        return verdict
+
+    def _schema_verdict(self, connection: Connection) -> SchemaVerdict:
         current = current_revisions(connection)
         if not current:
             return SchemaVerdict(False, "the database has no schema: run `blogstore migrate`")

@@ -26,6 +26,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
+from storage import rls
 from storage.actors import ActorKind, Caller
 from storage.errors import DeadlineExceeded, Retryable, translate
 from storage.models import AuditEvent
@@ -39,8 +40,9 @@ from storage.repositories.users import UserRepository
 
 T = TypeVar("T")
 
-_SET_TIMEOUT = text("SELECT set_config('statement_timeout', :ms, true)")
-_TIMEOUT = "set_config('statement_timeout', %(timeout_ms)s, true)"
+# With the row-level security context (storage/rls.py): role, user and scope.
+_SET_TIMEOUT = text(f"SELECT set_config('statement_timeout', :ms, true), {rls.BIND_SQL}")
+_TIMEOUT = f"set_config('statement_timeout', %(timeout_ms)s, true), {rls.PYFORMAT_SQL}"
 _NO_FLUSH = "set_config('synchronous_commit', 'off', true)"
 _CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
 
@@ -168,8 +170,12 @@ class Database:
         statement_timeout_ms: int = 30_000,
         max_attempts: int = 4,
         observe: StatementObserver = _unobserved,
+        role: str = rls.NO_ROLE,
     ) -> None:
+        """`role`: what every transaction switches to (SET LOCAL ROLE); NO_ROLE stays the
+        connecting user (lifecycle commands, which run as the tables' owner)."""
         self.engine = engine
+        self.role = role
         self.statement_timeout_ms = statement_timeout_ms
         self.max_attempts = max_attempts
         self.observe = observe
@@ -180,7 +186,8 @@ class Database:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 with self._sessions() as session, session.begin():
-                    session.execute(_SET_TIMEOUT, {"ms": str(self._timeout_ms(caller))})
+                    settings = rls.context(caller.actor, self.role)
+                    session.execute(_SET_TIMEOUT, {"ms": str(self._timeout_ms(caller)), **settings})
                     return work(Tx(session, caller))
             except (sa_exc.SQLAlchemyError, psycopg2.Error) as error:
                 domain = translate(error)
@@ -211,7 +218,7 @@ class Database:
         prepared: set[str] = connection.info.setdefault("prepared_statements", set())
         params = {**statement.constants, **params}
         values = {**{f"p{i}": params[name] for i, name in enumerate(statement.params)},
-                  "timeout_ms": str(timeout)}  # fmt: skip
+                  "timeout_ms": str(timeout), **rls.context(caller.actor, self.role)}  # fmt: skip
         try:
             dbapi.autocommit = True
             with self.observe(statement, caller):

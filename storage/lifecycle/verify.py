@@ -18,7 +18,7 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine, exc, inspect, select
 from sqlalchemy.orm import Session
 
-from storage import migrate
+from storage import migrate, rls
 from storage.engine import normalize_url
 from storage.lifecycle import pgtools
 from storage.lifecycle.backup import Backup, alembic_revision, file_digest, locate, row_counts
@@ -76,7 +76,13 @@ def revision_state(revision: str | None) -> str:
 
 
 def restore_into(backup: Backup, url: str, *, embedded: bool) -> None:
-    """pg_restore a checked backup into the (empty) database at `url`, all or nothing."""
+    """pg_restore a checked backup into the (empty) database at `url`, all or nothing.
+
+    The dump's policies name the row-level security roles, which a new cluster may lack; and
+    their grants are ACLs, which --no-acl leaves out, and the leakproof marks live in
+    pg_catalog, which the dump leaves out: all are put back (storage/rls.py).
+    """
+    _run_sql(url, [rls.CREATE_ROLES])
     tool = pgtools.find_tool("pg_restore", url, embedded=embedded)
     connection = pgtools.Connection.from_url(url)
     pgtools.run(
@@ -92,6 +98,22 @@ def restore_into(backup: Backup, url: str, *, embedded: bool) -> None:
         ],
         connection,
     )
+    _run_sql(
+        url,
+        [*rls.grants("public"), rls.MARK_LEAKPROOF],
+        unless="NOT EXISTS (SELECT FROM pg_policies)",
+    )
+
+
+def _run_sql(url: str, statements: list[str], unless: str = "false") -> None:
+    """Run `statements` in one transaction, unless the SQL condition `unless` holds (a dump
+    from before migration 0012: the migration that follows the restore grants)."""
+    with contextlib.closing(pgtools.connect(url)) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT {unless}")
+        if not cur.fetchone()[0]:
+            for statement in statements:
+                cur.execute(statement)
+        conn.commit()
 
 
 def compare_contents(backup: Backup, url: str) -> int:
