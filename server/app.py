@@ -200,6 +200,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         settings.health_interval_seconds,
         code_schema=CodeSchema(role=settings.db_role),
     )
+    db.on_connection_failure = health.recheck_soon  # readiness follows a failed call at once
     health_names = [LIVENESS, *health.readiness_names]
     telemetry.watch_health(
         lambda: {name: health_servicer.status(name) == SERVING for name in health_names}

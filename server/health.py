@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,6 +31,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 
+from storage import deadlines
 from storage.engine import make_engine
 from storage.migrate import CodeSchema, SchemaVerdict
 
@@ -44,7 +46,11 @@ PROBE_THREADS = 2
 WATCHERS_PER_PEER = 8
 MAX_WATCHERS = 64
 RECHECK_SECONDS = 5.0  # a watcher also looks at its stream this often, in case a wake-up is lost
-CHECK_TIMEOUT_SECONDS = 5.0  # wall-clock bound of one readiness check
+# Wall-clock bound of one readiness check (and at most the interval, so that a hung database
+# is NOT_SERVING within two intervals); a re-check a failed call asked for gets FAILURE_CHECK.
+CHECK_TIMEOUT_SECONDS = 5.0
+FAILURE_CHECK_SECONDS = 1.0
+RECHECK_AT_MOST_EVERY_SECONDS = 0.5  # failed calls ask for re-checks no more often than this
 STATEMENT_TIMEOUT_MS = 2000
 MIN_INTERVAL_SECONDS = 0.1  # the monitor never spins, whatever the setting says
 
@@ -236,7 +242,11 @@ class HealthMonitor:
         # starts until the hung one returns.
         self._asker = ThreadPoolExecutor(1, thread_name_prefix="health-check")
         self._pending: Future[SchemaVerdict] | None = None
+        self._pending_since = 0.0
         self._stop = threading.Event()
+        self._wake = threading.Event()  # recheck_soon: check now instead of after the interval
+        self._urgent = False
+        self._last_check = 0.0
         self._thread = threading.Thread(target=self._run, name="health-monitor", daemon=True)
         self._checking = threading.Lock()  # check_now may also be called from outside
         self._last: SchemaVerdict | None = None
@@ -247,10 +257,23 @@ class HealthMonitor:
     def start(self) -> None:
         self._thread.start()
 
-    def check_now(self) -> bool:
+    @property
+    def check_limit(self) -> float:
+        """The wall-clock bound of one check: CHECK_TIMEOUT_SECONDS, at most the interval."""
+        return min(CHECK_TIMEOUT_SECONDS, self.interval)
+
+    def recheck_soon(self) -> None:
+        """A call found the database unreachable or hung: check now, not after the interval.
+        Cheap and non-blocking (request threads call it); at most one re-check per 0.5 s."""
+        if not self._wake.is_set():
+            self._urgent = True
+            self._wake.set()
+
+    def check_now(self, limit: float | None = None) -> bool:
         """Ask the database once (bounded in time) and publish the answer."""
         with self._checking:
-            verdict = self._ask()
+            self._last_check = time.monotonic()
+            verdict = self._ask(self.check_limit if limit is None else limit)
             if verdict != self._last:
                 level = logging.INFO if verdict.ready else logging.WARNING
                 state = "SERVING" if verdict.ready else "NOT_SERVING"
@@ -263,29 +286,38 @@ class HealthMonitor:
         """Enter graceful shutdown: NOT_SERVING from now on, and stop polling."""
         self.servicer.enter_graceful_shutdown()
         self._stop.set()
+        self._wake.set()
         self._asker.shutdown(wait=False, cancel_futures=True)
         self._engine.dispose()
 
-    def _ask(self) -> SchemaVerdict:
+    def _ask(self, limit: float) -> SchemaVerdict:
+        """A hung check keeps its thread (until its connection's deadline cuts it, see
+        _verdict), and later checks wait only for what is left of its limit."""
         if self._pending is None or self._pending.done():
             try:
-                self._pending = self._asker.submit(self._verdict)
+                self._pending = self._asker.submit(self._verdict, limit)
+                self._pending_since = time.monotonic()
             except RuntimeError:  # stopped
                 return SchemaVerdict(False, "the server is shutting down")
+        # (a short wait even then: a check that was slow may be answering just now)
+        left = max(min(limit, 0.25), self._pending_since + limit - time.monotonic())
         try:
-            verdict = self._pending.result(timeout=CHECK_TIMEOUT_SECONDS)
+            verdict = self._pending.result(timeout=left)
         except FutureTimeout:
-            return SchemaVerdict(
-                False, f"the database did not answer within {CHECK_TIMEOUT_SECONDS:g} s"
-            )
+            return SchemaVerdict(False, f"the database did not answer within {limit:g} s")
         except Exception as error:  # noqa: BLE001 - any failure means not ready
             cause = getattr(error, "orig", None) or error  # libpq's words, no statement
             first_line = (str(cause).strip().splitlines() or [""])[0]
             return SchemaVerdict(False, f"database check failed: {first_line}")
         return verdict
 
-    def _verdict(self) -> SchemaVerdict:
-        with self._engine.begin() as connection:
+    def _verdict(self, limit: float) -> SchemaVerdict:
+        # The check's connection (connect, statement) is cut a second after its limit: a hung
+        # database cannot keep the check thread, and the next check opens a fresh connection.
+        with (
+            deadlines.budget(time.monotonic() + limit + 1.0),
+            self._engine.begin() as connection,
+        ):
             connection.execute(text(f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"))
             return self.code_schema.verdict(connection)
 
@@ -295,8 +327,17 @@ class HealthMonitor:
             self.servicer.set(name, SERVING if ready else NOT_SERVING)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:
+            self._wake.wait(self.interval)
+            urgent, self._urgent = self._urgent, False
+            if urgent:  # rate limit: a flood of failing calls asks, one re-check answers
+                time.sleep(
+                    max(0.0, self._last_check + RECHECK_AT_MOST_EVERY_SECONDS - time.monotonic())
+                )
+            self._wake.clear()
+            if self._stop.is_set():
+                return
             try:
-                self.check_now()
+                self.check_now(min(self.check_limit, FAILURE_CHECK_SECONDS) if urgent else None)
             except Exception:  # noqa: BLE001 - the monitor must outlive any one failure
                 log.exception("health: the readiness check failed unexpectedly")

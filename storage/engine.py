@@ -13,6 +13,8 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import QueuePool
 
+from storage import deadlines
+
 log = logging.getLogger(__name__)
 
 EMBEDDED_DATABASE = "blogstore"
@@ -72,6 +74,7 @@ def make_engine(
             "application_name": application_name,
         },
     )
+    deadlines.install(engine, connect_timeout)  # before the pre-ping: it can hang too
     ping_when_idle(engine)
     return engine
 
@@ -80,11 +83,21 @@ class ObservedQueuePool(QueuePool):
     """A QueuePool that reports each checkout's wait (seconds, timed out?) to `on_wait`.
 
     The hook for server/telemetry (the pool wait histogram and timeouts); None costs nothing.
-    The wait includes opening a new connection when the pool has room for one.
+    The wait includes opening a new connection when the pool has room for one, and never
+    outlasts the current call's budget (storage/deadlines.py).
     """
 
     on_wait: Callable[[float, bool], None] | None = None
     _sqla_logger_namespace = "sqlalchemy.pool.impl.QueuePool"  # SQLAlchemy's quiet logger
+    _configured_timeout: float = 30.0
+
+    @property  # type: ignore[override]
+    def _timeout(self) -> float:
+        return deadlines.pool_timeout(self._configured_timeout)
+
+    @_timeout.setter
+    def _timeout(self, value: float) -> None:
+        self._configured_timeout = value
 
     def _do_get(self) -> Any:
         on_wait = self.on_wait
@@ -101,6 +114,7 @@ class ObservedQueuePool(QueuePool):
 
     def recreate(self) -> QueuePool:
         pool = super().recreate()
+        pool._configured_timeout = self._configured_timeout  # type: ignore[attr-defined]
         pool.on_wait = self.on_wait  # type: ignore[attr-defined] - same class
         return pool
 

@@ -207,3 +207,19 @@ def translate_driver_error(orig: psycopg2.Error) -> DomainError | None:
     if isinstance(orig, psycopg2.OperationalError | psycopg2.InterfaceError) and not code:
         return Unavailable("database unavailable")  # refused, reset, timed out or closed
     return None
+
+
+def is_connection_failure(error: BaseException) -> bool:
+    """The connection broke or could not be opened: not a full pool, not an answer (such as
+    read-only) from a live server. Health re-checks readiness on these."""
+    if isinstance(error, sa_exc.TimeoutError):
+        return False
+    if isinstance(error, sa_exc.DBAPIError) and error.connection_invalidated:
+        return True
+    orig = getattr(error, "orig", None) if isinstance(error, sa_exc.SQLAlchemyError) else error
+    if isinstance(orig, psycopg2.Error):
+        code = orig.pgcode or ""
+        if code:
+            return code.startswith(("08", "57P"))
+        return isinstance(orig, psycopg2.OperationalError | psycopg2.InterfaceError)
+    return isinstance(error, sa_exc.OperationalError)

@@ -11,6 +11,7 @@ commits once, and runs the whole transaction again on serialization failures and
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
 import time
 import uuid
@@ -26,9 +27,16 @@ from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from storage import rls
+from storage import deadlines, rls
 from storage.actors import ActorKind, Caller
-from storage.errors import DeadlineExceeded, Retryable, translate
+from storage.errors import (
+    DeadlineExceeded,
+    DomainError,
+    Retryable,
+    Unavailable,
+    is_connection_failure,
+    translate,
+)
 from storage.models import AuditEvent
 from storage.repositories.articles import ArticleRepository
 from storage.repositories.audit import AuditRepository
@@ -162,6 +170,18 @@ class Tx:
         )
 
 
+def _under_budget(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a Database method under its caller's budget (storage/deadlines.py): the pool wait,
+    connect timeout and deadline watchdog of every connection it checks out follow it."""
+
+    @functools.wraps(method)
+    def budgeted(self: Database, caller: Caller, *args: Any, **kwargs: Any) -> T:
+        with deadlines.budget(self._deadline(caller)):
+            return method(self, caller, *args, **kwargs)
+
+    return budgeted
+
+
 class Database:
     def __init__(
         self,
@@ -171,9 +191,13 @@ class Database:
         max_attempts: int = 4,
         observe: StatementObserver = _unobserved,
         role: str = rls.NO_ROLE,
+        on_connection_failure: Callable[[], None] | None = None,
     ) -> None:
         """`role`: what every transaction switches to (SET LOCAL ROLE); NO_ROLE stays the
-        connecting user (lifecycle commands, which run as the tables' owner)."""
+        connecting user (lifecycle commands, which run as the tables' owner).
+        `on_connection_failure`: called (cheaply, from the request thread) when a call finds
+        the database unreachable or hung; server/health re-checks readiness at once."""
+        self.on_connection_failure = on_connection_failure
         self.engine = engine
         self.role = role
         self.statement_timeout_ms = statement_timeout_ms
@@ -181,6 +205,7 @@ class Database:
         self.observe = observe
         self._sessions = sessionmaker(engine, expire_on_commit=False, autoflush=False)
 
+    @_under_budget
     def run(self, caller: Caller, work: Callable[[Tx], T]) -> T:
         """Run `work` in one transaction and commit; raise only domain errors or bugs."""
         for attempt in range(1, self.max_attempts + 1):
@@ -190,7 +215,7 @@ class Database:
                     session.execute(_SET_TIMEOUT, {"ms": str(self._timeout_ms(caller)), **settings})
                     return work(Tx(session, caller))
             except (sa_exc.SQLAlchemyError, psycopg2.Error) as error:
-                domain = translate(error)
+                domain = self._failure(error)
                 if domain is None:
                     raise
                 if isinstance(domain, Retryable) and attempt < self.max_attempts:
@@ -199,6 +224,7 @@ class Database:
                 raise domain from None
         raise AssertionError("unreachable")
 
+    @_under_budget
     def query(
         self, caller: Caller, statement: Prepared, params: dict[str, Any]
     ) -> list[SimpleNamespace]:
@@ -213,7 +239,7 @@ class Database:
         try:  # a new connection, or a failed ping's reconnect, raises the driver's error
             connection = self.engine.raw_connection()
         except (sa_exc.SQLAlchemyError, psycopg2.Error) as error:
-            raise (translate(error) or error) from None
+            raise (self._failure(error) or error) from None
         dbapi = connection.dbapi_connection
         prepared: set[str] = connection.info.setdefault("prepared_statements", set())
         params = {**statement.constants, **params}
@@ -226,7 +252,7 @@ class Database:
         except psycopg2.Error as error:
             if dbapi.closed:
                 connection.invalidate()
-            raise (translate(error) or error) from None
+            raise (self._failure(error) or error) from None
         finally:
             if not dbapi.closed:
                 dbapi.autocommit = False
@@ -264,6 +290,25 @@ class Database:
                 if prepare:
                     prepared.add(statement.name)
         raise AssertionError("unreachable")
+
+    def _failure(self, error: BaseException) -> DomainError | None:
+        """The domain error for a failed call; a connection failure also tells health."""
+        domain = translate(error)
+        spent = deadlines.current()
+        if spent is not None and spent.fired:  # the watchdog cut a connection left unanswered
+            domain = DeadlineExceeded("the database did not answer within the call's deadline")
+        elif not (isinstance(domain, Unavailable) and is_connection_failure(error)):
+            return domain
+        if self.on_connection_failure is not None:
+            self.on_connection_failure()
+        return domain
+
+    def _deadline(self, caller: Caller) -> float:
+        """When the watchdog cuts this call's connection: its deadline; without one, twice the
+        statement timeout (no single call holds a connection that long with a live database)."""
+        if caller.deadline is not None:
+            return caller.deadline
+        return time.monotonic() + 2 * self.statement_timeout_ms / 1000
 
     def _timeout_ms(self, caller: Caller) -> int:
         if caller.deadline is None:

@@ -1,0 +1,231 @@
+"""A call's deadline, enforced on our side of the connection, whatever the database does.
+
+`statement_timeout` only helps while the server answers. A server that accepts bytes and never
+replies (a stuck disk, a frozen proxy) would pin the request thread in libpq's recv for as long
+as the kernel keeps the socket (tcp_user_timeout does not fire while the peer ACKs). So each
+unit of work runs under a `Budget` (a contextvar set by storage/uow.py), and every engine from
+storage/engine.py honours it:
+
+- the pool wait is at most the remaining budget (`ObservedQueuePool._timeout`);
+- a new connection gets `connect_timeout` = the remaining budget rounded up to whole seconds,
+  at most the configured one (libpq >= 17 counts it precisely, minimum 1 s);
+- a checked-out connection is registered with the one `Watchdog` thread. At the deadline +
+  GRACE_SECONDS with the connection still out, it sends a cancel request (PQcancel, on a
+  throwaway thread: against a hung server the cancel itself hangs), and SHUTDOWN_AFTER_SECONDS
+  later shuts the libpq socket down so the blocked recv returns. The request thread gets a
+  connection error, and the connection is discarded at check-in, never pooled again.
+
+Registering is a heap push under a lock, and the watchdog thread only wakes when an entry falls
+due, so the hot path pays microseconds and no thread per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 0.3  # the server's own statement_timeout answers first when it can
+SHUTDOWN_AFTER_SECONDS = 0.3  # after the cancel request, before the socket is shut down
+MAX_CANCEL_THREADS = 8  # cancel requests to a hung server pile up no further than this
+
+
+@dataclass(eq=False)
+class Budget:
+    """One call's time budget: `deadline` is a time.monotonic() value."""
+
+    deadline: float
+    fired: bool = False  # the watchdog had to cut one of this call's connections
+
+    def remaining(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+_current: ContextVar[Budget | None] = ContextVar("blogstore_budget", default=None)
+
+
+def current() -> Budget | None:
+    return _current.get()
+
+
+@contextlib.contextmanager
+def budget(deadline: float) -> Any:
+    """Run the body under a budget ending at `deadline` (time.monotonic())."""
+    spent = Budget(deadline)
+    token = _current.set(spent)
+    try:
+        yield spent
+    finally:
+        _current.reset(token)
+
+
+def connect_timeout(configured: int) -> int:
+    """libpq's connect_timeout for a connection opened now: never past the budget."""
+    spent = _current.get()
+    if spent is None:
+        return configured
+    return max(1, min(configured, math.ceil(spent.remaining())))
+
+
+def pool_timeout(configured: float) -> float:
+    """How long a checkout may wait for a pooled connection now."""
+    spent = _current.get()
+    if spent is None:
+        return configured
+    return max(0.001, min(configured, spent.remaining()))
+
+
+@dataclass(eq=False)
+class _Entry:
+    budget: Budget
+    connection: Any  # the psycopg2 connection
+    fd: int
+    done: bool = False
+    cancelled: bool = False  # stage 1 done: the cancel request is on its way
+    cut: bool = False  # stage 2 done: the socket was shut down
+    seq: int = field(default=0)
+
+
+class Watchdog:
+    """One thread that cuts connections whose call's deadline passed with no answer."""
+
+    def __init__(
+        self, grace: float = GRACE_SECONDS, shutdown_after: float = SHUTDOWN_AFTER_SECONDS
+    ) -> None:
+        self.grace = grace
+        self.shutdown_after = shutdown_after
+        self._due = threading.Condition(threading.Lock())
+        self._heap: list[tuple[float, int, _Entry]] = []
+        self._next_wake = math.inf
+        self._live = 0
+        self._seq = itertools.count()
+        self._cancels = threading.BoundedSemaphore(MAX_CANCEL_THREADS)
+        self._thread: threading.Thread | None = None
+        self.fired = 0  # connections cut, for tests and logs
+
+    def watch(self, spent: Budget, connection: Any) -> _Entry:
+        entry = _Entry(spent, connection, connection.fileno())
+        self._push(spent.deadline + self.grace, entry)
+        return entry
+
+    def release(self, entry: _Entry) -> None:
+        with self._due:
+            if not entry.done:
+                entry.done = True
+                self._live -= 1
+
+    def _push(self, at: float, entry: _Entry, *, again: bool = False) -> None:
+        with self._due:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="db-deadline-watchdog", daemon=True
+                )
+                self._thread.start()
+            if not again:
+                self._live += 1
+            heapq.heappush(self._heap, (at, next(self._seq), entry))
+            if len(self._heap) > 256 and len(self._heap) > 4 * self._live:
+                self._heap = [item for item in self._heap if not item[2].done]
+                heapq.heapify(self._heap)
+            if at < self._next_wake:
+                self._due.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._due:
+                entry = self._next_due()
+            try:
+                self._act(entry)
+            except Exception:  # noqa: BLE001 - the watchdog must outlive any one entry
+                log.exception("deadline watchdog: cutting a connection failed")
+
+    def _next_due(self) -> _Entry:
+        """Wait (lock held by the caller) for the next entry that falls due and is still out."""
+        while True:
+            while self._heap and self._heap[0][2].done:
+                heapq.heappop(self._heap)
+            now = time.monotonic()
+            if self._heap and self._heap[0][0] <= now:
+                self._next_wake = math.inf
+                return heapq.heappop(self._heap)[2]
+            self._next_wake = self._heap[0][0] if self._heap else math.inf
+            self._due.wait(None if not self._heap else self._next_wake - now)
+
+    def _act(self, entry: _Entry) -> None:
+        if not entry.cancelled:
+            entry.cancelled = True
+            entry.budget.fired = True
+            self.fired += 1
+            log.warning("database call past its deadline with no answer: cancelling it")
+            if self._cancels.acquire(blocking=False):
+                threading.Thread(
+                    target=self._cancel, args=(entry.connection,), name="db-cancel", daemon=True
+                ).start()
+            self._push(time.monotonic() + self.shutdown_after, entry, again=True)
+            return
+        with self._due:  # release() waits: the fd cannot be closed and reused meanwhile
+            if entry.done or entry.connection.closed:
+                return
+            entry.cut = True
+            with contextlib.suppress(OSError):
+                sock = socket.socket(fileno=os.dup(entry.fd))
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                finally:
+                    sock.close()
+
+    def _cancel(self, connection: Any) -> None:
+        try:
+            connection.cancel()  # PQcancel: a new connection to the same server, may hang
+        except Exception:  # noqa: BLE001, S110 - best effort: the socket is cut anyway
+            pass
+        finally:
+            self._cancels.release()
+
+
+WATCHDOG = Watchdog()
+
+
+def install(engine: Any, configured_connect_timeout: int) -> None:
+    """Make `engine` honour the current budget: connect timeout, and the watchdog per checkout.
+
+    Must be installed before any other checkout listener (the idle pre-ping is a round trip
+    that can hang too).
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "do_connect")
+    def _connect_timeout(dialect: Any, record: Any, cargs: Any, cparams: dict) -> None:
+        cparams["connect_timeout"] = connect_timeout(configured_connect_timeout)
+
+    @event.listens_for(engine, "checkout")
+    def _watch(dbapi_connection: Any, record: Any, proxy: Any) -> None:
+        spent = _current.get()
+        if spent is not None:
+            record.info["deadline_watch"] = WATCHDOG.watch(spent, dbapi_connection)
+
+    @event.listens_for(engine, "checkin")
+    def _unwatch(dbapi_connection: Any, record: Any) -> None:
+        entry = record.info.pop("deadline_watch", None)
+        if entry is None:
+            return
+        WATCHDOG.release(entry)
+        if entry.cancelled and record.dbapi_connection is not None:
+            record.invalidate()  # cancelled or cut: never hand it out again
+
+    @event.listens_for(engine, "invalidate")
+    def _invalidated(dbapi_connection: Any, record: Any, exception: Any) -> None:
+        entry = record.info.pop("deadline_watch", None)
+        if entry is not None:
+            WATCHDOG.release(entry)
