@@ -47,7 +47,8 @@ WATCHERS_PER_PEER = 8
 MAX_WATCHERS = 64
 RECHECK_SECONDS = 5.0  # a watcher also looks at its stream this often, in case a wake-up is lost
 # Wall-clock bound of one readiness check (and at most the interval, so that a hung database
-# is NOT_SERVING within two intervals); a re-check a failed call asked for gets FAILURE_CHECK.
+# is NOT_SERVING within two intervals). A re-check asked for by a failed call is bounded by
+# FAILURE_CHECK_SECONDS, and while not ready the monitor checks that often.
 CHECK_TIMEOUT_SECONDS = 5.0
 FAILURE_CHECK_SECONDS = 1.0
 RECHECK_AT_MOST_EVERY_SECONDS = 0.5  # failed calls ask for re-checks no more often than this
@@ -327,8 +328,10 @@ class HealthMonitor:
             self.servicer.set(name, SERVING if ready else NOT_SERVING)
 
     def _run(self) -> None:
-        while True:
-            self._wake.wait(self.interval)
+        while True:  # not ready: look again every second, so that readiness comes back soon
+            self._wake.wait(
+                self.interval if self.serving else min(self.interval, FAILURE_CHECK_SECONDS)
+            )
             urgent, self._urgent = self._urgent, False
             if urgent:  # rate limit: a flood of failing calls asks, one re-check answers
                 time.sleep(

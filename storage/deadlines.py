@@ -7,13 +7,17 @@ unit of work runs under a `Budget` (a contextvar set by storage/uow.py), and eve
 storage/engine.py honours it:
 
 - the pool wait is at most the remaining budget (`ObservedQueuePool._timeout`);
-- a new connection gets `connect_timeout` = the remaining budget rounded up to whole seconds,
-  at most the configured one (libpq >= 17 counts it precisely, minimum 1 s);
+- a new connection gets `connect_timeout` = the remaining budget in whole seconds (nearest,
+  at least 1, at most the configured one; libpq >= 17 counts it precisely, minimum 1 s);
 - a checked-out connection is registered with the one `Watchdog` thread. At the deadline +
   GRACE_SECONDS with the connection still out, it sends a cancel request (PQcancel, on a
   throwaway thread: against a hung server the cancel itself hangs), and SHUTDOWN_AFTER_SECONDS
   later shuts the libpq socket down so the blocked recv returns. The request thread gets a
   connection error, and the connection is discarded at check-in, never pooled again.
+
+PQcancel is called through ctypes on psycopg2's own libpq, not as `connection.cancel()`:
+psycopg2 holds the GIL during PQcancel, so a cancel request to a hung server would freeze the
+whole process. ctypes releases the GIL for the call.
 
 Registering is a heap push under a lock, and the watchdog thread only wakes when an entry falls
 due, so the hot path pays microseconds and no thread per call.
@@ -22,6 +26,8 @@ due, so the hot path pays microseconds and no thread per call.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import heapq
 import itertools
 import logging
@@ -75,7 +81,7 @@ def connect_timeout(configured: int) -> int:
     spent = _current.get()
     if spent is None:
         return configured
-    return max(1, min(configured, math.ceil(spent.remaining())))
+    return max(1, min(configured, round(spent.remaining())))  # whole seconds, nearest
 
 
 def pool_timeout(configured: float) -> float:
@@ -84,6 +90,33 @@ def pool_timeout(configured: float) -> float:
     if spent is None:
         return configured
     return max(0.001, min(configured, spent.remaining()))
+
+
+@functools.cache
+def _libpq() -> Any:
+    """psycopg2's own libpq (the one loaded in this process), or None where it is not found."""
+    import psycopg2  # noqa: F401 - loads it
+
+    with contextlib.suppress(OSError), open("/proc/self/maps") as maps:
+        for line in maps:
+            path = line.split()[-1]
+            if "/libpq" in path and ".so" in path:
+                lib = ctypes.CDLL(path)
+                lib.PQgetCancel.restype = ctypes.c_void_p
+                lib.PQgetCancel.argtypes = [ctypes.c_void_p]
+                lib.PQcancel.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+                lib.PQfreeCancel.argtypes = [ctypes.c_void_p]
+                return lib
+    log.warning("libpq not found: calls past their deadline are cut without a cancel request")
+    return None
+
+
+def _send_cancel(libpq: Any, cancel: int) -> None:
+    """PQcancel with the GIL released; may block as long as a hung server does."""
+    try:
+        libpq.PQcancel(cancel, ctypes.create_string_buffer(256), 256)
+    finally:
+        libpq.PQfreeCancel(cancel)
 
 
 @dataclass(eq=False)
@@ -168,10 +201,7 @@ class Watchdog:
             entry.budget.fired = True
             self.fired += 1
             log.warning("database call past its deadline with no answer: cancelling it")
-            if self._cancels.acquire(blocking=False):
-                threading.Thread(
-                    target=self._cancel, args=(entry.connection,), name="db-cancel", daemon=True
-                ).start()
+            self._cancel(entry)
             self._push(time.monotonic() + self.shutdown_after, entry, again=True)
             return
         with self._due:  # release() waits: the fd cannot be closed and reused meanwhile
@@ -185,13 +215,25 @@ class Watchdog:
                 finally:
                     sock.close()
 
-    def _cancel(self, connection: Any) -> None:
-        try:
-            connection.cancel()  # PQcancel: a new connection to the same server, may hang
-        except Exception:  # noqa: BLE001, S110 - best effort: the socket is cut anyway
-            pass
-        finally:
+    def _cancel(self, entry: _Entry) -> None:
+        """Send a cancel request on a throwaway thread (best effort: the socket is cut next)."""
+        libpq = _libpq()
+        if libpq is None or not self._cancels.acquire(blocking=False):
+            return
+        with self._due:  # the connection cannot be closed meanwhile (see release)
+            alive = not entry.done and not entry.connection.closed
+            cancel = libpq.PQgetCancel(entry.connection.pgconn_ptr) if alive else None
+        if not cancel:
             self._cancels.release()
+            return
+
+        def send() -> None:
+            try:
+                _send_cancel(libpq, cancel)
+            finally:
+                self._cancels.release()
+
+        threading.Thread(target=send, name="db-cancel", daemon=True).start()
 
 
 WATCHDOG = Watchdog()

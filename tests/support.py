@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,7 +87,11 @@ def url_with_database(url: str, database: str) -> str:
 
 
 class TcpProxy:
-    """Forwards a local TCP port to PostgreSQL; `cut()` makes the database vanish, `restore()`."""
+    """Forwards a local TCP port to PostgreSQL; `cut()` makes the database vanish, `restore()`.
+
+    `hang()` freezes it instead: connections stay open and new ones are accepted, but no byte
+    goes through (a stuck disk, a frozen proxy) until `resume()`.
+    """
 
     def __init__(self, database_url: str) -> None:
         parsed = make_url(database_url)
@@ -102,6 +108,8 @@ class TcpProxy:
         self._connections: list[socket.socket] = []
         self._lock = threading.Lock()
         self._serving = True
+        self._flowing = threading.Event()
+        self._flowing.set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def url_for(self, database_url: str) -> str:
@@ -123,6 +131,12 @@ class TcpProxy:
         with self._lock:
             self._serving = True
 
+    def hang(self) -> None:
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
+
     def _accept(self) -> None:
         while True:
             client, _ = self._listener.accept()
@@ -136,13 +150,60 @@ class TcpProxy:
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+    def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         with contextlib.suppress(OSError):
             while data := source.recv(65536):
+                self._flowing.wait()
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
+
+
+POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+
+
+class Cluster:
+    """A throwaway PostgreSQL cluster of its own (initdb, pg_ctl as user postgres), for tests
+    that kill, stop or freeze the database. `url` is its admin URL over TCP."""
+
+    def __init__(self, root: Path) -> None:
+        if os.geteuid() != 0 or not (POSTGRES_BIN / "initdb").exists():
+            pytest.skip("needs root and the PostgreSQL 15 binaries for a throwaway cluster")
+        self.root = root
+        self.data = root / "pgdata"
+        self.log = root / "postgres.log"
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.chown(root, "postgres")
+        self._as_postgres("initdb", "-D", self.data, "-A", "trust", "-U", "postgres",
+                          "-E", "UTF8", "--no-sync")  # fmt: skip
+
+    def _as_postgres(self, tool: str, *args: object, check: bool = True):
+        command = ["runuser", "-u", "postgres", "--", str(POSTGRES_BIN / tool), *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, check=check, timeout=120)
+
+    def start(self, timeout: float = 60) -> None:
+        """Start it; after a kill -9, retry while the dead postmaster's children linger."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self._as_postgres("pg_ctl", "-D", self.data, "-o", options, "-l", self.log,
+                                       "-w", "-t", "30", "start", check=False)  # fmt: skip
+            if result.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(result.stdout + result.stderr + self.log.read_text())
+            time.sleep(0.5)
+
+    def kill_postmaster(self) -> None:
+        pid = int((self.data / "postmaster.pid").read_text().split()[0])
+        os.kill(pid, signal.SIGKILL)
+
+    def stop(self) -> None:
+        self._as_postgres("pg_ctl", "-D", self.data, "-m", "immediate", "stop", check=False)
 
 
 def make_settings(database_url: str, **overrides: object) -> Settings:
