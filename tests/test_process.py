@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -130,9 +131,32 @@ def test_sigterm_lets_the_call_in_flight_finish_and_exits_0(database_url, server
             process.kill()
 
 
+def slow_create_user(port: int, key: str) -> users_pb2.User | grpc.RpcError:
+    """CreateUser on a channel of its own (so that calls spread over the workers)."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        name = unique()
+        try:
+            return (
+                users_pb2_grpc.UsersServiceStub(channel)
+                .CreateUser(
+                    users_pb2.CreateUserRequest(
+                        email=f"{name}@example.com", username=name, password=PASSWORD
+                    ),
+                    metadata=[("authorization", f"Bearer {key}")],
+                    timeout=60,
+                )
+                .user
+            )
+        except grpc.RpcError as error:
+            return error
+
+
 def test_two_workers_share_the_port_and_stop_cleanly(database_url, server_env):
+    """SIGTERM with calls in flight on both workers: they finish OK, a new call is refused,
+    and both workers exit 0 within the grace period."""
     port = free_port()
-    process = blogstore("serve", "--port", str(port), "--workers", "2", env=server_env)
+    env = {**server_env, "BLOGSTORE_BCRYPT_ROUNDS": "13"}  # CreateUser takes a while
+    process = blogstore("serve", "--port", str(port), "--workers", "2", env=env)
     lines: list[str] = []
     reader = threading.Thread(
         target=lambda: lines.extend(line.decode() for line in process.stdout), daemon=True
@@ -147,8 +171,28 @@ def test_two_workers_share_the_port_and_stop_cleanly(database_url, server_env):
         key = admin_key(database_url)
         for _ in range(10):
             assert current_user(port, key).user.is_admin
-        process.send_signal(signal.SIGTERM)
+        calls = 8  # one connection each: both workers get some (all on one: 1 in 128)
+        with ThreadPoolExecutor(calls) as pool:
+            in_flight = [pool.submit(slow_create_user, port, key) for _ in range(calls)]
+            time.sleep(1.0)
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            refused = None
+            while refused is None and time.monotonic() - signalled < 5:
+                try:  # new calls are refused soon after the signal, while others drain
+                    current_user(port, key)
+                except grpc.RpcError as error:
+                    refused = error
+                time.sleep(0.1)
+            assert refused is not None, "".join(lines)
+            # UNAVAILABLE; or CANCELLED for a call grpcio had accepted but not yet dispatched
+            # when its shutdown began (grpcio cancels those).
+            assert refused.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED)
+            results = [future.result() for future in in_flight]
+        assert all(isinstance(user, users_pb2.User) and user.id for user in results), results
+        grace = float(env["BLOGSTORE_SHUTDOWN_GRACE_SECONDS"])
         assert process.wait(timeout=60) == 0, "".join(lines)
+        assert time.monotonic() - signalled < grace + 5
         reader.join(timeout=10)
         assert sum("INFO blogstore stopped" in line for line in lines) == 2, "".join(lines)
     finally:
