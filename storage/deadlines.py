@@ -77,11 +77,20 @@ def budget(deadline: float) -> Any:
 
 
 def connect_timeout(configured: int) -> int:
-    """libpq's connect_timeout for a connection opened now: never past the budget."""
+    """libpq's connect_timeout for a connection opened now: never past the budget.
+
+    Raises psycopg2's OperationalError (UNAVAILABLE, or DEADLINE_EXCEEDED once the watchdog
+    fired) when the budget is spent: e.g. the reconnect after a pre-ping the watchdog cut.
+    """
     spent = _current.get()
     if spent is None:
         return configured
-    return max(1, min(configured, round(spent.remaining())))  # whole seconds, nearest
+    remaining = spent.remaining()
+    if remaining < 0.05:
+        import psycopg2
+
+        raise psycopg2.OperationalError("no time left in the call's deadline to connect")
+    return max(1, min(configured, round(remaining)))  # whole seconds, nearest
 
 
 def pool_timeout(configured: float) -> float:

@@ -32,8 +32,11 @@ from sqlalchemy import text
 
 from server.admin import create_admin
 from server.app import App, create_server
-from storage import migrate
+from storage import errors, migrate
+from storage.actors import SYSTEM, Caller
 from storage.deadlines import WATCHDOG
+from storage.engine import PING_AFTER_IDLE_SECONDS, make_engine
+from storage.uow import Database, Prepared
 from tests import support
 from tests.support import PASSWORD, SERVICE_KEY, make_settings, unique
 
@@ -43,6 +46,13 @@ OK = grpc.StatusCode.OK
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 DEADLINE_EXCEEDED = grpc.StatusCode.DEADLINE_EXCEEDED
 MISSING = str(uuid.UUID(int=1))
+_SELECT_1 = Prepared(
+    name="faults_select_1",
+    body="SELECT $1::int AS one",
+    params=("one",),
+    types=("int",),
+    constants={"one": 1},
+)
 
 
 @pytest.fixture(scope="module")
@@ -382,3 +392,40 @@ def test_kill_9_of_the_postmaster_under_write_load_loses_no_acknowledged_write(
     assert max(usage.values()) == 1
     assert max(Counter(request_id for request_id, _ in rows).values()) == 1
     assert_no_error_logged(caplog)
+
+
+@pytest.mark.parametrize("where", ["statement", "idle pre-ping", "connect"])
+@pytest.mark.parametrize("path", ["query", "run"])
+def test_storage_returns_within_a_second_of_the_deadline_on_a_hung_database(where, path, fault_url):
+    """Both unit-of-work paths, hung in a statement, in the pre-ping of a connection that
+    idled, or while opening a connection: back within 1 s of the deadline, DEADLINE_EXCEEDED
+    or UNAVAILABLE, and the connection is not pooled again."""
+    proxy = support.TcpProxy(fault_url)
+    failures: list[float] = []
+    db = Database(
+        make_engine(proxy.url_for(fault_url), pool_size=1, connect_timeout=5),
+        on_connection_failure=lambda: failures.append(time.monotonic()),
+    )
+
+    def one(deadline: float) -> object:
+        caller = Caller(SYSTEM, "faults", time.monotonic() + deadline)
+        if path == "query":
+            return db.query(caller, _SELECT_1, {})[0].one
+        return db.run(caller, lambda tx: tx.session.execute(text("SELECT 1")).scalar())
+
+    try:
+        if where != "connect":
+            assert one(5) == 1  # a pooled connection
+        if where == "idle pre-ping":
+            time.sleep(PING_AFTER_IDLE_SECONDS + 0.2)
+        proxy.hang()
+        started_at = time.monotonic()
+        with pytest.raises((errors.DeadlineExceeded, errors.Unavailable)):
+            one(1.5)
+        assert time.monotonic() - started_at <= 1.5 + 1.0
+        assert failures, "health was not asked to re-check"
+        proxy.resume()
+        assert one(5) == 1
+    finally:
+        proxy.resume()
+        db.dispose()
