@@ -58,12 +58,14 @@ _SELECT_1 = Prepared(
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[support.Cluster]:
     root = Path(tempfile.mkdtemp(prefix="blogstore-faults-"))
+    cluster = None
     try:
         cluster = support.Cluster(root)
         cluster.start()
         yield cluster
-        cluster.stop()
     finally:
+        if cluster is not None:
+            cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 
