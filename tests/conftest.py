@@ -9,12 +9,13 @@ import grpc
 import pytest
 from blogstore import client
 from blogstore.v1 import users_pb2, users_pb2_grpc
-from sqlalchemy import make_url
+from sqlalchemy import Engine, create_engine, make_url
 
 from server.admin import create_admin
 from server.app import App, create_server
 from server.config import Settings
 from storage import migrate
+from storage.engine import normalize_url
 from tests import support
 from tests.support import PASSWORD, Account, make_settings, unique
 
@@ -107,3 +108,20 @@ def new_account(admin_users, connect) -> Callable[[], Account]:
         return Account(user, token, users_pb2_grpc.UsersServiceStub(connect(token)))
 
     return make
+
+
+@pytest.fixture
+def started() -> Iterator[list[App]]:
+    """Apps a test starts with support.start_app; stopped when it ends."""
+    apps: list[App] = []
+    yield apps
+    for app in apps:
+        app.stop(grace=0)
+
+
+@pytest.fixture(scope="module")
+def owner_engine(database_url: str) -> Iterator[Engine]:
+    """The connecting user, the tables' owner: row-level security does not apply to it."""
+    engine = create_engine(normalize_url(database_url))
+    yield engine
+    engine.dispose()

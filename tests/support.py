@@ -21,6 +21,7 @@ from blogstore import client
 from blogstore.v1 import users_pb2, users_pb2_grpc
 from sqlalchemy import create_engine, make_url, text
 
+from server.app import App, create_server
 from server.config import Settings, parse_service_keys
 from storage.engine import normalize_url
 
@@ -225,6 +226,14 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         metrics_port=0,
     )
     return base.replace(**overrides)
+
+
+def start_app(apps: list[App], database_url: str, **overrides: object) -> App:
+    """A started App on `database_url`, added to `apps` (the `started` fixture stops them)."""
+    app = create_server(make_settings(database_url, **overrides))
+    app.start()
+    apps.append(app)
+    return app
 
 
 def unique(prefix: str = "user") -> str:

@@ -31,7 +31,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import text
 
 from server.admin import create_admin
-from server.app import App, create_server
 from storage import errors, migrate
 from storage.actors import SYSTEM, Caller
 from storage.deadlines import WATCHDOG
@@ -74,21 +73,6 @@ def fault_url(cluster: support.Cluster) -> str:
     url = support.create_database(cluster.url)
     migrate.upgrade(url)
     return url
-
-
-@pytest.fixture
-def started() -> Iterator[list[App]]:
-    apps: list[App] = []
-    yield apps
-    for app in apps:
-        app.stop(grace=0)
-
-
-def serve(apps: list[App], database_url: str, **overrides: object) -> App:
-    app = create_server(make_settings(database_url, **overrides))
-    app.start()
-    apps.append(app)
-    return app
 
 
 def admin_key(database_url: str) -> str:
@@ -176,8 +160,9 @@ def test_a_hung_database_frees_request_threads_and_health_within_bounds(fault_ur
     caplog.set_level(logging.INFO, logger="blogstore.access")
     interval, deadline, threads = 0.5, 2.0, 3
     proxy = support.TcpProxy(fault_url)
-    app = serve(started, proxy.url_for(fault_url), threads=threads,
-                health_interval_seconds=interval)  # fmt: skip
+    app = support.start_app(
+        started, proxy.url_for(fault_url), threads=threads, health_interval_seconds=interval
+    )
     key = admin_key(fault_url)
     with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         paths = db_paths(channel, key)
@@ -221,7 +206,7 @@ def test_a_call_that_finds_the_database_gone_rechecks_health_at_once(
     """With a 30 s health interval, readiness follows the database within about a second of
     a call that saw the failure (refused, or cut by its deadline), down and back up."""
     proxy = support.TcpProxy(fault_url)
-    app = serve(started, proxy.url_for(fault_url), health_interval_seconds=30)
+    app = support.start_app(started, proxy.url_for(fault_url), health_interval_seconds=30)
     key = admin_key(fault_url)
     with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         current_user = db_paths(channel, key)[0]
@@ -253,8 +238,10 @@ def test_a_full_pool_waits_no_longer_than_the_call_and_is_not_an_outage(fault_ur
     (not 5 s later, holding the thread), and a full pool does not take readiness down."""
     caplog.set_level(logging.INFO, logger="blogstore.access")
     threads = 2
-    app = serve(started, fault_url, threads=threads, db_pool_size=1, db_pool_timeout_seconds=5,
-                health_interval_seconds=0.2)  # fmt: skip
+    app = support.start_app(
+        started, fault_url, threads=threads, db_pool_size=1, db_pool_timeout_seconds=5,
+        health_interval_seconds=0.2,
+    )  # fmt: skip
     key = admin_key(fault_url)
     held = app.db.engine.raw_connection()
     try:
@@ -343,8 +330,10 @@ class Writers:
 def test_kill_9_of_the_postmaster_under_write_load_loses_no_acknowledged_write(
     cluster, fault_url, started, caplog
 ):
-    app = serve(started, fault_url, health_interval_seconds=0.5,
-                default_monthly_article_limit=10**9, default_monthly_cost_limit=10**6)  # fmt: skip
+    app = support.start_app(
+        started, fault_url, health_interval_seconds=0.5,
+        default_monthly_article_limit=10**9, default_monthly_cost_limit=10**6,
+    )  # fmt: skip
     with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         name = unique()
         user = (

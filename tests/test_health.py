@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -15,7 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, text
 
 from server.admin import create_admin
-from server.app import App, create_server
+from server.app import create_server
 from server.health import (
     LIVENESS,
     MIN_INTERVAL_SECONDS,
@@ -48,21 +47,6 @@ def wait_for(predicate, timeout: float = 10.0) -> bool:
     return False
 
 
-@pytest.fixture
-def started() -> Iterator[list[App]]:
-    apps: list[App] = []
-    yield apps
-    for app in apps:
-        app.stop(grace=0)
-
-
-def start(apps: list[App], database_url: str, **overrides) -> App:
-    app = create_server(make_settings(database_url, **overrides))
-    app.start()
-    apps.append(app)
-    return app
-
-
 def test_serving_for_the_server_and_each_service(target):
     assert check(target) == SERVING
     assert check(target, "blogstore.v1.UsersService") == SERVING
@@ -74,7 +58,7 @@ def test_serving_for_the_server_and_each_service(target):
 def test_not_serving_until_the_schema_is_at_head(pg_admin_url, started):
     empty = support.create_database(pg_admin_url)  # never migrated
     try:
-        app = start(started, empty)
+        app = support.start_app(started, empty)
         assert check(f"127.0.0.1:{app.port}") == NOT_SERVING
         from storage import migrate
 
@@ -89,7 +73,7 @@ def test_not_serving_until_the_schema_is_at_head(pg_admin_url, started):
 
 def test_follows_the_database_down_and_back(database_url, started):
     proxy = support.TcpProxy(database_url)
-    app = start(started, proxy.url_for(database_url))
+    app = support.start_app(started, proxy.url_for(database_url))
     target = f"127.0.0.1:{app.port}"
     assert wait_for(lambda: check(target) == SERVING)
     proxy.cut()
@@ -101,7 +85,7 @@ def test_follows_the_database_down_and_back(database_url, started):
 
 def test_database_outage_is_unavailable_not_internal(database_url, started):
     proxy = support.TcpProxy(database_url)
-    app = start(started, proxy.url_for(database_url), db_connect_timeout_seconds=2)
+    app = support.start_app(started, proxy.url_for(database_url), db_connect_timeout_seconds=2)
     _, key = create_admin(
         database_url,
         app.settings,
@@ -133,7 +117,7 @@ def _succeeds(call) -> bool:
 
 
 def test_answers_within_100ms_while_every_worker_is_busy(database_url, started, admin_users):
-    app = start(started, database_url, threads=2)
+    app = support.start_app(started, database_url, threads=2)
     target = f"127.0.0.1:{app.port}"
     name = unique()
     admin_users.CreateUser(
@@ -180,7 +164,7 @@ def list_statuses(target: str) -> dict[str, int]:
 
 def test_liveness_stays_serving_while_the_database_is_down(database_url, started):
     proxy = support.TcpProxy(database_url)
-    app = start(started, proxy.url_for(database_url))
+    app = support.start_app(started, proxy.url_for(database_url))
     target = f"127.0.0.1:{app.port}"
     assert check(target, LIVENESS) == SERVING
     proxy.cut()
@@ -292,7 +276,7 @@ def test_watchers_are_bounded_per_server():
 
 
 def test_a_hung_database_check_cannot_freeze_health(database_url, started, pg_admin_url):
-    app = start(started, database_url)
+    app = support.start_app(started, database_url)
     target = f"127.0.0.1:{app.port}"
     assert check(target) == SERVING
     blocker = create_engine(normalize_url(database_url))

@@ -94,13 +94,6 @@ def _tenant(connection, name: str) -> Tenant:
 
 
 @pytest.fixture(scope="module")
-def owner_engine(database_url: str):
-    engine = create_engine(normalize_url(database_url))
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
 def tenants(owner_engine) -> tuple[Tenant, Tenant]:
     suffix = uuid.uuid4().hex[:8]
     with owner_engine.begin() as connection:  # as the tables' owner: RLS does not apply

@@ -33,13 +33,6 @@ RARE_WORD, RARE_TAG = "zyzzogeton", "rare-tag"
 
 
 @pytest.fixture(scope="module")
-def owner_engine(database_url: str):
-    engine = create_engine(normalize_url(database_url))
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
 def writer(owner_engine) -> uuid.UUID:
     """A user with 500 articles: the word and the tag in one of them."""
     with owner_engine.begin() as connection:
