@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import grpc
 from blogstore.client import ERROR_DOMAIN
+from blogstore.v1 import common_pb2
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -15,33 +16,56 @@ from grpc_status import rpc_status
 from storage import errors as domain
 
 log = logging.getLogger(__name__)
+V = TypeVar("V")
 
-# domain error -> (status code, ErrorInfo reason: an ErrorReason name without its prefix)
+
+def reason_name(value: int) -> str:
+    """The wire form of an ErrorReason: its name without the prefix (common.proto promises it)."""
+    return common_pb2.ErrorReason.Name(value).removeprefix("ERROR_REASON_")
+
+
+_C, _R = grpc.StatusCode, common_pb2.ErrorReason
+# domain error -> (status code, ErrorInfo reason). Looked up along the error's class
+# hierarchy, so a subclass of a domain error leaves as its nearest mapped ancestor.
 STATUS_TABLE: dict[type[domain.DomainError], tuple[grpc.StatusCode, str]] = {
-    domain.InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT"),
-    domain.NotFound: (grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
-    domain.AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, "ALREADY_EXISTS"),
-    domain.Conflict: (grpc.StatusCode.ABORTED, "CONFLICT"),
-    domain.Retryable: (grpc.StatusCode.ABORTED, "CONFLICT"),
-    domain.FailedPrecondition: (grpc.StatusCode.FAILED_PRECONDITION, "FAILED_PRECONDITION"),
-    domain.QuotaExceeded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED"),
-    domain.ShareExceeded: (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED"),
-    domain.TooManyAttempts: (grpc.StatusCode.RESOURCE_EXHAUSTED, "QUOTA_EXCEEDED"),
-    domain.Unauthenticated: (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"),
-    domain.PermissionDenied: (grpc.StatusCode.PERMISSION_DENIED, "PERMISSION_DENIED"),
-    domain.Unavailable: (grpc.StatusCode.UNAVAILABLE, "UNAVAILABLE"),
-    domain.SchemaNotReady: (grpc.StatusCode.UNAVAILABLE, "SCHEMA_NOT_READY"),
-    domain.DeadlineExceeded: (grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED"),
+    error: (code, reason_name(reason))
+    for error, code, reason in (
+        (domain.InvalidArgument, _C.INVALID_ARGUMENT, _R.ERROR_REASON_INVALID_ARGUMENT),
+        (domain.NotFound, _C.NOT_FOUND, _R.ERROR_REASON_NOT_FOUND),
+        (domain.AlreadyExists, _C.ALREADY_EXISTS, _R.ERROR_REASON_ALREADY_EXISTS),
+        (domain.Conflict, _C.ABORTED, _R.ERROR_REASON_CONFLICT),
+        (domain.Retryable, _C.ABORTED, _R.ERROR_REASON_CONFLICT),
+        (domain.FailedPrecondition, _C.FAILED_PRECONDITION, _R.ERROR_REASON_FAILED_PRECONDITION),
+        # ShareExceeded inherits this row
+        (domain.QuotaExceeded, _C.RESOURCE_EXHAUSTED, _R.ERROR_REASON_QUOTA_EXCEEDED),
+        (domain.TooManyAttempts, _C.RESOURCE_EXHAUSTED, _R.ERROR_REASON_QUOTA_EXCEEDED),
+        (domain.Unauthenticated, _C.UNAUTHENTICATED, _R.ERROR_REASON_UNAUTHENTICATED),
+        (domain.PermissionDenied, _C.PERMISSION_DENIED, _R.ERROR_REASON_PERMISSION_DENIED),
+        (domain.Unavailable, _C.UNAVAILABLE, _R.ERROR_REASON_UNAVAILABLE),
+        (domain.SchemaNotReady, _C.UNAVAILABLE, _R.ERROR_REASON_SCHEMA_NOT_READY),
+        (domain.DeadlineExceeded, _C.DEADLINE_EXCEEDED, _R.ERROR_REASON_DEADLINE_EXCEEDED),
+    )
 }
+# Anything else (a bug): a generic message and a request id to quote.
+INTERNAL = (_C.INTERNAL, reason_name(_R.ERROR_REASON_INTERNAL))
 
 # Errors worth sending again unchanged, and how long to wait first (google.rpc.RetryInfo):
-# seconds, or a function of the error for delays only the error knows.
+# seconds, or a function of the error for delays only the error knows. Looked up like
+# STATUS_TABLE, so SchemaNotReady's row wins over Unavailable's.
 RETRY_DELAY_SECONDS: dict[type[domain.DomainError], float | Callable[[Any], float]] = {
     domain.Unavailable: 1.0,  # a restart, failover or full pool passes within seconds
     domain.SchemaNotReady: 5.0,  # until the deploy's migration has run
     domain.Retryable: 0.1,  # serialization failures that outlasted the server's own retries
     domain.TooManyAttempts: lambda error: error.retry_after,  # the login back-off left
 }
+
+
+def lookup(table: Mapping[type, V], error_class: type) -> V | None:
+    """The row of the nearest class in `error_class`'s hierarchy that `table` names."""
+    for cls in error_class.__mro__:
+        if cls in table:
+            return table[cls]
+    return None
 
 
 def _packed(message: object) -> any_pb2.Any:
@@ -52,7 +76,7 @@ def _packed(message: object) -> any_pb2.Any:
 
 def to_status(error: Exception, request_id: str) -> grpc.Status:
     """The status for any exception; unexpected ones become a generic INTERNAL."""
-    code, reason = STATUS_TABLE.get(type(error), (grpc.StatusCode.INTERNAL, "INTERNAL"))
+    code, reason = lookup(STATUS_TABLE, type(error)) or INTERNAL
     if isinstance(error, domain.DomainError) and code is not grpc.StatusCode.INTERNAL:
         message = error.message
     else:
@@ -73,7 +97,7 @@ def to_status(error: Exception, request_id: str) -> grpc.Status:
             for s, d in error.violations.items()
         ]
         details.append(_packed(error_details_pb2.QuotaFailure(violations=quota)))
-    delay = RETRY_DELAY_SECONDS.get(type(error))
+    delay = lookup(RETRY_DELAY_SECONDS, type(error))
     if callable(delay):
         delay = delay(error)
     if delay is not None:

@@ -29,7 +29,7 @@ import grpc
 from server import decoding
 from server.auth import Authenticator, bearer_token
 from server.context import set_caller, set_method
-from server.errors import to_status
+from server.errors import STATUS_TABLE, lookup, to_status
 from server.fairness import CallSlot, FairShare
 from server.memory import LARGE_REQUEST_BYTES, Trimmer
 from server.telemetry import Telemetry
@@ -276,7 +276,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
         )
 
     def _failure_status(self, method: str, request_id: str, error: Exception) -> grpc.Status:
-        if not isinstance(error, DomainError):
+        if not isinstance(error, DomainError) or lookup(STATUS_TABLE, type(error)) is None:
             error_log.error(
                 "unexpected error in %s (request id %s)", method, request_id, exc_info=error
             )
