@@ -75,10 +75,9 @@ def article_values(v: Violations, prefix: str, fields: Mapping[str, Any]) -> dic
         value = values[name] = value.strip()
         if name == "title" and not value:
             v.add(prefix + name, "is required")
-        elif len(value) > ARTICLE_TEXT_LIMITS[name]:
-            v.add(prefix + name, f"must be at most {ARTICLE_TEXT_LIMITS[name]} characters")
-    if values.get("wp_url") and not values["wp_url"].startswith(("http://", "https://")):
-        v.add(prefix + "wp_url", "must be an http(s) URL")
+        else:
+            check_text_length(v, prefix, name, value)
+    check_http_url(v, prefix + "wp_url", values.get("wp_url", ""))
     if "slug" in fields:
         slug = values["slug"] = fields["slug"]
         if not isinstance(slug, str):
@@ -123,6 +122,18 @@ def article_values(v: Violations, prefix: str, fields: Mapping[str, Any]) -> dic
             values["status"] = None
             v.add(prefix + "status", "must be DRAFT, PUBLISHED or ARCHIVED")
     return values
+
+
+def check_text_length(v: Violations, prefix: str, name: str, value: str) -> None:
+    """An article text field (ARTICLE_TEXT_LIMITS names it) within its character limit."""
+    if len(value) > ARTICLE_TEXT_LIMITS[name]:
+        v.add(prefix + name, f"must be at most {ARTICLE_TEXT_LIMITS[name]} characters")
+
+
+def check_http_url(v: Violations, field: str, url: str) -> None:
+    """Empty, or an http(s) URL (a link the service stores, never fetches)."""
+    if url and not url.startswith(("http://", "https://")):
+        v.add(field, "must be an http(s) URL")
 
 
 def messages(v: Violations, field: str, items: Any) -> list[str]:

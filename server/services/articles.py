@@ -320,13 +320,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         article_id = parse_uuid("id", request.id)
         v = Violations()
         v.check(request.wp_post_id >= 0, "wp_post_id", "must not be negative")
-        v.check(
-            not request.wp_url or request.wp_url.startswith(("http://", "https://")),
-            "wp_url",
-            "must be an http(s) URL",
-        )
-        v.check(len(request.wp_url) <= 2000, "wp_url", "must be at most 2000 characters")
-        v.check(len(request.wp_status) <= 50, "wp_status", "must be at most 50 characters")
+        rules.check_http_url(v, "wp_url", request.wp_url)
+        rules.check_text_length(v, "", "wp_url", request.wp_url)
+        rules.check_text_length(v, "", "wp_status", request.wp_status)
         v.raise_if_any()
         version = etag_version("etag", request.etag)
         changes = {

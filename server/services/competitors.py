@@ -26,21 +26,21 @@ from storage.errors import InvalidArgument
 from storage.models import Competitor, CompetitorArticle
 from storage.models.competitors import (
     DEFAULT_CHECK_FREQUENCY_HOURS,
+    MAX_AUTHOR_LENGTH,
     MAX_CHECK_FREQUENCY_HOURS,
+    MAX_NAME_LENGTH,
     MIN_CHECK_FREQUENCY_HOURS,
 )
 from storage.normalize import normalize_domain, normalize_terms, normalize_url
 from storage.repositories.competitors import ArticleInput, CompetitorStats, merge_by_url
 from storage.uow import Database, Tx
 
-MAX_NAME_LENGTH = 200
 MAX_METADATA_BYTES = 64 * 1024
 MAX_ERROR_LENGTH = 4000
 MAX_CLAIM = 1000
 MAX_LEASE_SECONDS = 86_400
 MAX_UPSERT = 1000
 MAX_TITLE_LENGTH = 1000
-MAX_AUTHOR_LENGTH = 200
 MAX_TERMS = 100
 MAX_TERM_LENGTH = 200
 CHECK_TIME_SKEW = dt.timedelta(minutes=5)

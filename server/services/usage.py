@@ -24,6 +24,7 @@ from server.validation import (
 from storage.actors import Actor
 from storage.errors import InvalidArgument, PermissionDenied
 from storage.models import UsageEvent
+from storage.models.usage import EVENT_TEXT_LIMITS as _LIMITS
 from storage.queries import record_usage
 from storage.repositories.usage import EventFilters, Limits, MonthTotals, month_of
 from storage.uow import Database
@@ -107,10 +108,12 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         values: dict[str, Any] = {
             "user_id": user_id,
             "request_id": request_id,
-            "service": text_field(v, "service", request.service, max_length=50),
-            "model": text_field(v, "model", request.model, max_length=100, required=False),
+            "service": text_field(v, "service", request.service, max_length=_LIMITS["service"]),
+            "model": text_field(
+                v, "model", request.model, max_length=_LIMITS["model"], required=False
+            ),
             "operation": text_field(
-                v, "operation", request.operation, max_length=100, required=False
+                v, "operation", request.operation, max_length=_LIMITS["operation"], required=False
             ),
         }
         for name in _COUNTS:

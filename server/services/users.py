@@ -25,6 +25,7 @@ from storage import credentials
 from storage.actors import Actor, ActorKind, Caller
 from storage.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from storage.models import ApiKey, User
+from storage.models.users import API_KEY_TEXT_LIMITS
 from storage.throttle import LoginThrottle, login_keys
 from storage.uow import Database
 
@@ -303,8 +304,10 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
         v = Violations()
-        name = text_field(v, "name", request.name, max_length=100)
-        service = text_field(v, "service", request.service, max_length=100, required=False)
+        name = text_field(v, "name", request.name, max_length=API_KEY_TEXT_LIMITS["name"])
+        service = text_field(
+            v, "service", request.service, max_length=API_KEY_TEXT_LIMITS["service"], required=False
+        )
         expire_time = datetime_or_none(request, "expire_time")
         v.check(
             expire_time is None or expire_time > dt.datetime.now(dt.UTC),

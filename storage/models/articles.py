@@ -21,7 +21,9 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 from sqlalchemy.orm import Mapped, mapped_column
 
+from storage.content import MAX_SLUG_LENGTH
 from storage.models.base import Base, created_at, uuid_pk
+from storage.rules import ARTICLE_TEXT_LIMITS as _TEXT
 
 # Content beyond this many characters is stored but not indexed: tsvector is capped at 1 MiB.
 SEARCH_CONTENT_CHARS = 100_000
@@ -51,20 +53,24 @@ class Article(Base):
     pipeline_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("pipelines.id", ondelete="SET NULL", use_alter=True)
     )
-    title: Mapped[str] = mapped_column(String(500))
-    slug: Mapped[str] = mapped_column(String(200))
+    title: Mapped[str] = mapped_column(String(_TEXT["title"]))
+    slug: Mapped[str] = mapped_column(String(MAX_SLUG_LENGTH))
     content_markdown: Mapped[str] = mapped_column(Text)
     content_html: Mapped[str] = mapped_column(Text)
     excerpt: Mapped[str] = mapped_column(Text, server_default="")
-    meta_title: Mapped[str] = mapped_column(String(160), server_default="")
-    meta_description: Mapped[str] = mapped_column(String(320), server_default="")
-    primary_keyword: Mapped[str] = mapped_column(String(100), server_default="")
+    meta_title: Mapped[str] = mapped_column(String(_TEXT["meta_title"]), server_default="")
+    meta_description: Mapped[str] = mapped_column(
+        String(_TEXT["meta_description"]), server_default=""
+    )
+    primary_keyword: Mapped[str] = mapped_column(
+        String(_TEXT["primary_keyword"]), server_default=""
+    )
     secondary_keywords: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
     tags: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
     seo_score: Mapped[float] = mapped_column(Float, server_default=text("0"))
     wp_post_id: Mapped[int | None] = mapped_column(BigInteger)
-    wp_url: Mapped[str] = mapped_column(String(2000), server_default="")
-    wp_status: Mapped[str] = mapped_column(String(50), server_default="")
+    wp_url: Mapped[str] = mapped_column(String(_TEXT["wp_url"]), server_default="")
+    wp_status: Mapped[str] = mapped_column(String(_TEXT["wp_status"]), server_default="")
     status: Mapped[str] = mapped_column(String(16), server_default="draft")
     word_count: Mapped[int]
     reading_time_minutes: Mapped[int]

@@ -24,6 +24,8 @@ from storage.models.base import Base, created_at, updated_at, uuid_pk
 
 MIN_CHECK_FREQUENCY_HOURS = 1
 MAX_CHECK_FREQUENCY_HOURS = 720
+MAX_NAME_LENGTH = 200  # a competitor's name
+MAX_AUTHOR_LENGTH = 200  # a competitor article's author
 DEFAULT_CHECK_FREQUENCY_HOURS = 24
 
 
@@ -34,7 +36,7 @@ class Competitor(Base):
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
     # Normalized by storage.normalize.normalize_domain; unique per user.
     domain: Mapped[str] = mapped_column(String(260))
-    name: Mapped[str] = mapped_column(String(200), server_default="")
+    name: Mapped[str] = mapped_column(String(MAX_NAME_LENGTH), server_default="")
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
     check_frequency_hours: Mapped[int] = mapped_column(
         server_default=text(str(DEFAULT_CHECK_FREQUENCY_HOURS))
@@ -83,7 +85,7 @@ class CompetitorArticle(Base):
     url: Mapped[str] = mapped_column(Text)
     title: Mapped[str] = mapped_column(Text, server_default="")
     publish_date: Mapped[dt.datetime | None]
-    author: Mapped[str] = mapped_column(String(200), server_default="")
+    author: Mapped[str] = mapped_column(String(MAX_AUTHOR_LENGTH), server_default="")
     word_count: Mapped[int] = mapped_column(server_default=text("0"))
     main_topics: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")
     keywords: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default="{}")

@@ -18,6 +18,10 @@ _NON_NEGATIVE = (
 )  # fmt: skip
 
 
+# Character limits of a usage event's text columns (the service checks them first).
+EVENT_TEXT_LIMITS = {"service": 50, "model": 100, "operation": 100}
+
+
 class UsageEvent(Base):
     __tablename__ = "usage_events"
 
@@ -29,9 +33,11 @@ class UsageEvent(Base):
     article_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("articles.id", ondelete="SET NULL")
     )
-    service: Mapped[str] = mapped_column(String(50))
-    model: Mapped[str] = mapped_column(String(100), server_default="")
-    operation: Mapped[str] = mapped_column(String(100), server_default="")
+    service: Mapped[str] = mapped_column(String(EVENT_TEXT_LIMITS["service"]))
+    model: Mapped[str] = mapped_column(String(EVENT_TEXT_LIMITS["model"]), server_default="")
+    operation: Mapped[str] = mapped_column(
+        String(EVENT_TEXT_LIMITS["operation"]), server_default=""
+    )
     input_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     output_tokens: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     cost_micros: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

@@ -19,6 +19,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.models.base import Base, created_at, updated_at, uuid_pk
 
+# Character limits of an API key's text columns (the service checks them first).
+API_KEY_TEXT_LIMITS = {"name": 100, "service": 100}
+
 
 class User(Base):
     __tablename__ = "users"
@@ -70,8 +73,8 @@ class ApiKey(Base):
 
     id: Mapped[uuid.UUID] = uuid_pk()
     user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
-    name: Mapped[str] = mapped_column(String(100))
-    service: Mapped[str] = mapped_column(String(100), server_default="")
+    name: Mapped[str] = mapped_column(String(API_KEY_TEXT_LIMITS["name"]))
+    service: Mapped[str] = mapped_column(String(API_KEY_TEXT_LIMITS["service"]), server_default="")
     prefix: Mapped[str] = mapped_column(String(16))
     secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     create_time: Mapped[dt.datetime] = created_at()
