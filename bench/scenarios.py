@@ -50,7 +50,6 @@ CATALOG = [
     # Last: its 1000-article calls leave the server process large for the rest of its life.
     Scenario("BatchCreateArticles", "batch", items_per_call=BATCH_SIZE),
 ]
-BY_NAME = {s.name: s for s in CATALOG}
 BY_CLIENT = {s.client: s for s in CATALOG}
 
 

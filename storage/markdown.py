@@ -7,13 +7,18 @@ gigabytes. This renders through the same bundled library, with the same extensio
 options as `cmarkgfm.github_flavored_markdown_to_html`, and frees both. The two functions
 cmarkgfm's binding does not declare are declared here and looked up in the same loaded
 library (and `free` in libc, which cmark's default allocator uses).
+
+`_cmark` is private, so pyproject bounds cmarkgfm's version and `check_abi` (run on import,
+so at start-up) fails with the missing names rather than crashing on the first article.
 """
 
 from __future__ import annotations
 
 import threading
+from importlib import metadata
 
 import cffi
+import cmarkgfm
 from cmarkgfm import _cmark
 from cmarkgfm.cmark import Options
 
@@ -27,6 +32,14 @@ _OPTIONS = Options.CMARK_OPT_GITHUB_PRE_LANG  # raw HTML and javascript: links l
 _EXTENSION_NAMES = (b"table", b"autolink", b"tagfilter", b"strikethrough", b"tasklist")
 _extensions: list = []
 _registered = threading.Lock()
+# What this module calls in cmarkgfm's compiled binding.
+_BINDING_FUNCTIONS = (
+    "cmark_parser_new", "cmark_parser_free", "cmark_parser_feed", "cmark_parser_finish",
+    "cmark_parser_attach_syntax_extension", "cmark_parser_get_syntax_extensions",
+    "cmark_render_html", "cmark_find_syntax_extension",
+    "cmark_gfm_core_extensions_ensure_registered",
+)  # fmt: skip
+_ABI_SAMPLE = "# T\n\n~~gone~~ www.example.com\n\n| a |\n| - |\n| 1 |\n\n- [x] done\n"
 
 
 def _syntax_extensions() -> list:
@@ -66,3 +79,23 @@ def render_html(markdown: str) -> str:
             _cmark_so.cmark_node_free(_void(root))
     finally:
         _lib.cmark_parser_free(parser)
+
+
+def check_abi() -> None:
+    """Raise RuntimeError, naming what is wrong, unless the binding still has the functions
+    used here and renders like cmarkgfm's own (leaking) wrapper."""
+    missing = [name for name in _BINDING_FUNCTIONS if not hasattr(_lib, name)]
+    try:
+        _cmark_so.cmark_node_free  # noqa: B018  # looked up in the loaded library
+    except AttributeError:
+        missing.append("cmark_node_free")
+    if missing:
+        raise RuntimeError(
+            f"cmarkgfm {metadata.version('cmarkgfm')} lacks {', '.join(missing)}: "
+            "storage/markdown.py needs the version pyproject pins"
+        )
+    if render_html(_ABI_SAMPLE) != cmarkgfm.github_flavored_markdown_to_html(_ABI_SAMPLE):
+        raise RuntimeError("storage/markdown.py renders unlike cmarkgfm: its ABI changed")
+
+
+check_abi()

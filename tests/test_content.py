@@ -78,6 +78,32 @@ def test_render_html_matches_cmarkgfm(markdown):
     assert content.render_html(markdown) == cmarkgfm.github_flavored_markdown_to_html(markdown)
 
 
+def test_cmarkgfm_abi_check_names_what_is_missing(monkeypatch):
+    from storage import markdown
+
+    markdown.check_abi()  # the locked cmarkgfm passes
+    monkeypatch.setattr(markdown, "_BINDING_FUNCTIONS", (*markdown._BINDING_FUNCTIONS, "gone"))
+    with pytest.raises(RuntimeError, match="lacks gone"):
+        markdown.check_abi()
+
+
+def test_cmarkgfm_is_pinned_below_the_next_major():
+    """storage/markdown.py uses a private module: pyproject bounds the version it was written
+    against, and the installed one is inside the bound."""
+    import tomllib
+    from importlib import metadata
+    from pathlib import Path
+
+    from packaging.requirements import Requirement
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    (spec,) = [
+        Requirement(r) for r in pyproject["project"]["dependencies"] if r.startswith("cmarkgfm")
+    ]
+    assert any(s.operator == "<" for s in spec.specifier), spec
+    assert metadata.version("cmarkgfm") in spec.specifier
+
+
 def _rss_mb() -> float:
     with open("/proc/self/statm") as statm:
         return int(statm.read().split()[1]) * 4096 / 2**20

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from blogstore.v1 import pipelines_pb2, pipelines_pb2_grpc
@@ -30,7 +29,6 @@ STATE_TO_PROTO = {
     "cancelled": pipelines_pb2.PIPELINE_STATE_CANCELLED,
 }
 STATE_FROM_PROTO = {v: k for k, v in STATE_TO_PROTO.items()}
-_STAGE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:
