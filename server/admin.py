@@ -1,11 +1,9 @@
-"""Operator actions run from the CLI through the same servicers the API uses."""
+"""Operator actions run from the CLI through the same service code the API uses, called
+directly (no gRPC call or context; the caller is the system principal)."""
 
 from __future__ import annotations
 
-from blogstore.v1 import users_pb2
-
 from server.config import Settings
-from server.context import set_caller
 from server.login import PasswordHasher, login_throttle
 from server.paging import PageTokens
 from server.services.users import UsersServicer
@@ -19,8 +17,8 @@ def create_admin(
 ) -> tuple[str, str]:
     """Create an admin user and an API key for it; returns (user id, API key secret).
 
-    Going through UsersServicer keeps one set of validation and audit rules; the actor is the
-    system principal, which may create admins.
+    Going through UsersServicer.create_user and .create_api_key keeps one set of validation
+    and audit rules; the actor is the system principal, which may create admins.
     """
     db = Database(make_engine(database_url, pool_size=1), statement_timeout_ms=30_000)
     servicer = UsersServicer(
@@ -30,19 +28,15 @@ def create_admin(
         throttle=login_throttle(db, settings),
         token_ttl_seconds=settings.access_token_ttl_seconds,
     )
-    set_caller(Caller(SYSTEM))
+    caller = Caller(SYSTEM)
     try:
-        user = servicer.CreateUser(
-            users_pb2.CreateUserRequest(
-                email=email, username=username, password=password, is_admin=True
-            ),
-            None,
-        ).user
-        key = servicer.CreateApiKey(
-            users_pb2.CreateApiKeyRequest(user_id=user.id, name="create-admin", service="cli"),
-            None,
+        user = servicer.create_user(
+            caller, email=email, username=username, password=password, is_admin=True
+        )
+        secret, _key = servicer.create_api_key(
+            caller, user_id=user.id, name="create-admin", service="cli"
         )
     finally:
         servicer.passwords.shutdown()
         db.dispose()
-    return user.id, key.api_key
+    return str(user.id), secret

@@ -420,3 +420,29 @@ class TestApiKeys:
         )
         assert not second.next_page_token
         assert {k.id for k in [*first.api_keys, *second.api_keys]} == ids
+
+
+def test_create_admin_calls_the_service_without_a_grpc_context(settings, connect):
+    """The CLI's create-admin runs UsersServicer's code directly as the system principal,
+    without planting that principal in the calling thread's context for later code."""
+    from server.admin import create_admin
+    from server.context import current_caller
+    from storage.actors import ANONYMOUS
+
+    name = unique()
+    user_id, key = create_admin(
+        settings.database_url.get_secret_value(), settings,
+        email=f"{name}@example.com", username=name, password=PASSWORD,
+    )  # fmt: skip
+    assert current_caller().actor == ANONYMOUS
+    user = (
+        users_pb2_grpc.UsersServiceStub(connect(key))
+        .GetUser(users_pb2.GetUserRequest(id=user_id))
+        .user
+    )
+    assert (user.username, user.is_admin) == (name, True)
+    with pytest.raises(Exception, match="email"):
+        create_admin(
+            settings.database_url.get_secret_value(), settings,
+            email="not-an-email", username=unique(), password=PASSWORD,
+        )  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import uuid
 
 from blogstore.v1 import common_pb2, users_pb2, users_pb2_grpc
 
@@ -112,18 +113,38 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         self.token_ttl = dt.timedelta(seconds=token_ttl_seconds)
 
     def CreateUser(self, request, context):  # noqa: N802
-        caller = current_caller()
+        user = self.create_user(
+            current_caller(),
+            email=request.email,
+            username=request.username,
+            password=request.password,
+            is_admin=request.is_admin,
+            request_id=request.request_id,
+        )
+        return users_pb2.CreateUserResponse(user=user_to_proto(user))
+
+    def create_user(
+        self,
+        caller: Caller,
+        *,
+        email: str,
+        username: str,
+        password: str,
+        is_admin: bool,
+        request_id: str = "",
+    ) -> User:
+        """CreateUser without a gRPC call around it (the CLI's create-admin uses it too)."""
         actor = caller.actor
         if actor.kind is ActorKind.USER:
             raise PermissionDenied("only admin or service principals may create users")
-        if request.is_admin and actor.kind not in (ActorKind.ADMIN, ActorKind.SYSTEM):
+        if is_admin and actor.kind not in (ActorKind.ADMIN, ActorKind.SYSTEM):
             raise PermissionDenied("only admins may create admins")
         v = Violations()
-        email = check_email(v, "email", request.email)
-        username = check_username(v, "username", request.username)
-        password = check_password(v, "password", request.password)
+        email = check_email(v, "email", email)
+        username = check_username(v, "username", username)
+        password = check_password(v, "password", password)
         v.raise_if_any()
-        request_id = optional_uuid("request_id", request.request_id)
+        request_uuid = optional_uuid("request_id", request_id)
         password_hash = self.passwords.hash(password, caller.deadline)
 
         def create(tx):
@@ -131,8 +152,8 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
                 email=email,
                 username=username,
                 password_hash=password_hash,
-                is_admin=request.is_admin,
-                request_id=request_id,
+                is_admin=is_admin,
+                request_id=request_uuid,
             )
             if not created and user.email.lower() != email.lower():
                 raise InvalidArgument({"request_id": "was already used for another user"})
@@ -140,8 +161,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
                 tx.audit("user.create", "user", user.id, is_admin=user.is_admin)
             return user
 
-        user = self.db.run(caller, create)
-        return users_pb2.CreateUserResponse(user=user_to_proto(user))
+        return self.db.run(caller, create)
 
     def GetUser(self, request, context):  # noqa: N802
         caller = current_caller()
@@ -303,12 +323,30 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
     def CreateApiKey(self, request, context):  # noqa: N802
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
-        v = Violations()
-        name = text_field(v, "name", request.name, max_length=API_KEY_TEXT_LIMITS["name"])
-        service = text_field(
-            v, "service", request.service, max_length=API_KEY_TEXT_LIMITS["service"], required=False
+        secret, key = self.create_api_key(
+            caller,
+            user_id=user_id,
+            name=request.name,
+            service=request.service,
+            expire_time=datetime_or_none(request, "expire_time"),
         )
-        expire_time = datetime_or_none(request, "expire_time")
+        return users_pb2.CreateApiKeyResponse(api_key=secret, key=api_key_to_proto(key))
+
+    def create_api_key(
+        self,
+        caller: Caller,
+        *,
+        user_id: uuid.UUID,
+        name: str,
+        service: str,
+        expire_time: dt.datetime | None = None,
+    ) -> tuple[str, ApiKey]:
+        """CreateApiKey without a gRPC call around it: (the secret, shown once; the key)."""
+        v = Violations()
+        name = text_field(v, "name", name, max_length=API_KEY_TEXT_LIMITS["name"])
+        service = text_field(
+            v, "service", service, max_length=API_KEY_TEXT_LIMITS["service"], required=False
+        )
         v.check(
             expire_time is None or expire_time > dt.datetime.now(dt.UTC),
             "expire_time",
@@ -330,8 +368,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             tx.audit("api_key.create", "api_key", key.id, user_id=str(user_id), name=name)
             return key
 
-        key = self.db.run(caller, create)
-        return users_pb2.CreateApiKeyResponse(api_key=secret, key=api_key_to_proto(key))
+        return secret, self.db.run(caller, create)
 
     def ListApiKeys(self, request, context):  # noqa: N802
         caller = current_caller()
