@@ -15,7 +15,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
-from bench.loadgen import Job, Recorder, cpu_seconds
+from bench.jobs import Job, Recorder, cpu_seconds
 from bench.scenarios import LIST_PAGE_SIZE, SEARCH_PAGE_SIZE
 from storage.repositories.article_reads import (
     MAY_BE_BOUNDED,

@@ -19,7 +19,7 @@ import grpc
 from blogstore.v1 import users_pb2, users_pb2_grpc
 
 from bench import report
-from bench.loadgen import Job
+from bench.jobs import Job
 from bench.servers import Managed, checkout_of, machine_busy, start_server, tree_cpu
 
 FLOOD_LIMIT = 3.0  # GetCurrentUser p95 under the flood / quiet

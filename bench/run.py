@@ -24,7 +24,8 @@ import psycopg2
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
 from bench import compare, dataset, flood, prepare, report, rls_compare
-from bench.loadgen import Job, Pool, split
+from bench.jobs import Job
+from bench.loadgen import Pool, split
 from bench.noop import CONTROL
 from bench.scenarios import CATALOG, CHANNEL_OPTIONS, CLIENTS, Scenario
 from bench.servers import (
