@@ -38,8 +38,8 @@ ERROR_DOMAIN = "blogstore"
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest message this client sends or accepts, and the server sends. The server accepts
-requests only up to its receive limit (32 MiB, the largest legitimate request: the README's
-"Limits and protections"); a larger one is RESOURCE_EXHAUSTED."""
+requests only up to its receive limit (``server/limits.py``: the largest legitimate request,
+32 MiB by default; the README's "Limits and protections"); a larger one is RESOURCE_EXHAUSTED."""
 
 IDEMPOTENT_PREFIXES: tuple[str, ...] = ("Get", "List", "Search")
 """Unary methods whose name starts with one of these (at a CamelCase boundary) are retried."""
@@ -181,7 +181,8 @@ def _channel_setup(
     defaults = [
         ("grpc.enable_retries", 1),
         ("grpc.service_config", json.dumps(retry_service_config())),
-        # Articles may hold 2 MiB of markdown plus HTML: allow what the server accepts.
+        # Articles may hold 2 MiB of markdown plus HTML: receive what the server sends; the
+        # server refuses requests over its own, smaller receive limit.
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ]
