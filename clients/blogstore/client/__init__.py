@@ -38,8 +38,9 @@ ERROR_DOMAIN = "blogstore"
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 """The largest message this client sends or accepts, and the server sends. The server accepts
-requests only up to its receive limit (``server/limits.py``: the largest legitimate request,
-32 MiB by default; the README's "Limits and protections"); a larger one is RESOURCE_EXHAUSTED."""
+requests only up to its receive limit (``server/limits.py``, derived from the field limits:
+32 MiB, the largest legitimate request; README "Limits and protections"); a larger one is
+RESOURCE_EXHAUSTED."""
 
 IDEMPOTENT_PREFIXES: tuple[str, ...] = ("Get", "List", "Search")
 """Unary methods whose name starts with one of these (at a CamelCase boundary) are retried."""
