@@ -8,10 +8,10 @@ from blogstore.v1 import articles_pb2 as pb
 from blogstore.v1 import articles_pb2_grpc
 
 from storage import content, rules
-from storage.models import ApiKey, Article, Competitor, CompetitorArticle, UsageEvent
+from storage.models import ApiKey, Article, Competitor, CompetitorArticle, UsageEvent, User
 from storage.models.competitors import MAX_AUTHOR_LENGTH, MAX_NAME_LENGTH
 from storage.models.usage import EVENT_TEXT_LIMITS
-from storage.models.users import API_KEY_TEXT_LIMITS
+from storage.models.users import API_KEY_TEXT_LIMITS, MAX_EMAIL_LENGTH, MAX_USERNAME_LENGTH
 from tests.support import details_of
 
 
@@ -28,6 +28,7 @@ def _length(model: type, column: str) -> int | None:
         (CompetitorArticle, {"author": MAX_AUTHOR_LENGTH}),
         (UsageEvent, EVENT_TEXT_LIMITS),
         (ApiKey, API_KEY_TEXT_LIMITS),
+        (User, {"email": MAX_EMAIL_LENGTH, "username": MAX_USERNAME_LENGTH}),
     ],
 )
 def test_columns_are_as_wide_as_the_declared_limits(model, limits):
@@ -58,3 +59,16 @@ def test_publish_checks_the_limits_storage_declares(stub, monkeypatch):
     request = pb.PublishArticleRequest(id=article.id, etag=article.etag, wp_url="ftp://x")
     error = details_of(lambda: stub.PublishArticle(request))
     assert error.field_violations == {"wp_url": "must be an http(s) URL"}
+
+
+def test_username_rule_follows_the_declared_lengths():
+    from server.services.users import check_username
+    from storage.models.users import MIN_USERNAME_LENGTH
+    from storage.rules import Violations
+
+    v = Violations()
+    check_username(v, "u", "a" * MAX_USERNAME_LENGTH)
+    check_username(v, "short", "a" * (MIN_USERNAME_LENGTH - 1))
+    check_username(v, "long", "a" * (MAX_USERNAME_LENGTH + 1))
+    assert set(v.fields) == {"short", "long"}
+    assert v.fields["long"].startswith(f"must be {MIN_USERNAME_LENGTH}-{MAX_USERNAME_LENGTH} ")

@@ -26,12 +26,17 @@ from storage import credentials
 from storage.actors import Actor, ActorKind, Caller
 from storage.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from storage.models import ApiKey, User
-from storage.models.users import API_KEY_TEXT_LIMITS
+from storage.models.users import (
+    API_KEY_TEXT_LIMITS,
+    MAX_EMAIL_LENGTH,
+    MAX_USERNAME_LENGTH,
+    MIN_USERNAME_LENGTH,
+)
 from storage.throttle import LoginThrottle, login_keys
 from storage.uow import Database
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
-_USERNAME = re.compile(r"^[A-Za-z0-9._\-]{3,100}$")
+_USERNAME = re.compile(rf"^[A-Za-z0-9._\-]{{{MIN_USERNAME_LENGTH},{MAX_USERNAME_LENGTH}}}$")
 MIN_PASSWORD_LENGTH = 8
 _KIND = {
     ActorKind.USER: common_pb2.PRINCIPAL_KIND_USER,
@@ -71,13 +76,17 @@ def api_key_to_proto(key: ApiKey) -> users_pb2.ApiKey:
 
 def check_email(violations: Violations, field: str, email: str) -> str:
     email = email.strip()
-    violations.check(len(email) <= 254 and bool(_EMAIL.match(email)), field, "is not a valid email")
+    violations.check(
+        len(email) <= MAX_EMAIL_LENGTH and bool(_EMAIL.match(email)), field, "is not a valid email"
+    )
     return email
 
 
 def check_username(violations: Violations, field: str, username: str) -> str:
     violations.check(
-        bool(_USERNAME.match(username)), field, "must be 3-100 letters, digits, '.', '_' or '-'"
+        bool(_USERNAME.match(username)),
+        field,
+        f"must be {MIN_USERNAME_LENGTH}-{MAX_USERNAME_LENGTH} letters, digits, '.', '_' or '-'",
     )
     return username
 

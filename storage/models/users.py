@@ -21,14 +21,16 @@ from storage.models.base import Base, created_at, updated_at, uuid_pk
 
 # Character limits of an API key's text columns (the service checks them first).
 API_KEY_TEXT_LIMITS = {"name": 100, "service": 100}
+MAX_EMAIL_LENGTH = 254  # RFC 5321's path limit less the angle brackets
+MIN_USERNAME_LENGTH, MAX_USERNAME_LENGTH = 3, 100
 
 
 class User(Base):
     __tablename__ = "users"
 
     id: Mapped[uuid.UUID] = uuid_pk()
-    email: Mapped[str] = mapped_column(String(254))
-    username: Mapped[str] = mapped_column(String(100))
+    email: Mapped[str] = mapped_column(String(MAX_EMAIL_LENGTH))
+    username: Mapped[str] = mapped_column(String(MAX_USERNAME_LENGTH))
     password_hash: Mapped[str] = mapped_column(String(100))
     is_active: Mapped[bool] = mapped_column(server_default=text("true"))
     is_admin: Mapped[bool] = mapped_column(server_default=text("false"))
@@ -45,7 +47,7 @@ class User(Base):
         Index("uq_users_username_lower", func.lower(username), unique=True),
         Index("ix_users_create_time_id", "create_time", "id"),
         CheckConstraint("position('@' in email) > 1", name="email_has_at"),
-        CheckConstraint("length(username) >= 3", name="username_length"),
+        CheckConstraint(f"length(username) >= {MIN_USERNAME_LENGTH}", name="username_length"),
     )
 
 
