@@ -34,6 +34,7 @@ from storage.repositories.article_reads import (
     search_values,
     snippet_term,
 )
+from storage.repositories.base import OWNER, owned_by
 from storage.repositories.paging import Page, to_page
 from storage.uow import Database, Prepared
 
@@ -67,7 +68,7 @@ _GET_ARTICLE = _prepare(
     "get_article",
     select(*ARTICLE_COLUMNS).where(
         Article.id == bindparam("id"),
-        or_(bindparam("owner").is_(None), Article.user_id == bindparam("owner")),
+        or_(OWNER.is_(None), owned_by(Article.user_id, OWNER)),  # a null owner: unscoped
     ),
     options={"uuids_as_text": True},
     id="uuid",

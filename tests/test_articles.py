@@ -123,6 +123,33 @@ class TestCreate:
         listed = stub.ListArticles(pb.ListArticlesRequest()).articles
         assert [a.id for a in listed] == [first.id]
 
+    def test_request_id_reused_for_another_article_is_invalid(self, fresh):
+        _, stub = fresh
+        request_id = str(uuid.uuid4())
+        first = create(stub, draft("Once", md="First text."), request_id=request_id)
+        for other in (draft("Twice", md="First text."), draft("Once", md="Other text.")):
+            error = details_of(lambda o=other: create(stub, o, request_id=request_id))
+            assert error.code is Code.INVALID_ARGUMENT and "request_id" in error.field_violations
+        listed = stub.ListArticles(pb.ListArticlesRequest()).articles
+        assert [a.id for a in listed] == [first.id]
+
+    def test_batch_request_id_reused_for_other_articles_is_invalid(self, fresh):
+        _, stub = fresh
+        request_id = str(uuid.uuid4())
+        titles = ["Kept 1", "Kept 2"]
+        batch = pb.BatchCreateArticlesRequest(
+            articles=[draft(t) for t in titles], request_id=request_id
+        )
+        created = stub.BatchCreateArticles(batch).articles
+        assert [a.id for a in stub.BatchCreateArticles(batch).articles] == [a.id for a in created]
+        changed = pb.BatchCreateArticlesRequest(
+            articles=[draft("Kept 1"), draft("Changed 2")], request_id=request_id
+        )
+        error = details_of(lambda: stub.BatchCreateArticles(changed))
+        assert error.code is Code.INVALID_ARGUMENT and "request_id" in error.field_violations
+        listed = stub.ListArticles(pb.ListArticlesRequest()).articles
+        assert sorted(a.title for a in listed) == titles
+
     @pytest.mark.parametrize(
         ("fields", "bad"),
         [

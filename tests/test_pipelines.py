@@ -135,6 +135,18 @@ def test_create_is_idempotent_with_request_id(owner):
     assert len(ids) == 1
 
 
+def test_request_id_reused_for_another_pipeline_is_invalid(owner):
+    _, stub = owner
+    request_id = str(uuid.uuid4())
+    first = new_pipeline(stub, input_config=struct(topic="seo"), request_id=request_id)
+    again = new_pipeline(stub, input_config=struct(topic="seo"), request_id=request_id)
+    assert again.id == first.id
+    error = details_of(
+        lambda: new_pipeline(stub, input_config=struct(topic="other"), request_id=request_id)
+    )
+    assert error.code is Code.INVALID_ARGUMENT and "request_id" in error.field_violations
+
+
 def test_stage_results_merge_without_losing_stages(owner):
     _, stub = owner
     p = drive_to(stub, S.PIPELINE_STATE_RUNNING)

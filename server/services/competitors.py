@@ -208,8 +208,6 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
         def create(tx: Tx):
             tx.users.get(user_id)  # scope: another user's id is NOT_FOUND
             competitor, created = tx.competitors.create(values, request_id)
-            if not created and competitor.domain != domain:
-                raise InvalidArgument({"request_id": "was already used for another competitor"})
             if created:
                 tx.audit(
                     "competitor.create", "competitor", competitor.id,

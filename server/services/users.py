@@ -164,8 +164,6 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
                 is_admin=is_admin,
                 request_id=request_uuid,
             )
-            if not created and user.email.lower() != email.lower():
-                raise InvalidArgument({"request_id": "was already used for another user"})
             if created:
                 tx.audit("user.create", "user", user.id, is_admin=user.is_admin)
             return user

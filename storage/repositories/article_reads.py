@@ -34,6 +34,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, REGCONFIG, TSQUERY
 
 from storage.models import Article
 from storage.models.articles import ARTICLE_COLUMNS, BASIC_COLUMNS
+from storage.repositories.base import OWNER, owned_by
 from storage.repositories.paging import after_key
 
 ORDER_BY = ("create_time desc", "publish_time desc", "title")
@@ -115,7 +116,7 @@ def _filtered(stmt: Select[Any], f: ArticleFilters, owner: uuid.UUID | None) -> 
     """`stmt` limited to the owner's (live, unless show_deleted) rows matching `f`."""
     conditions = [_FILTER_CONDITIONS[name] for name in filter_values(f, None)]
     if owner is not None:
-        conditions.append(Article.user_id == bindparam("owner"))
+        conditions.append(owned_by(Article.user_id, OWNER))
     if not f.show_deleted:
         conditions.append(Article.delete_time.is_(None))
     return stmt.where(*conditions)

@@ -11,20 +11,18 @@ from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
-    Select,
     and_,
     func,
     or_,
     select,
 )
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
 
 from storage import content
-from storage.actors import Actor
 from storage.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
 from storage.models import Article, ArticleRevision
 from storage.models.articles import BASIC_COLUMNS
+from storage.repositories.base import ScopedRepository, check_replay
 from storage.repositories.changes import apply_changes
 from storage.repositories.paging import Page, newest_first, to_page
 
@@ -66,28 +64,15 @@ def with_derived(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, **dataclasses.asdict(derived)}
 
 
-class ArticleRepository:
-    def __init__(self, session: Session, actor: Actor) -> None:
-        self.session = session
-        self.actor = actor
+class ArticleRepository(ScopedRepository[Article]):
+    model = Article
+    resource = "article"
 
     # -- reads ---------------------------------------------------------------------------
-    def _scoped(self, stmt: Select[Any]) -> Select[Any]:
-        owner = self.actor.owner_scope()
-        return stmt if owner is None else stmt.where(Article.user_id == owner)
-
-    def get(self, article_id: uuid.UUID) -> Article:
-        article = self.session.scalars(
-            self._scoped(select(Article).where(Article.id == article_id))
-        ).one_or_none()
-        if article is None:
-            raise NotFound("article", article_id)
-        return article
-
     def get_by_slug(self, user_id: uuid.UUID, slug: str) -> Article:
         """The live article with this slug, else the most recently deleted one."""
         stmt = (
-            self._scoped(select(Article))
+            self.scoped(select(Article))
             .where(Article.user_id == user_id, Article.slug == slug)
             .order_by(Article.delete_time.desc().nulls_first())
             .limit(1)
@@ -108,10 +93,7 @@ class ArticleRepository:
         """
         results: dict[uuid.UUID, Any] = {}
         pending = list(items)
-        replayed = self._by_request_ids(pending)
-        for item in pending:
-            if item.request_id in replayed:
-                results[item.id] = replayed[item.request_id]
+        self._replay(pending, results)
         pending = [i for i in pending if i.id not in results]
         derived = {i.id for i in pending if not i.slug_given}
         self._assign_slugs(pending, derived, first_round=True)
@@ -123,10 +105,7 @@ class ArticleRepository:
             pending = [i for i in pending if i.id not in inserted]
             if not pending:
                 break
-            replayed = self._by_request_ids(pending)
-            for item in pending:
-                if item.request_id in replayed:
-                    results[item.id] = replayed[item.request_id]
+            self._replay(pending, results)
             pending = [i for i in pending if i.id not in results]
             for item in pending:
                 if item.id not in derived:
@@ -174,14 +153,25 @@ class ArticleRepository:
                 )
         return inserted
 
-    def _by_request_ids(self, items: Sequence[NewArticle]) -> dict[uuid.UUID, Article]:
+    def _replay(self, items: Sequence[NewArticle], results: dict[uuid.UUID, Any]) -> None:
+        """Put into `results` the articles that items' request_ids created before (a retry),
+        refusing a request_id reused for another article (check_replay)."""
         keys = [(i.values["user_id"], i.request_id) for i in items if i.request_id]
         if not keys:
-            return {}
+            return
         stmt = select(Article).where(
             or_(*(and_(Article.user_id == u, Article.create_request_id == r) for u, r in keys))
         )
-        return {a.create_request_id: a for a in self.session.scalars(stmt)}
+        replayed = {a.create_request_id: a for a in self.session.scalars(stmt)}
+        for item in items:
+            article = replayed.get(item.request_id)
+            if article is not None:
+                check_replay(
+                    "article",
+                    article.title == item.values["title"]
+                    and article.content_hash == item.values["content_hash"],
+                )
+                results[item.id] = article
 
     def _assign_slugs(
         self, items: Sequence[NewArticle], derived: set[uuid.UUID], *, first_round: bool

@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy import (
     DateTime,
-    Select,
     any_,
     case,
     delete,
@@ -24,13 +23,11 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
 
-from storage.actors import Actor
-from storage.errors import Conflict, NotFound
+from storage.errors import Conflict
 from storage.models import Competitor, CompetitorArticle
+from storage.repositories.base import ScopedRepository
 from storage.repositories.paging import Cursor, Page, newest_first, to_page
 
 RECENT = dt.timedelta(days=30)
@@ -88,62 +85,20 @@ class UpsertResult:
     updated: int
 
 
-class CompetitorRepository:
-    def __init__(self, session: Session, actor: Actor) -> None:
-        self.session = session
-        self.actor = actor
+class CompetitorRepository(ScopedRepository[Competitor]):
+    model = Competitor
+    resource = "competitor"
 
     # -- competitors -----------------------------------------------------------------------
 
     def create(
         self, values: dict[str, Any], request_id: uuid.UUID | None
     ) -> tuple[Competitor, bool]:
-        """Insert a competitor; if `request_id` was used before by this user, return that one.
-
-        With a request_id the insert runs in a savepoint: when a concurrent retry wins the race,
-        its unique violation is caught and the winner's row returned.
-        """
-        user_id = values["user_id"]
-        if request_id is None:
-            return self._insert(values, None), True
-        existing = self._by_request_id(user_id, request_id)
-        if existing is not None:
-            return existing, False
-        try:
-            with self.session.begin_nested():
-                return self._insert(values, request_id), True
-        except sa_exc.IntegrityError:
-            existing = self._by_request_id(user_id, request_id)
-            if existing is None:
-                raise
-            return existing, False
-
-    def _insert(self, values: dict[str, Any], request_id: uuid.UUID | None) -> Competitor:
-        stmt = (
-            insert(Competitor).values(**values, create_request_id=request_id).returning(Competitor)
+        """Insert a competitor; if `request_id` was used before by this user (for this
+        domain), return that one and False."""
+        return self.create_once(
+            values, request_id, same=lambda competitor: competitor.domain == values["domain"]
         )
-        return self.session.scalars(stmt).one()
-
-    def _by_request_id(self, user_id: uuid.UUID, request_id: uuid.UUID) -> Competitor | None:
-        stmt = select(Competitor).where(
-            Competitor.user_id == user_id, Competitor.create_request_id == request_id
-        )
-        return self.session.scalars(stmt).one_or_none()
-
-    def get(self, competitor_id: uuid.UUID, *, lock: str | None = None) -> Competitor:
-        """A competitor visible to the actor; another user's id is NotFound.
-
-        lock="update" locks the row; lock="key_share" only keeps it from being deleted.
-        """
-        stmt = self._scoped(select(Competitor).where(Competitor.id == competitor_id))
-        if lock == "update":
-            stmt = stmt.with_for_update()
-        elif lock == "key_share":
-            stmt = stmt.with_for_update(read=True, key_share=True)
-        competitor = self.session.scalars(stmt).one_or_none()
-        if competitor is None:
-            raise NotFound("competitor", competitor_id)
-        return competitor
 
     def list(
         self,
@@ -154,7 +109,7 @@ class CompetitorRepository:
         limit: int,
     ) -> Page[Competitor]:
         """Newest first; user_id None lists every user's competitors (privileged actors only)."""
-        stmt = self._scoped(select(Competitor))
+        stmt = self.scoped(select(Competitor))
         if user_id is not None:
             stmt = stmt.where(Competitor.user_id == user_id)
         if is_active is not None:
@@ -182,10 +137,6 @@ class CompetitorRepository:
         if etag_version is not None and etag_version != competitor.version:
             raise Conflict("the competitor changed meanwhile (stale etag)")
 
-    def _scoped(self, stmt: Select[Any]) -> Select[Any]:
-        owner = self.actor.owner_scope()
-        return stmt if owner is None else stmt.where(Competitor.user_id == owner)
-
     # -- crawler leases --------------------------------------------------------------------
 
     def claim_due(self, *, limit: int, lease_seconds: int) -> Sequence[Competitor]:
@@ -208,7 +159,7 @@ class CompetitorRepository:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        due = self._scoped(due)
+        due = self.scoped(due)
         stmt = (
             update(Competitor)
             .where(Competitor.id.in_(due.scalar_subquery()))

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from storage.actors import Actor
 from storage.errors import NotFound
 from storage.models import AccessToken, ApiKey, User
+from storage.repositories.base import scope
 from storage.repositories.paging import Cursor, Page, newest_first, to_page
 
 
@@ -58,10 +59,9 @@ class CredentialRepository:
         return key
 
     def get_api_key(self, key_id: uuid.UUID) -> ApiKey:
-        stmt = select(ApiKey).where(ApiKey.id == key_id)
-        owner = self.actor.owner_scope()
-        if owner is not None:
-            stmt = stmt.where(ApiKey.user_id == owner)
+        stmt = scope(
+            select(ApiKey).where(ApiKey.id == key_id), ApiKey.user_id, self.actor.owner_scope()
+        )
         key = self.session.scalars(stmt).one_or_none()
         if key is None:
             raise NotFound("api key", key_id)

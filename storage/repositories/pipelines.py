@@ -8,13 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, Select, Uuid, extract, func, select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, DateTime, Uuid, extract, func, select
 
-from storage.actors import Actor
 from storage.errors import FailedPrecondition, NotFound
 from storage.models import Article, Pipeline
+from storage.repositories.base import ScopedRepository
 from storage.repositories.changes import apply_changes
 from storage.repositories.paging import Page, newest_first, to_page
 
@@ -38,43 +36,20 @@ class PipelineFilters:
     end_create_time: dt.datetime | None = None
 
 
-class PipelineRepository:
-    def __init__(self, session: Session, actor: Actor) -> None:
-        self.session = session
-        self.actor = actor
-
-    def _scoped(self, stmt: Select[Any]) -> Select[Any]:
-        owner = self.actor.owner_scope()
-        return stmt if owner is None else stmt.where(Pipeline.user_id == owner)
-
-    def get(self, pipeline_id: uuid.UUID, *, lock: bool = False) -> Pipeline:
-        stmt = self._scoped(select(Pipeline).where(Pipeline.id == pipeline_id))
-        if lock:  # and re-read: the identity map must not keep a copy from before the lock
-            stmt = stmt.with_for_update().execution_options(populate_existing=True)
-        pipeline = self.session.scalars(stmt).one_or_none()
-        if pipeline is None:
-            raise NotFound("pipeline", pipeline_id)
-        return pipeline
+class PipelineRepository(ScopedRepository[Pipeline]):
+    model = Pipeline
+    resource = "pipeline"
 
     def create(
         self, user_id: uuid.UUID, input_config: dict[str, Any], request_id: uuid.UUID | None
     ) -> tuple[Pipeline, bool]:
-        """Insert a PENDING pipeline; a repeated request_id returns the first one and False."""
-        stmt = (
-            insert(Pipeline)
-            .values(user_id=user_id, input_config=input_config, create_request_id=request_id)
-            .on_conflict_do_nothing()
-            .returning(Pipeline)
+        """Insert a PENDING pipeline; a repeated request_id (with the same input_config)
+        returns the first one and False."""
+        return self.create_once(
+            {"user_id": user_id, "input_config": input_config},
+            request_id,
+            same=lambda pipeline: pipeline.input_config == input_config,
         )
-        pipeline = self.session.scalars(stmt).one_or_none()
-        if pipeline is not None:
-            return pipeline, True
-        existing = self.session.scalars(
-            select(Pipeline).where(
-                Pipeline.user_id == user_id, Pipeline.create_request_id == request_id
-            )
-        ).one()
-        return existing, False
 
     def list(self, filters: PipelineFilters, *, after: tuple | None, limit: int) -> Page[Pipeline]:
         f = filters
@@ -85,7 +60,7 @@ class PipelineRepository:
             Pipeline.create_time >= f.start_create_time if f.start_create_time else None,
             Pipeline.create_time < f.end_create_time if f.end_create_time else None,
         ]
-        stmt = self._scoped(select(Pipeline)).where(*(c for c in conditions if c is not None))
+        stmt = self.scoped(select(Pipeline)).where(*(c for c in conditions if c is not None))
         return to_page(
             self.session.scalars(newest_first(stmt, Pipeline, after, limit)).all(), limit
         )
@@ -101,7 +76,7 @@ class PipelineRepository:
         `changes` computes extra values from the locked row (e.g. errors to append).
         """
         allowed_from, target = TRANSITIONS[name]
-        pipeline = self.get(pipeline_id, lock=True)
+        pipeline = self.get(pipeline_id, lock="update")
         if pipeline.state not in allowed_from:
             raise FailedPrecondition(
                 f"cannot {name} a pipeline that is {pipeline.state.upper()}"
@@ -134,7 +109,7 @@ class PipelineRepository:
     def record_stage(
         self, pipeline_id: uuid.UUID, stage: str, result: dict[str, Any], warnings: list[str]
     ) -> Pipeline:
-        pipeline = self.get(pipeline_id, lock=True)
+        pipeline = self.get(pipeline_id, lock="update")
         if pipeline.state != "running":
             raise FailedPrecondition(
                 f"stage results are recorded only while RUNNING; the pipeline is "

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from storage.actors import Actor
 from storage.models import UsageEvent, UsageLimit, UsageMonth
+from storage.repositories.base import owned_by
 from storage.repositories.paging import Page, after_key, to_page
 
 _TOTALS = ("cost_micros", "articles_generated", "input_tokens", "output_tokens", "api_calls")
@@ -123,7 +124,7 @@ class UsageRepository:
     def _events(self, stmt: Select[Any], f: EventFilters) -> Select[Any]:
         owner = self.actor.owner_scope()
         conditions = [
-            UsageEvent.user_id == owner if owner else None,
+            owned_by(UsageEvent.user_id, owner) if owner else None,
             UsageEvent.user_id == f.user_id if f.user_id else None,
             UsageEvent.pipeline_id == f.pipeline_id if f.pipeline_id else None,
             UsageEvent.service == f.service if f.service else None,

@@ -6,13 +6,10 @@ import uuid
 from typing import Any
 
 from sqlalchemy import delete, func, or_, select, update
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
 
-from storage.actors import Actor
 from storage.errors import Conflict, NotFound
 from storage.models import User
+from storage.repositories.base import ScopedRepository
 from storage.repositories.changes import apply_changes
 from storage.repositories.paging import Cursor, Page, newest_first, to_page
 
@@ -23,10 +20,11 @@ def like_prefix(value: str) -> str:
     return escaped + "%"
 
 
-class UserRepository:
-    def __init__(self, session: Session, actor: Actor) -> None:
-        self.session = session
-        self.actor = actor
+class UserRepository(ScopedRepository[User]):
+    model = User
+    resource = "user"
+    owner_column = "id"
+    request_key = ("create_request_id",)
 
     def create(
         self,
@@ -37,62 +35,15 @@ class UserRepository:
         is_admin: bool,
         request_id: uuid.UUID | None,
     ) -> tuple[User, bool]:
-        """Insert a user; if `request_id` was used before, return that user and False.
-
-        With a request_id the insert runs in a savepoint: when a concurrent call with the same
-        id wins the race, the unique violation is caught and the winner's user returned.
-        """
-        if request_id is None:
-            return self._insert(email, username, password_hash, is_admin, None), True
-        existing = self._by_request_id(request_id)
-        if existing is not None:
-            return existing, False
-        try:
-            with self.session.begin_nested():
-                return self._insert(email, username, password_hash, is_admin, request_id), True
-        except sa_exc.IntegrityError:
-            existing = self._by_request_id(request_id)
-            if existing is None:
-                raise
-            return existing, False
-
-    def _insert(
-        self,
-        email: str,
-        username: str,
-        password_hash: str,
-        is_admin: bool,
-        request_id: uuid.UUID | None,
-    ) -> User:
-        stmt = (
-            insert(User)
-            .values(
-                email=email,
-                username=username,
-                password_hash=password_hash,
-                is_admin=is_admin,
-                create_request_id=request_id,
-            )
-            .returning(User)
+        """Insert a user; if `request_id` was used before (for this email), return that user
+        and False."""
+        values = {
+            "email": email, "username": username, "password_hash": password_hash,
+            "is_admin": is_admin,
+        }  # fmt: skip
+        return self.create_once(
+            values, request_id, same=lambda user: user.email.lower() == email.lower()
         )
-        return self.session.scalars(stmt).one()
-
-    def _by_request_id(self, request_id: uuid.UUID) -> User | None:
-        stmt = select(User).where(User.create_request_id == request_id)
-        return self.session.scalars(stmt).one_or_none()
-
-    def get(self, user_id: uuid.UUID, *, for_update: bool = False) -> User:
-        """A user visible to the actor; anyone else's id is NotFound, never PermissionDenied."""
-        owner = self.actor.owner_scope()
-        if owner is not None and owner != user_id:
-            raise NotFound("user", user_id)
-        stmt = select(User).where(User.id == user_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        user = self.session.scalars(stmt).one_or_none()
-        if user is None:
-            raise NotFound("user", user_id)
-        return user
 
     def require_visible(self, user_ids: set[uuid.UUID]) -> None:
         """NotFound unless every id is an existing user the actor may act for."""
