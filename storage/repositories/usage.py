@@ -9,11 +9,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Select, String, cast, func, select
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
 
-from storage.actors import Actor
 from storage.models import UsageEvent, UsageLimit, UsageMonth
-from storage.repositories.base import owned_by
+from storage.repositories.base import ScopedRepository
 from storage.repositories.paging import Page, after_key, to_page
 
 _TOTALS = ("cost_micros", "articles_generated", "input_tokens", "output_tokens", "api_calls")
@@ -60,10 +58,12 @@ def month_of(moment: dt.datetime) -> dt.date:
     return moment.astimezone(dt.UTC).date().replace(day=1)
 
 
-class UsageRepository:
-    def __init__(self, session: Session, actor: Actor) -> None:
-        self.session = session
-        self.actor = actor
+class UsageRepository(ScopedRepository[UsageEvent]):
+    """Reads of the ledger; events are appended by storage/queries.py record_usage, whose SQL
+    function (migration 0006) refuses a request_id reused for a different event."""
+
+    model = UsageEvent
+    resource = "usage event"
 
     # -- reads ---------------------------------------------------------------------------
     def month(self, user_id: uuid.UUID, month: dt.date) -> MonthTotals:
@@ -122,16 +122,14 @@ class UsageRepository:
         return rows, int(total)
 
     def _events(self, stmt: Select[Any], f: EventFilters) -> Select[Any]:
-        owner = self.actor.owner_scope()
         conditions = [
-            owned_by(UsageEvent.user_id, owner) if owner else None,
             UsageEvent.user_id == f.user_id if f.user_id else None,
             UsageEvent.pipeline_id == f.pipeline_id if f.pipeline_id else None,
             UsageEvent.service == f.service if f.service else None,
             UsageEvent.event_time >= f.start_time if f.start_time else None,
             UsageEvent.event_time < f.end_time if f.end_time else None,
         ]
-        return stmt.where(*(c for c in conditions if c is not None))
+        return self.scoped(stmt).where(*(c for c in conditions if c is not None))
 
     # -- limits --------------------------------------------------------------------------
     def limits_override(self, user_id: uuid.UUID) -> tuple[int | None, int | None]:
