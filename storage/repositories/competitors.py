@@ -142,7 +142,7 @@ class CompetitorRepository(ScopedRepository[Competitor]):
     def claim_due(self, *, limit: int, lease_seconds: int) -> Sequence[Competitor]:
         """Lease up to `limit` due competitors in one statement.
 
-        The inner SELECT locks candidate rows with FOR UPDATE SKIP LOCKED, so concurrent claims
+        The SELECT locks candidate rows with FOR UPDATE SKIP LOCKED, so concurrent claims
         skip each other's rows instead of waiting; a row that another claim leased meanwhile
         fails the re-checked lease condition. The lease is bookkeeping, not an edit: version
         (etag) and update_time stay as they are.
@@ -159,10 +159,12 @@ class CompetitorRepository(ScopedRepository[Competitor]):
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        due = self.scoped(due)
+        # MATERIALIZED: the locking SELECT runs once, whatever the plan. Inlined, the planner
+        # may choose a nested loop that re-runs it per row and leases rows beyond `limit`.
+        chosen = self.scoped(due).cte("due").prefix_with("MATERIALIZED")
         stmt = (
             update(Competitor)
-            .where(Competitor.id.in_(due.scalar_subquery()))
+            .where(Competitor.id.in_(select(chosen.c.id)))
             .values(
                 lease_expire_time=now + func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds),
                 update_time=Competitor.update_time,
