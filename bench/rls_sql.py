@@ -25,7 +25,7 @@ from storage.uow import Prepared
 
 
 def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:  # noqa: PTH123 - a /proc file
+    with open(f"/proc/{pid}/stat") as stat:  # a /proc file
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 

@@ -88,7 +88,7 @@ def machine_info() -> dict:
     }
     for key, where in (("commit", Path(__file__).parent), ("server_commit", CHECKOUT["dir"])):
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
-            info[key] = subprocess.run(  # noqa: S603
+            info[key] = subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
                 capture_output=True,
                 text=True,

@@ -342,5 +342,5 @@ class HealthMonitor:
                 return
             try:
                 self.check_now(min(self.check_limit, FAILURE_CHECK_SECONDS) if urgent else None)
-            except Exception:  # noqa: BLE001 - the monitor must outlive any one failure
+            except Exception:  # the monitor must outlive any one failure
                 log.exception("health: the readiness check failed unexpectedly")

@@ -152,7 +152,7 @@ def read_main_tables(url: str) -> dict[str, int]:
                     for column in columns:
                         getattr(row, column)
                 read[model.__tablename__] = len(rows)
-    except Exception as error:  # noqa: BLE001 - any failure to read is the finding
+    except Exception as error:  # any failure to read is the finding
         raise BackupError(f"reading the restored tables failed: {error}") from error
     finally:
         engine.dispose()

@@ -246,14 +246,14 @@ def _answer(error: object, method: str) -> Any:
     function = getattr(error, method, None)
     try:
         return function() if callable(function) else None
-    except Exception:
+    except Exception:  # noqa: BLE001 - an answer is optional: none rather than a crash
         return None
 
 
 def _rich_status(error: object) -> status_pb2.Status | None:
     try:
         return rpc_status.from_call(error)
-    except Exception:  # no call, or trailers not from blogstore: no details
+    except Exception:  # noqa: BLE001 - no call, or trailers not from blogstore: no details
         return None
 
 
