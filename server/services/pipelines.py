@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from blogstore.v1 import pipelines_pb2, pipelines_pb2_grpc
@@ -180,7 +181,7 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
         pipeline_id = parse_uuid("id", raw_id)
 
         def work(tx):
-            changes = (lambda pipeline: extra(tx, pipeline)) if extra else None
+            changes = functools.partial(extra, tx) if extra else None
             pipeline = tx.pipelines.transition(pipeline_id, name, changes)
             tx.audit(
                 f"pipeline.{name}", "pipeline", pipeline.id,

@@ -212,7 +212,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         v.check(request.group_by in GROUP_BY, "group_by", "must be SERVICE, MODEL, DAY or USER")
         v.raise_if_any()
         filters = self._filters(request, caller.actor)
-        if filters.start_time >= filters.end_time:
+        if filters.start_time and filters.end_time and filters.start_time >= filters.end_time:
             raise InvalidArgument({"end_time": "must be after start_time"})
         rows, total = self.db.run(
             caller, lambda tx: tx.usage.cost_report(filters, GROUP_BY[request.group_by])

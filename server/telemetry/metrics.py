@@ -244,9 +244,11 @@ class Sampler:
         self._probes.append(probe)
 
     def health(self, serving: Callable[[], dict[str, bool]]) -> None:
-        self._probes.append(
-            lambda: [HEALTH.labels(name).set(1 if up else 0) for name, up in serving().items()]
-        )
+        def probe() -> None:
+            for name, up in serving().items():
+                HEALTH.labels(name).set(1 if up else 0)
+
+        self._probes.append(probe)
 
     def watchers(self, count: Callable[[], int]) -> None:
         self._probes.append(lambda: WATCHERS.set(count()))

@@ -110,7 +110,7 @@ def _run_sql(url: str, statements: list[str], unless: str = "false") -> None:
     from before migration 0012: the migration that follows the restore grants)."""
     with contextlib.closing(pgtools.connect(url)) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT {unless}")
-        if not cur.fetchone()[0]:
+        if not pgtools.one_row(cur)[0]:
             for statement in statements:
                 cur.execute(statement)
         conn.commit()
