@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-ONSETS = "b c d f g h j k l m n p r s t v w z br cr dr fl gr pl pr st tr sh ch th qu sl sp".split()  # noqa: SIM905, E501
+ONSETS = "b c d f g h j k l m n p r s t v w z br cr dr fl gr pl pr st tr sh ch th qu sl sp".split()  # noqa: SIM905
 VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "io", "ou", "y"]
 CODAS = ["", "", "", "n", "r", "s", "l", "m", "t", "x", "nd", "st", "rk", "ng"]
 # English stop words a pseudo-word must not be (they would vanish from the tsvector).

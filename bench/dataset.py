@@ -27,6 +27,7 @@ import psycopg2
 from bench.bulk import copy_rows as _copy
 from bench.bulk import load_articles_bulk
 from bench.corpus import Corpus
+from storage.lifecycle.pgtools import one_row
 
 # Where bench databases are created and dropped (any database of that server will do).
 ADMIN_URL = os.environ.get(
@@ -161,7 +162,7 @@ def insert_pipelines(conn: Any, plan: Plan, rng: random.Random) -> int:
         started = created + dt.timedelta(seconds=rng.randint(1, 60)) if state != "pending" else None
         ended = (
             started + dt.timedelta(seconds=rng.randint(60, 900))
-            if state in ("succeeded", "failed")
+            if started and state in ("succeeded", "failed")
             else None
         )
         results = (
@@ -183,7 +184,7 @@ def insert_pipelines(conn: Any, plan: Plan, rng: random.Random) -> int:
                 "[]",
                 started,
                 ended,
-                int((ended - started).total_seconds() * 1000) if ended else None,
+                int((ended - started).total_seconds() * 1000) if ended and started else None,
                 created,
                 created,
             )
@@ -389,7 +390,7 @@ def load(
     conn = psycopg2.connect(url)
     with conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM users WHERE username LIKE 'bench-user-%%'")
-        existing = cur.fetchone()[0]
+        existing = one_row(cur)[0]
     stats: dict[str, Any] = {"articles": articles, "seed": seed}
     t0 = time.perf_counter()
     user_ids = insert_users(conn, users, start=existing)

@@ -16,6 +16,7 @@ from blogstore.v1 import articles_pb2, articles_pb2_grpc, usage_pb2, usage_pb2_g
 from bench.corpus import Corpus
 from bench.dataset import BENCH_PASSWORD
 from bench.scenarios import CHANNEL_OPTIONS, LIST_PAGE_SIZE
+from storage.lifecycle.pgtools import one_row
 
 DEEP_PAGES = 1000
 _WORD = re.compile(r"[a-z]+")
@@ -34,10 +35,10 @@ def params(
     metadata = (("authorization", f"Bearer {server.key}"),)
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM articles WHERE delete_time IS NULL")
-        total = facts["live_articles"] = cur.fetchone()[0]
+        total = facts["live_articles"] = one_row(cur)[0]
         for table in ("users", "pipelines", "usage_events"):
             cur.execute(f"SELECT count(*) FROM {table}")
-            facts[table] = cur.fetchone()[0]
+            facts[table] = one_row(cur)[0]
         cur.execute(
             "SELECT id FROM articles WHERE delete_time IS NULL ORDER BY random() LIMIT 5000"
         )
@@ -100,7 +101,7 @@ def queries(
 
     def df(query: str) -> int:
         cur.execute(DF_SQL, (query,))
-        return cur.fetchone()[0]
+        return one_row(cur)[0]
 
     common = docs.most_common(1)[0][0]
     low, high = max(2, total // 5000), max(10, total // 500)

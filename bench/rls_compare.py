@@ -21,6 +21,7 @@ from blogstore.v1 import users_pb2, users_pb2_grpc
 from bench.compare import merge
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, start_server
+from storage.lifecycle.pgtools import one_row
 
 RLS_LIMIT = 0.95  # RLS on / off, calls/s: at most 5% of the throughput
 ROUNDS = 2
@@ -76,7 +77,7 @@ def _user(harness: Any, service_key: str) -> tuple[str, dict]:
             "SELECT user_id::text, count(*) FROM articles WHERE delete_time IS NULL "
             "GROUP BY 1 ORDER BY 2 DESC LIMIT 1"
         )
-        user_id, count = cur.fetchone()
+        user_id, count = one_row(cur)
         cur.execute(
             "SELECT id::text FROM articles WHERE user_id = %s AND delete_time IS NULL "
             "ORDER BY id LIMIT 1000",

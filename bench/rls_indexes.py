@@ -21,6 +21,7 @@ import psycopg2
 from sqlalchemy.dialects import postgresql
 
 from storage import rls
+from storage.lifecycle.pgtools import one_row
 from storage.repositories.article_reads import (
     ArticleFilters,
     list_statement,
@@ -53,20 +54,20 @@ def main(url: str, calls: int = 200) -> None:
     conn.autocommit = True
     cur = conn.cursor()
     cur.execute("SELECT user_id FROM articles GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
-    owner = cur.fetchone()[0]
+    owner = one_row(cur)[0]
     cur.execute(
         "SELECT word FROM ts_stat(format('SELECT search_vector FROM articles "
         "WHERE user_id = %%L', %s::text)) WHERE ndoc = 2 AND word ~ '^[a-z]{5,}$' "
         "ORDER BY word LIMIT 1",
         (str(owner),),
     )
-    word = cur.fetchone()[0]
+    word = one_row(cur)[0]
     cur.execute(
         "SELECT t FROM articles, unnest(tags) t WHERE user_id = %s GROUP BY t "
         "ORDER BY count(*), t LIMIT 1",
         (owner,),
     )
-    tag = cur.fetchone()[0]
+    tag = one_row(cur)[0]
     cur.execute(
         "SELECT oid::regprocedure, proleakproof FROM pg_proc WHERE oid = ANY(%s::regprocedure[])",
         (list(rls.LEAKPROOF_FUNCTIONS),),

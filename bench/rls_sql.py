@@ -19,13 +19,14 @@ from typing import Any
 import psycopg2
 
 from storage import rls
+from storage.lifecycle.pgtools import one_row
 from storage.queries import _GET_ARTICLE, _prepare
 from storage.repositories.article_reads import ArticleFilters, list_statement, list_values
 from storage.uow import Prepared
 
 
 def _cpu(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:  # noqa: PTH123 - a /proc file
+    with open(f"/proc/{pid}/stat") as stat:  # a /proc file
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
@@ -35,11 +36,11 @@ def main(url: str, calls: int = 6000) -> None:
     conn.autocommit = True
     cur = conn.cursor()
     cur.execute("SELECT pg_backend_pid()")
-    pid = cur.fetchone()[0]
+    pid = one_row(cur)[0]
     cur.execute("SELECT user_id FROM articles GROUP BY 1 ORDER BY count(*) DESC LIMIT 1")
-    owner = cur.fetchone()[0]
+    owner = one_row(cur)[0]
     cur.execute("SELECT id FROM articles WHERE user_id = %s LIMIT 1", (owner,))
-    article = cur.fetchone()[0]
+    article = one_row(cur)[0]
     filters = ArticleFilters()
 
     def listing(name: str, scope: Any) -> Prepared:

@@ -38,6 +38,7 @@ from bench.servers import (
     start_server,
     tree_cpu,
 )
+from storage.lifecycle.pgtools import one_row
 
 QUICK = ["GetArticle", "ListArticles first page", "SearchArticles common word", "RecordUsage"]
 # Scenarios whose calls take long: a longer window so that enough of them complete.
@@ -88,7 +89,7 @@ def machine_info() -> dict:
     }
     for key, where in (("commit", Path(__file__).parent), ("server_commit", CHECKOUT["dir"])):
         with contextlib.suppress(OSError, subprocess.CalledProcessError):
-            info[key] = subprocess.run(  # noqa: S603
+            info[key] = subprocess.run(
                 ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
                 capture_output=True,
                 text=True,
@@ -132,7 +133,7 @@ class Harness:
             self.noop = start_noop()
             with psycopg2.connect(self.url) as conn, conn.cursor() as cur:
                 cur.execute("SELECT version()")
-                self.report["machine"]["postgres"] = " ".join(cur.fetchone()[0].split()[:2])
+                self.report["machine"]["postgres"] = " ".join(one_row(cur)[0].split()[:2])
             if created:
                 self.log(f"loading {self.opts.articles} articles into {self.dbname} ...")
                 self.report["dataset"] = dataset.load(

@@ -66,7 +66,7 @@ class Client:
         self.worker = worker
         self.rng = random.Random(f"{worker}-{uuid.uuid4()}")
 
-    async def setup(self, slot: int, channel: Any, metadata: tuple) -> Any:
+    async def setup(self, slot: int, channel: Any, metadata: tuple | None) -> Any:
         return None
 
     def request(self, state: Any) -> Any:
@@ -180,7 +180,7 @@ class Update(Client):
         super().__init__(params, worker, slots)
         self.first_slot = worker * slots
 
-    async def setup(self, slot: int, channel: Any, metadata: tuple) -> Any:
+    async def setup(self, slot: int, channel: Any, metadata: tuple | None) -> Any:
         article_id = self.params["update_ids"][self.first_slot + slot]
         get = channel.unary_unary(
             ARTICLES + "GetArticle",

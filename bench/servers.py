@@ -187,7 +187,7 @@ def wait_serving(managed: Managed, *, timeout: float, health: bool = True) -> No
                 grpc.channel_ready_future(channel).result(timeout=1)
                 if not health:
                     break
-                reply = health_pb2_grpc.HealthStub(channel).Check(
+                reply = health_pb2_grpc.HealthStub(channel).Check(  # pyright: ignore[reportAttributeAccessIssue]  # typeshed's grpc_health stubs lag grpc
                     health_pb2.HealthCheckRequest(), timeout=1
                 )
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:

@@ -182,7 +182,8 @@ def _serve_workers(
         for sentinel in multiprocessing.connection.wait(list(running)):
             worker = running.pop(sentinel)  # type: ignore[call-overload]
             worker.join()
-            metrics.worker_exited(worker.pid)  # its live gauges leave the sums
+            if worker.pid is not None:  # always: it was started
+                metrics.worker_exited(worker.pid)  # its live gauges leave the sums
     # A worker stopped by the forwarded SIGTERM before it could install its handler had
     # nothing in flight: that is an orderly stop too.
     clean = (0, -signal.SIGTERM)

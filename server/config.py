@@ -116,7 +116,9 @@ class Settings(BaseSettings):
         Decimal("50.00"), gt=0, le=10**9, decimal_places=6
     )  # US dollars
     default_monthly_article_limit: int = Field(100, ge=1, le=10**9)
-    page_token_secret: SecretBytes = Field(default_factory=lambda: secrets.token_bytes(32))
+    page_token_secret: SecretBytes = Field(
+        default_factory=lambda: SecretBytes(secrets.token_bytes(32))
+    )
     log_level: Annotated[LogLevel, BeforeValidator(_upper)] = "INFO"
     log_format: Annotated[Literal["text", "json"], BeforeValidator(_lower)] = "text"
     shutdown_grace_seconds: float = Field(20.0, ge=0, le=3600)

@@ -92,7 +92,8 @@ def open_method(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, error.message)
             return _guarded(answer, context) if handler.response_streaming else answer
 
-        return handler._replace(request_deserializer=None, **{kind: streaming})
+        # grpc's handlers are namedtuples; its stubs type them as an abstract class
+        return handler._replace(request_deserializer=None, **{kind: streaming})  # pyright: ignore[reportAttributeAccessIssue]
 
     @functools.wraps(behavior)
     def unary(requests: Iterator[bytes], context: grpc.ServicerContext) -> Any:
@@ -140,7 +141,7 @@ def _bad_utf8_field(raw: bytes, descriptor: Descriptor, prefix: str = "", depth:
                         chunk.decode()
                     except UnicodeDecodeError:
                         return path
-                elif field.type == FieldDescriptor.TYPE_MESSAGE:
+                elif field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type is not None:
                     found = _bad_utf8_field(chunk, field.message_type, path + ".", depth + 1)
                     if found is not None:
                         return found

@@ -10,6 +10,7 @@ import grpc
 from blogstore.client import ERROR_DOMAIN
 from blogstore.v1 import common_pb2
 from google.protobuf import any_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -68,7 +69,7 @@ def lookup(table: Mapping[type, V], error_class: type) -> V | None:
     return None
 
 
-def _packed(message: object) -> any_pb2.Any:
+def _packed(message: Message) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

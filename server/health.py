@@ -37,9 +37,9 @@ from storage.migrate import CodeSchema, SchemaVerdict
 
 log = logging.getLogger(__name__)
 
-SERVING = health_pb2.HealthCheckResponse.SERVING
-NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
+SERVING: int = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING: int = health_pb2.HealthCheckResponse.NOT_SERVING
+SERVICE_UNKNOWN: int = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 LIVENESS = "liveness"
 
 PROBE_THREADS = 2
@@ -134,9 +134,11 @@ class HealthServicer(health_pb2_grpc.HealthServicer):
         return health_pb2.HealthCheckResponse(status=status)
 
     def _list(
-        self, request: health_pb2.HealthListRequest, context: grpc.ServicerContext
-    ) -> health_pb2.HealthListResponse:
-        return health_pb2.HealthListResponse(
+        self,
+        request: health_pb2.HealthListRequest,  # pyright: ignore[reportAttributeAccessIssue]  # typeshed's grpc_health stubs lag grpc
+        context: grpc.ServicerContext,
+    ) -> health_pb2.HealthListResponse:  # pyright: ignore[reportAttributeAccessIssue]  # typeshed's grpc_health stubs lag grpc
+        return health_pb2.HealthListResponse(  # pyright: ignore[reportAttributeAccessIssue]  # typeshed's grpc_health stubs lag grpc
             statuses={
                 name: health_pb2.HealthCheckResponse(status=status)
                 for name, status in self._statuses.items()
@@ -342,5 +344,5 @@ class HealthMonitor:
                 return
             try:
                 self.check_now(min(self.check_limit, FAILURE_CHECK_SECONDS) if urgent else None)
-            except Exception:  # noqa: BLE001 - the monitor must outlive any one failure
+            except Exception:  # the monitor must outlive any one failure
                 log.exception("health: the readiness check failed unexpectedly")

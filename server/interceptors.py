@@ -197,11 +197,11 @@ class RequestInterceptor(grpc.ServerInterceptor):
                 send_response_callback(response)
 
             def finished() -> None:
-                code = context.code()
+                code = context.code()  # pyright: ignore[reportAttributeAccessIssue]  # grpc 1.38+
                 if code is None:
                     code = _OK if call.ended else _gone(context)
                 call.code = code
-                if span is not None:
+                if span is not None and tracing is not None:
                     tracing.end_rpc_span(span, code)
                 self._end(call, traced=False)
 
@@ -211,7 +211,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
                 with self._serving(call, context):
                     behavior(read(requests, call), context, send)
             finally:
-                if token is not None:
+                if token is not None and tracing is not None:
                     tracing.detach(token)
 
         return non_blocking

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from typing import Any
 
 from blogstore.v1 import articles_pb2
 
@@ -26,7 +27,7 @@ def largest_article_request_bytes() -> int:
     """The encoded size of a CreateArticle with every field at its limit (built once)."""
     wide = "\U0001f600"  # 4 bytes of UTF-8 per character: the most a character limit allows
     some_id = str(uuid.UUID(int=0))
-    lists = {
+    lists: dict[str, Any] = {
         name: [wide * rules.MAX_LIST_ITEM_CHARS] * count
         for name, count in rules.ARTICLE_LIST_LIMITS.items()
     }

@@ -56,4 +56,4 @@ def enable_server_reflection(service_names: Iterable[str], server: grpc.Server) 
     }
     for name in (V1_SERVICE_NAME, V1ALPHA_SERVICE_NAME):
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, handlers),))
-        server.add_registered_method_handlers(name, handlers)
+        server.add_registered_method_handlers(name, handlers)  # pyright: ignore[reportAttributeAccessIssue]  # grpc 1.62+, not in typeshed yet

@@ -73,7 +73,7 @@ class CertificateFiles:
 
         return grpc.dynamic_ssl_server_credentials(
             self._configuration(self._current),
-            self.fetch,
+            self.fetch,  # pyright: ignore[reportArgumentType]  # None means "unchanged" (grpc docs)
             require_client_authentication=self.client_ca is not None,
         )
 

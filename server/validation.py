@@ -109,7 +109,7 @@ def _problem(message: Message, path: str, depth: int) -> tuple[str, str] | None:
     """(field path, what is wrong) for the first thing check_request refuses in `message`."""
     descriptor = message.DESCRIPTOR
     if descriptor is _TIMESTAMP:
-        return _timestamp_problem(message, path)
+        return _timestamp_problem(message, path)  # pyright: ignore[reportArgumentType]  # by its descriptor
     if descriptor in _JSON_TYPES:
         return _json_problem(message, path, depth)
     for field, value in message.ListFields():

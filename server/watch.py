@@ -165,7 +165,7 @@ class WatchHub:
                     self._finish(watcher)
             except DomainError as error:
                 self._finish(watcher, error)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("watch delivery failed for pipeline %s", watcher.pipeline_id)
                 self._finish(watcher, Unavailable("watch delivery failed; watch again"))
 

@@ -189,7 +189,7 @@ class Watchdog:
                 entry = self._next_due()
             try:
                 self._act(entry)
-            except Exception:  # noqa: BLE001 - the watchdog must outlive any one entry
+            except Exception:  # the watchdog must outlive any one entry
                 log.exception("deadline watchdog: cutting a connection failed")
 
     def _next_due(self) -> _Entry:

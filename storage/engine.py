@@ -154,7 +154,8 @@ def start_embedded(data_dir: Path) -> str:
     import pgserver  # imported lazily: only the embedded mode needs it
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")
+    # get_server is pgserver's documented entry point, re-exported without __all__
+    server = pgserver.get_server(data_dir / "pgdata", cleanup_mode="stop")  # pyright: ignore[reportPrivateImportUsage]
     admin_url = server.get_uri("postgres")
     engine = create_engine(normalize_url(admin_url), isolation_level="AUTOCOMMIT")
     with engine.connect() as conn:

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import threading
 from importlib import metadata
+from typing import Any
 
 import cffi
 import cmarkgfm
-from cmarkgfm import _cmark
+from cmarkgfm import _cmark  # pyright: ignore[reportAttributeAccessIssue]  # compiled cffi module
 from cmarkgfm.cmark import Options
 
 _ffi = cffi.FFI()
 _ffi.cdef("void cmark_node_free(void *node); void free(void *ptr);")
-_cmark_so = _ffi.dlopen(_cmark.__file__)
-_libc = _ffi.dlopen(None)  # type: ignore[arg-type]  # the process's own symbols: libc's free
+_cmark_so: Any = _ffi.dlopen(_cmark.__file__)  # a cffi Lib: its attributes come from cdef
+_libc: Any = _ffi.dlopen(None)  # type: ignore[arg-type]  # the process's own symbols: libc's free
 _lib, _cffi = _cmark.lib, _cmark.ffi
 
 _OPTIONS = Options.CMARK_OPT_GITHUB_PRE_LANG  # raw HTML and javascript: links left out

@@ -89,5 +89,5 @@ class ChangeListener:
                 notification = connection.notifies.pop(0)
                 try:
                     self.on_change(json.loads(notification.payload))
-                except Exception:  # noqa: BLE001 - one bad delivery must not stop listening
+                except Exception:  # one bad delivery must not stop listening
                     log.exception("change handler failed")

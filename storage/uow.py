@@ -241,6 +241,7 @@ class Database:
         except (sa_exc.SQLAlchemyError, psycopg2.Error) as error:
             raise (self._failure(error) or error) from None
         dbapi = connection.dbapi_connection
+        assert dbapi is not None  # a checked-out connection has its DBAPI connection
         prepared: set[str] = connection.info.setdefault("prepared_statements", set())
         params = {**statement.constants, **params}
         values = {**{f"p{i}": params[name] for i, name in enumerate(statement.params)},

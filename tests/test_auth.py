@@ -142,7 +142,7 @@ class TestCredentials:
             dump = " ".join(
                 str(row)
                 for table in ("users", "sessions", "api_keys", "audit_events")
-                for row in conn.execute(text(f"SELECT * FROM {table}"))  # noqa: S608
+                for row in conn.execute(text(f"SELECT * FROM {table}"))
             )
         engine.dispose()
         for secret in (PASSWORD, account.token, created.api_key):

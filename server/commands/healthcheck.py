@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from server.config import Settings
@@ -48,7 +48,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     check.set_defaults(command=healthcheck_command)
 
 
-def _healthcheck_tls(args: argparse.Namespace, settings: Settings) -> dict[str, object] | None:
+def _healthcheck_tls(args: argparse.Namespace, settings: Settings) -> dict[str, Any] | None:
     """client.connect's TLS arguments, defaulting from the server's own BLOGSTORE_TLS_* files,
     so a probe run beside the server needs no flags; None for plaintext."""
     from server.config import ConfigError
@@ -95,7 +95,7 @@ def healthcheck_command(args: argparse.Namespace, settings: Settings) -> int:
     tls = _healthcheck_tls(args, settings)
     with client.connect(f"localhost:{port}", secure=tls is not None, **(tls or {})) as channel:
         try:
-            response = health_pb2_grpc.HealthStub(channel).Check(
+            response = health_pb2_grpc.HealthStub(channel).Check(  # pyright: ignore[reportAttributeAccessIssue]  # typeshed's grpc_health stubs lag grpc
                 health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout
             )
         except grpc.RpcError as error:

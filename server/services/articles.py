@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import grpc
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
 from server.context import current_caller
@@ -159,7 +160,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         values["status"] = values["status"] or "draft"
         return values
 
-    def CreateArticle(self, request, context):  # noqa: N802
+    def CreateArticle(
+        self, request: articles_pb2.CreateArticleRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.CreateArticleResponse:
         caller = current_caller()
         v = Violations()
         values = self._new_article(v, "article.", request.article, caller.actor)
@@ -180,7 +183,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         article = self.db.run(caller, create)
         return articles_pb2.CreateArticleResponse(article=article_to_proto(article))
 
-    def BatchCreateArticles(self, request, context):  # noqa: N802
+    def BatchCreateArticles(
+        self, request: articles_pb2.BatchCreateArticlesRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.BatchCreateArticlesResponse:
         caller = current_caller()
         if not 1 <= len(request.articles) <= MAX_BATCH:
             raise InvalidArgument({"articles": f"must hold 1 to {MAX_BATCH} articles"})
@@ -232,7 +237,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             articles=[article_to_proto(a, full=full) for a in articles]
         )
 
-    def GetArticle(self, request, context):  # noqa: N802
+    def GetArticle(
+        self, request: articles_pb2.GetArticleRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.GetArticleResponse:
         caller = current_caller()
         if request.id:
             article_id = parse_uuid("id", request.id)
@@ -247,7 +254,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         full = is_full(request.view, articles_pb2.ARTICLE_VIEW_FULL)
         return articles_pb2.GetArticleResponse(article=article_to_proto(article, full=full))
 
-    def ListArticles(self, request, context):  # noqa: N802
+    def ListArticles(
+        self, request: articles_pb2.ListArticlesRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.ListArticlesResponse:
         caller = current_caller()
         filters = filters_from(request, caller.actor)
         order_by = " ".join(request.order_by.split()).lower() or ORDER_BY[0]
@@ -268,7 +277,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             add(**proto_fields(article, full=full))
         return response
 
-    def SearchArticles(self, request, context):  # noqa: N802
+    def SearchArticles(
+        self, request: articles_pb2.SearchArticlesRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.SearchArticlesResponse:
         caller = current_caller()
         query = request.query.strip()
         if not query:
@@ -289,7 +300,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             add(article=proto_fields(hit.article, full=full), rank=hit.rank, snippet=hit.snippet)
         return response
 
-    def UpdateArticle(self, request, context):  # noqa: N802
+    def UpdateArticle(
+        self, request: articles_pb2.UpdateArticleRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.UpdateArticleResponse:
         caller = current_caller()
         article_id = parse_uuid("article.id", request.article.id)
         paths = mask_paths(request.update_mask, mutable=MUTABLE, output_only=OUTPUT_ONLY)
@@ -315,7 +328,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         article = self.db.run(caller, update)
         return articles_pb2.UpdateArticleResponse(article=article_to_proto(article))
 
-    def PublishArticle(self, request, context):  # noqa: N802
+    def PublishArticle(
+        self, request: articles_pb2.PublishArticleRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.PublishArticleResponse:
         caller = current_caller()
         article_id = parse_uuid("id", request.id)
         v = Violations()
@@ -345,7 +360,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         article = self.db.run(caller, publish)
         return articles_pb2.PublishArticleResponse(article=article_to_proto(article))
 
-    def DeleteArticle(self, request, context):  # noqa: N802
+    def DeleteArticle(
+        self, request: articles_pb2.DeleteArticleRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.DeleteArticleResponse:
         caller = current_caller()
         article_id = parse_uuid("id", request.id)
         version = etag_version("etag", request.etag)
@@ -358,7 +375,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         article = self.db.run(caller, delete)
         return articles_pb2.DeleteArticleResponse(article=article_to_proto(article, full=False))
 
-    def UndeleteArticle(self, request, context):  # noqa: N802
+    def UndeleteArticle(
+        self, request: articles_pb2.UndeleteArticleRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.UndeleteArticleResponse:
         caller = current_caller()
         article_id = parse_uuid("id", request.id)
 
@@ -370,7 +389,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         article = self.db.run(caller, undelete)
         return articles_pb2.UndeleteArticleResponse(article=article_to_proto(article))
 
-    def ListArticleRevisions(self, request, context):  # noqa: N802
+    def ListArticleRevisions(
+        self, request: articles_pb2.ListArticleRevisionsRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.ListArticleRevisionsResponse:
         caller = current_caller()
         article_id = parse_uuid("article_id", request.article_id)
         limit = page_size(request.page_size)
@@ -393,7 +414,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             revisions=revisions, next_page_token=self.page_tokens.encode(page.next_cursor, key)
         )
 
-    def RestoreArticleRevision(self, request, context):  # noqa: N802
+    def RestoreArticleRevision(
+        self, request: articles_pb2.RestoreArticleRevisionRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.RestoreArticleRevisionResponse:
         caller = current_caller()
         article_id = parse_uuid("article_id", request.article_id)
         revision_id = parse_uuid("revision_id", request.revision_id)

@@ -6,6 +6,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import grpc
 from blogstore.v1 import competitors_pb2, competitors_pb2_grpc
 from google.protobuf import json_format, struct_pb2
 
@@ -180,7 +181,9 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
         self.db = db
         self.page_tokens = page_tokens
 
-    def CreateCompetitor(self, request, context):  # noqa: N802
+    def CreateCompetitor(
+        self, request: competitors_pb2.CreateCompetitorRequest, context: grpc.ServicerContext
+    ) -> competitors_pb2.CreateCompetitorResponse:
         caller = current_caller()
         message = request.competitor
         user_id = owner_id("competitor.user_id", message.user_id, caller.actor)
@@ -220,7 +223,9 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             competitor=competitor_to_proto(competitor, stats)
         )
 
-    def GetCompetitor(self, request, context):  # noqa: N802
+    def GetCompetitor(
+        self, request: competitors_pb2.GetCompetitorRequest, context: grpc.ServicerContext
+    ) -> competitors_pb2.GetCompetitorResponse:
         caller = current_caller()
         competitor_id = parse_uuid("id", request.id)
         competitor, stats = self.db.run(
@@ -230,7 +235,9 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             competitor=competitor_to_proto(competitor, stats)
         )
 
-    def ListCompetitors(self, request, context):  # noqa: N802
+    def ListCompetitors(
+        self, request: competitors_pb2.ListCompetitorsRequest, context: grpc.ServicerContext
+    ) -> competitors_pb2.ListCompetitorsResponse:
         caller = current_caller()
         actor = caller.actor
         user_id = list_owner("user_id", request.user_id, actor)
@@ -253,7 +260,9 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             next_page_token=self.page_tokens.encode(cursor, filters),
         )
 
-    def UpdateCompetitor(self, request, context):  # noqa: N802
+    def UpdateCompetitor(
+        self, request: competitors_pb2.UpdateCompetitorRequest, context: grpc.ServicerContext
+    ) -> competitors_pb2.UpdateCompetitorResponse:
         caller = current_caller()
         message = request.competitor
         competitor_id = parse_uuid("competitor.id", message.id)
@@ -298,7 +307,9 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             competitor=competitor_to_proto(competitor, stats)
         )
 
-    def DeleteCompetitor(self, request, context):  # noqa: N802
+    def DeleteCompetitor(
+        self, request: competitors_pb2.DeleteCompetitorRequest, context: grpc.ServicerContext
+    ) -> competitors_pb2.DeleteCompetitorResponse:
         caller = current_caller()
         competitor_id = parse_uuid("id", request.id)
         version = etag_version("etag", request.etag)
@@ -318,7 +329,9 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             competitor=competitor_to_proto(competitor, stats)
         )
 
-    def ClaimDueCompetitors(self, request, context):  # noqa: N802
+    def ClaimDueCompetitors(
+        self, request: competitors_pb2.ClaimDueCompetitorsRequest, context: grpc.ServicerContext
+    ) -> competitors_pb2.ClaimDueCompetitorsResponse:
         caller = current_caller()
         v = Violations()
         v.check(1 <= request.limit <= MAX_CLAIM, "limit", f"must be 1 to {MAX_CLAIM}")
@@ -348,7 +361,9 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             competitors=[competitor_to_proto(c, s) for c, s in items]
         )
 
-    def RecordCompetitorCheck(self, request, context):  # noqa: N802
+    def RecordCompetitorCheck(
+        self, request: competitors_pb2.RecordCompetitorCheckRequest, context: grpc.ServicerContext
+    ) -> competitors_pb2.RecordCompetitorCheckResponse:
         caller = current_caller()
         competitor_id = parse_uuid("competitor_id", request.competitor_id)
         check_time = datetime_or_none(request, "check_time")
@@ -381,7 +396,11 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             competitor=competitor_to_proto(competitor, stats)
         )
 
-    def UpsertCompetitorArticles(self, request, context):  # noqa: N802
+    def UpsertCompetitorArticles(
+        self,
+        request: competitors_pb2.UpsertCompetitorArticlesRequest,
+        context: grpc.ServicerContext,
+    ) -> competitors_pb2.UpsertCompetitorArticlesResponse:
         caller = current_caller()
         competitor_id = parse_uuid("competitor_id", request.competitor_id)
         if len(request.articles) > MAX_UPSERT:
@@ -412,7 +431,9 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             created_count=result.created, updated_count=result.updated
         )
 
-    def ListCompetitorArticles(self, request, context):  # noqa: N802
+    def ListCompetitorArticles(
+        self, request: competitors_pb2.ListCompetitorArticlesRequest, context: grpc.ServicerContext
+    ) -> competitors_pb2.ListCompetitorArticlesResponse:
         caller = current_caller()
         competitor_id = parse_uuid("competitor_id", request.competitor_id)
         limit = page_size(request.page_size)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
+import grpc
 from blogstore.v1 import pipelines_pb2, pipelines_pb2_grpc
 from google.protobuf import json_format, struct_pb2
 
@@ -79,7 +82,9 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
         self.page_tokens = page_tokens
         self.hub = hub
 
-    def CreatePipeline(self, request, context):  # noqa: N802
+    def CreatePipeline(
+        self, request: pipelines_pb2.CreatePipelineRequest, context: grpc.ServicerContext
+    ) -> pipelines_pb2.CreatePipelineResponse:
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
         config = struct_value("input_config", request.input_config)
@@ -95,13 +100,17 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
         pipeline = self.db.run(caller, create)
         return pipelines_pb2.CreatePipelineResponse(pipeline=pipeline_to_proto(pipeline))
 
-    def GetPipeline(self, request, context):  # noqa: N802
+    def GetPipeline(
+        self, request: pipelines_pb2.GetPipelineRequest, context: grpc.ServicerContext
+    ) -> pipelines_pb2.GetPipelineResponse:
         caller = current_caller()
         pipeline_id = parse_uuid("id", request.id)
         pipeline = self.db.run(caller, lambda tx: tx.pipelines.get(pipeline_id))
         return pipelines_pb2.GetPipelineResponse(pipeline=pipeline_to_proto(pipeline))
 
-    def ListPipelines(self, request, context):  # noqa: N802
+    def ListPipelines(
+        self, request: pipelines_pb2.ListPipelinesRequest, context: grpc.ServicerContext
+    ) -> pipelines_pb2.ListPipelinesResponse:
         caller = current_caller()
         filters = self._filters(request, caller.actor)
         limit = page_size(request.page_size)
@@ -113,11 +122,15 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
             next_page_token=self.page_tokens.encode(page.next_cursor, key),
         )
 
-    def StartPipeline(self, request, context):  # noqa: N802
+    def StartPipeline(
+        self, request: pipelines_pb2.StartPipelineRequest, context: grpc.ServicerContext
+    ) -> pipelines_pb2.StartPipelineResponse:
         pipeline = self._transition(request.id, "start")
         return pipelines_pb2.StartPipelineResponse(pipeline=pipeline_to_proto(pipeline))
 
-    def CompletePipeline(self, request, context):  # noqa: N802
+    def CompletePipeline(
+        self, request: pipelines_pb2.CompletePipelineRequest, context: grpc.ServicerContext
+    ) -> pipelines_pb2.CompletePipelineResponse:
         article_id = optional_uuid("article_id", request.article_id)
 
         def link_article(tx, pipeline):
@@ -129,7 +142,9 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
         pipeline = self._transition(request.id, "complete", link_article)
         return pipelines_pb2.CompletePipelineResponse(pipeline=pipeline_to_proto(pipeline))
 
-    def FailPipeline(self, request, context):  # noqa: N802
+    def FailPipeline(
+        self, request: pipelines_pb2.FailPipelineRequest, context: grpc.ServicerContext
+    ) -> pipelines_pb2.FailPipelineResponse:
         errors = messages("errors", request.errors)
         if not errors:
             raise InvalidArgument({"errors": "give at least one error"})
@@ -140,15 +155,21 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
         pipeline = self._transition(request.id, "fail", append_errors)
         return pipelines_pb2.FailPipelineResponse(pipeline=pipeline_to_proto(pipeline))
 
-    def CancelPipeline(self, request, context):  # noqa: N802
+    def CancelPipeline(
+        self, request: pipelines_pb2.CancelPipelineRequest, context: grpc.ServicerContext
+    ) -> pipelines_pb2.CancelPipelineResponse:
         pipeline = self._transition(request.id, "cancel")
         return pipelines_pb2.CancelPipelineResponse(pipeline=pipeline_to_proto(pipeline))
 
-    def RetryPipeline(self, request, context):  # noqa: N802
+    def RetryPipeline(
+        self, request: pipelines_pb2.RetryPipelineRequest, context: grpc.ServicerContext
+    ) -> pipelines_pb2.RetryPipelineResponse:
         pipeline = self._transition(request.id, "retry")
         return pipelines_pb2.RetryPipelineResponse(pipeline=pipeline_to_proto(pipeline))
 
-    def RecordStageResult(self, request, context):  # noqa: N802
+    def RecordStageResult(
+        self, request: pipelines_pb2.RecordStageResultRequest, context: grpc.ServicerContext
+    ) -> pipelines_pb2.RecordStageResultResponse:
         caller = current_caller()
         pipeline_id = parse_uuid("pipeline_id", request.pipeline_id)
         stage = request.stage.strip()
@@ -168,7 +189,13 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
         pipeline = self.db.run(caller, record)
         return pipelines_pb2.RecordStageResultResponse(pipeline=pipeline_to_proto(pipeline))
 
-    def WatchPipeline(self, request, context, send_response_callback=None):  # noqa: N802
+    def WatchPipeline(
+        self,
+        request: pipelines_pb2.WatchPipelineRequest,
+        context: grpc.ServicerContext,
+        send_response_callback: Callable[[pipelines_pb2.WatchPipelineResponse | None], None]
+        | None = None,
+    ) -> None:
         """Non-blocking: registers a watcher and returns; the hub sends and ends the stream."""
         pipeline_id = parse_uuid("id", request.id)
         self.hub.open(current_caller(), pipeline_id, context, send_response_callback)
@@ -180,7 +207,7 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
         pipeline_id = parse_uuid("id", raw_id)
 
         def work(tx):
-            changes = (lambda pipeline: extra(tx, pipeline)) if extra else None
+            changes = functools.partial(extra, tx) if extra else None
             pipeline = tx.pipelines.transition(pipeline_id, name, changes)
             tx.audit(
                 f"pipeline.{name}", "pipeline", pipeline.id,

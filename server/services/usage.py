@@ -7,6 +7,7 @@ import re
 import uuid
 from typing import Any
 
+import grpc
 from blogstore.v1 import usage_pb2, usage_pb2_grpc
 
 from server.context import current_caller
@@ -100,7 +101,9 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             articles=articles or self.default_limits.articles,
         )
 
-    def RecordUsage(self, request, context):  # noqa: N802
+    def RecordUsage(
+        self, request: usage_pb2.RecordUsageRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.RecordUsageResponse:
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
         v = Violations()
@@ -139,7 +142,9 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             event=event_to_proto(row), usage=month_to_proto(totals, limits)
         )
 
-    def CheckQuota(self, request, context):  # noqa: N802
+    def CheckQuota(
+        self, request: usage_pb2.CheckQuotaRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.CheckQuotaResponse:
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
         v = Violations()
@@ -159,7 +164,9 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         )
         return usage_pb2.CheckQuotaResponse(allowed=allowed, usage=month_to_proto(totals, limits))
 
-    def GetMonthlyUsage(self, request, context):  # noqa: N802
+    def GetMonthlyUsage(
+        self, request: usage_pb2.GetMonthlyUsageRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.GetMonthlyUsageResponse:
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
         month = parse_month(request.month)
@@ -171,7 +178,9 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         totals, limits = self.db.run(caller, get)
         return usage_pb2.GetMonthlyUsageResponse(usage=month_to_proto(totals, limits))
 
-    def ListMonthlyUsage(self, request, context):  # noqa: N802
+    def ListMonthlyUsage(
+        self, request: usage_pb2.ListMonthlyUsageRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.ListMonthlyUsageResponse:
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
         limit = page_size(request.page_size)
@@ -190,7 +199,9 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             next_page_token=self.page_tokens.encode(page.next_cursor, key),
         )
 
-    def ListUsageEvents(self, request, context):  # noqa: N802
+    def ListUsageEvents(
+        self, request: usage_pb2.ListUsageEventsRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.ListUsageEventsResponse:
         caller = current_caller()
         filters = self._filters(request, caller.actor)
         limit = page_size(request.page_size)
@@ -204,7 +215,9 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             next_page_token=self.page_tokens.encode(page.next_cursor, key),
         )
 
-    def GetCostReport(self, request, context):  # noqa: N802
+    def GetCostReport(
+        self, request: usage_pb2.GetCostReportRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.GetCostReportResponse:
         caller = current_caller()
         v = Violations()
         v.check(request.HasField("start_time"), "start_time", "is required")
@@ -212,7 +225,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         v.check(request.group_by in GROUP_BY, "group_by", "must be SERVICE, MODEL, DAY or USER")
         v.raise_if_any()
         filters = self._filters(request, caller.actor)
-        if filters.start_time >= filters.end_time:
+        if filters.start_time and filters.end_time and filters.start_time >= filters.end_time:
             raise InvalidArgument({"end_time": "must be after start_time"})
         rows, total = self.db.run(
             caller, lambda tx: tx.usage.cost_report(filters, GROUP_BY[request.group_by])
@@ -221,7 +234,9 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             rows=[usage_pb2.CostReportRow(**vars(row)) for row in rows], total_cost_micros=total
         )
 
-    def GetUsageLimits(self, request, context):  # noqa: N802
+    def GetUsageLimits(
+        self, request: usage_pb2.GetUsageLimitsRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.GetUsageLimitsResponse:
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
 
@@ -232,7 +247,9 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         cost, articles = self.db.run(caller, get)
         return usage_pb2.GetUsageLimitsResponse(limits=self._limits_proto(user_id, cost, articles))
 
-    def SetUsageLimits(self, request, context):  # noqa: N802
+    def SetUsageLimits(
+        self, request: usage_pb2.SetUsageLimitsRequest, context: grpc.ServicerContext
+    ) -> usage_pb2.SetUsageLimitsResponse:
         caller = current_caller()
         if not caller.actor.is_privileged:
             raise PermissionDenied("only admin or service principals may set usage limits")

@@ -6,6 +6,7 @@ import datetime as dt
 import re
 import uuid
 
+import grpc
 from blogstore.v1 import common_pb2, users_pb2, users_pb2_grpc
 
 from server.context import current_caller
@@ -121,7 +122,9 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         self.throttle = throttle
         self.token_ttl = dt.timedelta(seconds=token_ttl_seconds)
 
-    def CreateUser(self, request, context):  # noqa: N802
+    def CreateUser(
+        self, request: users_pb2.CreateUserRequest, context: grpc.ServicerContext
+    ) -> users_pb2.CreateUserResponse:
         user = self.create_user(
             current_caller(),
             email=request.email,
@@ -170,13 +173,17 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
 
         return self.db.run(caller, create)
 
-    def GetUser(self, request, context):  # noqa: N802
+    def GetUser(
+        self, request: users_pb2.GetUserRequest, context: grpc.ServicerContext
+    ) -> users_pb2.GetUserResponse:
         caller = current_caller()
         user_id = parse_uuid("id", request.id)
         user = self.db.run(caller, lambda tx: tx.users.get(user_id))
         return users_pb2.GetUserResponse(user=user_to_proto(user))
 
-    def ListUsers(self, request, context):  # noqa: N802
+    def ListUsers(
+        self, request: users_pb2.ListUsersRequest, context: grpc.ServicerContext
+    ) -> users_pb2.ListUsersResponse:
         caller = current_caller()
         require_privileged(caller.actor, "list users")
         limit = page_size(request.page_size)
@@ -193,7 +200,9 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             next_page_token=self.page_tokens.encode(page.next_cursor, filters),
         )
 
-    def UpdateUser(self, request, context):  # noqa: N802
+    def UpdateUser(
+        self, request: users_pb2.UpdateUserRequest, context: grpc.ServicerContext
+    ) -> users_pb2.UpdateUserResponse:
         caller = current_caller()
         actor = caller.actor
         user_id = parse_uuid("user.id", request.user.id)
@@ -226,7 +235,9 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         user = self.db.run(caller, update)
         return users_pb2.UpdateUserResponse(user=user_to_proto(user))
 
-    def DeleteUser(self, request, context):  # noqa: N802
+    def DeleteUser(
+        self, request: users_pb2.DeleteUserRequest, context: grpc.ServicerContext
+    ) -> users_pb2.DeleteUserResponse:
         caller = current_caller()
         user_id = parse_uuid("id", request.id)
         version = etag_version("etag", request.etag)
@@ -247,7 +258,9 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         user = self.db.run(caller, delete)
         return users_pb2.DeleteUserResponse(user=user_to_proto(user))
 
-    def ChangePassword(self, request, context):  # noqa: N802
+    def ChangePassword(
+        self, request: users_pb2.ChangePasswordRequest, context: grpc.ServicerContext
+    ) -> users_pb2.ChangePasswordResponse:
         caller = current_caller()
         actor = caller.actor
         user_id = owner_id("user_id", request.user_id, actor)
@@ -278,7 +291,9 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             user=user_to_proto(changed), revoked_token_count=revoked
         )
 
-    def Authenticate(self, request, context):  # noqa: N802
+    def Authenticate(
+        self, request: users_pb2.AuthenticateRequest, context: grpc.ServicerContext
+    ) -> users_pb2.AuthenticateResponse:
         caller = current_caller()
         v = Violations()
         v.check(bool(request.login.strip()), "login", "is required")
@@ -316,7 +331,9 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             access_token=token, expire_time=timestamp(expire_time), user=user_to_proto(fresh)
         )
 
-    def GetCurrentUser(self, request, context):  # noqa: N802
+    def GetCurrentUser(
+        self, request: users_pb2.GetCurrentUserRequest, context: grpc.ServicerContext
+    ) -> users_pb2.GetCurrentUserResponse:
         caller = current_caller()
         actor = caller.actor
         response = users_pb2.GetCurrentUserResponse(kind=_KIND[actor.kind])
@@ -327,7 +344,9 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         response.user.CopyFrom(user_to_proto(user))
         return response
 
-    def CreateApiKey(self, request, context):  # noqa: N802
+    def CreateApiKey(
+        self, request: users_pb2.CreateApiKeyRequest, context: grpc.ServicerContext
+    ) -> users_pb2.CreateApiKeyResponse:
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
         secret, key = self.create_api_key(
@@ -377,7 +396,9 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
 
         return secret, self.db.run(caller, create)
 
-    def ListApiKeys(self, request, context):  # noqa: N802
+    def ListApiKeys(
+        self, request: users_pb2.ListApiKeysRequest, context: grpc.ServicerContext
+    ) -> users_pb2.ListApiKeysResponse:
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
         limit = page_size(request.page_size)
@@ -396,7 +417,9 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             next_page_token=self.page_tokens.encode(page.next_cursor, filters),
         )
 
-    def RevokeApiKey(self, request, context):  # noqa: N802
+    def RevokeApiKey(
+        self, request: users_pb2.RevokeApiKeyRequest, context: grpc.ServicerContext
+    ) -> users_pb2.RevokeApiKeyResponse:
         caller = current_caller()
         key_id = parse_uuid("id", request.id)
 
@@ -408,7 +431,9 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         key = self.db.run(caller, revoke)
         return users_pb2.RevokeApiKeyResponse(key=api_key_to_proto(key))
 
-    def ListAuditEvents(self, request, context):  # noqa: N802
+    def ListAuditEvents(
+        self, request: users_pb2.ListAuditEventsRequest, context: grpc.ServicerContext
+    ) -> users_pb2.ListAuditEventsResponse:
         caller = current_caller()
         filters = audit_filters(request, caller.actor)
         limit = page_size(request.page_size)

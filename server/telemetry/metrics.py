@@ -244,9 +244,11 @@ class Sampler:
         self._probes.append(probe)
 
     def health(self, serving: Callable[[], dict[str, bool]]) -> None:
-        self._probes.append(
-            lambda: [HEALTH.labels(name).set(1 if up else 0) for name, up in serving().items()]
-        )
+        def probe() -> None:
+            for name, up in serving().items():
+                HEALTH.labels(name).set(1 if up else 0)
+
+        self._probes.append(probe)
 
     def watchers(self, count: Callable[[], int]) -> None:
         self._probes.append(lambda: WATCHERS.set(count()))
@@ -260,7 +262,7 @@ class Sampler:
         for probe in self._probes:
             try:
                 probe()
-            except Exception:  # noqa: BLE001 - a metric must never take the server down
+            except Exception:  # a metric must never take the server down
                 log.exception("metrics sampler failed")
 
     def start(self) -> None:

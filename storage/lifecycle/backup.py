@@ -202,7 +202,7 @@ def _exported_snapshot(url: str) -> Iterator[tuple[str, dict[str, Any]]]:
                 "SELECT pg_export_snapshot(), pg_current_snapshot()::text, "
                 "current_setting('server_version'), now()"
             )
-            snapshot_id, snapshot, version, moment = cur.fetchone()
+            snapshot_id, snapshot, version, moment = pgtools.one_row(cur)
             facts = {
                 "server_version": version,
                 "snapshot": snapshot,

@@ -315,7 +315,7 @@ def _flush(
 def _import_chunk(
     tx: Tx, owner: uuid.UUID, records: list[Record], seen: dict[str, set[Any]],
     report: ImportReport,
-) -> tuple[list[tuple[Record, str]], list[Record], list[Problem]]:  # fmt: skip
+) -> tuple[list[tuple[Record, str | None]], list[Record], list[Problem]]:  # fmt: skip
     ids = [r.request_id for r in records]
     stored = set(tx.session.scalars(select(Article.create_request_id).where(
         Article.user_id == owner, Article.create_request_id.in_(ids))))  # fmt: skip

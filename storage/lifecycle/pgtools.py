@@ -16,6 +16,7 @@ import subprocess
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 
@@ -56,7 +57,7 @@ class Connection:
         return cls(dsn=dsn.render_as_string(hide_password=False), env=env)
 
 
-def connect(url: str, **kwargs: object) -> psycopg2.extensions.connection:
+def connect(url: str, **kwargs: Any) -> psycopg2.extensions.connection:
     """A raw psycopg2 connection (the snapshot export and the checks need no ORM)."""
     parsed = normalize_url(url).set(drivername="postgresql")
     return psycopg2.connect(
@@ -67,11 +68,19 @@ def connect(url: str, **kwargs: object) -> psycopg2.extensions.connection:
     )
 
 
+def one_row(cur: psycopg2.extensions.cursor) -> tuple[Any, ...]:
+    """The row a query that always returns one returned (fetchone's None would be a bug)."""
+    row = cur.fetchone()
+    if row is None:
+        raise RuntimeError(f"no row from {cur.query!r}")
+    return row
+
+
 def server_version(url: str) -> tuple[int, str]:
     """(server_version_num, server_version), e.g. (150020, '15.20')."""
     with contextlib.closing(connect(url)) as conn, conn.cursor() as cur:
         cur.execute("SELECT current_setting('server_version_num')::int")
-        (number,) = cur.fetchone()
+        (number,) = one_row(cur)
     return number, f"{number // 10000}.{number % 10000}"
 
 

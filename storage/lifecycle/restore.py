@@ -46,7 +46,7 @@ def _empty_out(url: str) -> None:
                 cur.execute(f"DROP SCHEMA {quoted} CASCADE")  # quoted by quote_ident
             cur.execute("CREATE SCHEMA public")
             cur.execute("SELECT current_setting('server_version_num')::int >= 140000")
-            if cur.fetchone()[0]:  # PostgreSQL 14+: public as initdb makes it
+            if pgtools.one_row(cur)[0]:  # PostgreSQL 14+: public as initdb makes it
                 cur.execute("ALTER SCHEMA public OWNER TO pg_database_owner")
             cur.execute("GRANT USAGE ON SCHEMA public TO PUBLIC")
         conn.commit()

@@ -191,7 +191,9 @@ def month_cutoff(now: dt.datetime, months: int) -> dt.datetime | None:
 
 def database_now(db: Database) -> dt.datetime:
     with db.engine.connect() as connection:
-        return connection.scalar(select(func.now()))
+        now = connection.scalar(select(func.now()))
+    assert now is not None  # now() always answers
+    return now
 
 
 # -- plan ------------------------------------------------------------------------------------

@@ -110,7 +110,7 @@ def _run_sql(url: str, statements: list[str], unless: str = "false") -> None:
     from before migration 0012: the migration that follows the restore grants)."""
     with contextlib.closing(pgtools.connect(url)) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT {unless}")
-        if not cur.fetchone()[0]:
+        if not pgtools.one_row(cur)[0]:
             for statement in statements:
                 cur.execute(statement)
         conn.commit()
@@ -152,7 +152,7 @@ def read_main_tables(url: str) -> dict[str, int]:
                     for column in columns:
                         getattr(row, column)
                 read[model.__tablename__] = len(rows)
-    except Exception as error:  # noqa: BLE001 - any failure to read is the finding
+    except Exception as error:  # any failure to read is the finding
         raise BackupError(f"reading the restored tables failed: {error}") from error
     finally:
         engine.dispose()

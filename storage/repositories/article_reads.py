@@ -112,7 +112,7 @@ def filter_values(f: ArticleFilters, owner: uuid.UUID | None) -> dict[str, Any]:
     return values
 
 
-def _filtered(stmt: Select[Any], f: ArticleFilters, owner: uuid.UUID | None) -> Select[Any]:
+def _filtered(stmt: Select, f: ArticleFilters, owner: uuid.UUID | None) -> Select:
     """`stmt` limited to the owner's (live, unless show_deleted) rows matching `f`."""
     conditions = [_FILTER_CONDITIONS[name] for name in filter_values(f, None)]
     if owner is not None:
@@ -129,7 +129,7 @@ def _columns(full: bool) -> tuple[Any, ...]:
 # -- List ------------------------------------------------------------------------------------
 def list_statement(
     f: ArticleFilters, owner: uuid.UUID | None, *, order_by: str, after: tuple | None, full: bool
-) -> Select[Any]:
+) -> Select:
     """A List page in `order_by` (one of ORDER_BY) after the cursor `after`, LIMIT :limit.
 
     The cursor's values are the parameters after_0 and after_1 (list_values gives them).
@@ -187,7 +187,7 @@ def _after_publish_time(after_null: bool) -> Any:
 _CANDIDATE_COLUMNS = (Article.id, Article.create_time, Article.rank_vector)
 
 
-def phrase_scope_statement(f: ArticleFilters, owner: uuid.UUID | None) -> Select[Any]:
+def phrase_scope_statement(f: ArticleFilters, owner: uuid.UUID | None) -> Select:
     """The create_time of the PHRASE_SCOPE-th newest article the search covers, or no row:
     where a phrase search starts. Its parameters are filter_values'."""
     order = (Article.create_time.desc(), Article.id.desc())
@@ -197,7 +197,7 @@ def phrase_scope_statement(f: ArticleFilters, owner: uuid.UUID | None) -> Select
 
 def search_rank_statement(
     f: ArticleFilters, owner: uuid.UUID | None, *, after: bool, phrase_since: bool
-) -> Select[Any]:
+) -> Select:
     """Rank the newest SEARCH_CANDIDATES matches of :query; a page of (id, rank,
     create_time, tree) after the cursor (after_0..2), LIMIT :limit.
 
@@ -267,7 +267,7 @@ def search_values(
     return values
 
 
-def search_page_statement(*, full: bool, windowed: bool) -> Select[Any]:
+def search_page_statement(*, full: bool, windowed: bool) -> Select:
     """The articles :ids with a highlighted snippet for :query.
 
     The snippet is ts_headline over the HTML-escaped excerpt and HEADLINE_CHARS of content:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import ColumnElement, Select, select, union
 from sqlalchemy.orm import Session
@@ -42,7 +41,7 @@ class AuditRepository:
         keys = select(AuditEvent.create_time, AuditEvent.id).where(*conditions)
         me = self.actor.owner_scope()
         if me is None:
-            scopes: list[Select[Any]] = [keys]
+            scopes: list[Select] = [keys]
         else:
             scopes = [keys.where(AuditEvent.actor_id == me), keys.where(AuditEvent.user_id == me)]
         pages = [newest_first(s, AuditEvent, after, limit) for s in scopes]

@@ -30,7 +30,7 @@ def owned_by(column: Any, owner: uuid.UUID | Any) -> ColumnElement[bool]:
     return column == owner
 
 
-def scope(stmt: Select[Any], column: Any, owner: uuid.UUID | None) -> Select[Any]:
+def scope(stmt: Select, column: Any, owner: uuid.UUID | None) -> Select:
     """`stmt` limited to `owner`'s rows; None (an admin or service actor) sees every user's."""
     return stmt if owner is None else stmt.where(owned_by(column, owner))
 
@@ -57,7 +57,7 @@ class ScopedRepository(Generic[M]):
         self.session = session
         self.actor = actor
 
-    def scoped(self, stmt: Select[Any]) -> Select[Any]:
+    def scoped(self, stmt: Select) -> Select:
         return scope(stmt, getattr(self.model, self.owner_column), self.actor.owner_scope())
 
     def get(self, row_id: uuid.UUID, *, lock: Lock | None = None) -> M:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from typing import cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from storage.actors import Actor
@@ -34,7 +35,7 @@ class CredentialRepository:
             .where(AccessToken.user_id == user_id, AccessToken.revoke_time.is_(None))
             .values(revoke_time=func.now())
         )
-        return result.rowcount
+        return cast(CursorResult, result).rowcount  # an UPDATE answers with a CursorResult
 
     def create_api_key(
         self,

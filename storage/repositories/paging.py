@@ -19,7 +19,7 @@ class Page(Generic[T]):
     next_cursor: Cursor | None
 
 
-def newest_first(stmt: Select[Any], model: Any, after: Cursor | None, limit: int) -> Select[Any]:
+def newest_first(stmt: Select, model: Any, after: Cursor | None, limit: int) -> Select:
     """Order by (create_time, id) descending, start below `after`, fetch one extra row."""
     if after is not None:
         stmt = stmt.where(tuple_(model.create_time, model.id) < tuple_(*after))

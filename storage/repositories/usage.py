@@ -121,7 +121,7 @@ class UsageRepository(ScopedRepository[UsageEvent]):
         total = self.session.scalar(self._events(select(sums[0]), filters))
         return rows, int(total)
 
-    def _events(self, stmt: Select[Any], f: EventFilters) -> Select[Any]:
+    def _events(self, stmt: Select, f: EventFilters) -> Select:
         conditions = [
             UsageEvent.user_id == f.user_id if f.user_id else None,
             UsageEvent.pipeline_id == f.pipeline_id if f.pipeline_id else None,

@@ -144,9 +144,10 @@ class _DefaultsInterceptor(
     ) -> Any:
         return continuation(self._details(details), request)
 
-    # The request argument is a message or, for client streams, an iterator: same code.
-    intercept_unary_unary = intercept_unary_stream = _intercept
-    intercept_stream_unary = intercept_stream_stream = _intercept
+    # The request argument is a message or, for client streams, an iterator: same code
+    # (grpc passes the arguments by position, so the stubs' names and types do not matter).
+    intercept_unary_unary = intercept_unary_stream = _intercept  # pyright: ignore[reportAssignmentType]
+    intercept_stream_unary = intercept_stream_stream = _intercept  # pyright: ignore[reportAssignmentType]
 
 
 def channel_credentials(
@@ -246,14 +247,14 @@ def _answer(error: object, method: str) -> Any:
     function = getattr(error, method, None)
     try:
         return function() if callable(function) else None
-    except Exception:
+    except Exception:  # noqa: BLE001 - an answer is optional: none rather than a crash
         return None
 
 
 def _rich_status(error: object) -> status_pb2.Status | None:
     try:
-        return rpc_status.from_call(error)
-    except Exception:  # no call, or trailers not from blogstore: no details
+        return rpc_status.from_call(error)  # pyright: ignore[reportArgumentType]  # duck-typed: aio errors too
+    except Exception:  # noqa: BLE001 - no call, or trailers not from blogstore: no details
         return None
 
 

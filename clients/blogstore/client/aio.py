@@ -40,19 +40,19 @@ class _Defaults:
 
 
 class _UnaryUnary(_Defaults, aio.UnaryUnaryClientInterceptor):
-    intercept_unary_unary = _Defaults._intercept
+    intercept_unary_unary = _Defaults._intercept  # pyright: ignore[reportAssignmentType]  # one body, as in the sync client
 
 
 class _UnaryStream(_Defaults, aio.UnaryStreamClientInterceptor):
-    intercept_unary_stream = _Defaults._intercept
+    intercept_unary_stream = _Defaults._intercept  # pyright: ignore[reportAssignmentType]  # one body, as in the sync client
 
 
 class _StreamUnary(_Defaults, aio.StreamUnaryClientInterceptor):
-    intercept_stream_unary = _Defaults._intercept
+    intercept_stream_unary = _Defaults._intercept  # pyright: ignore[reportAssignmentType]  # one body, as in the sync client
 
 
 class _StreamStream(_Defaults, aio.StreamStreamClientInterceptor):
-    intercept_stream_stream = _Defaults._intercept
+    intercept_stream_stream = _Defaults._intercept  # pyright: ignore[reportAssignmentType]  # one body, as in the sync client
 
 
 def connect(
