@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 GRACE_SECONDS = 0.3  # the server's own statement_timeout answers first when it can
 SHUTDOWN_AFTER_SECONDS = 0.3  # after the cancel request, before the socket is shut down
 MAX_CANCEL_THREADS = 8  # cancel requests to a hung server pile up no further than this
+MAX_WAIT = 3600.0  # seconds the watchdog sleeps at most: below threading.TIMEOUT_MAX
 
 
 @dataclass(eq=False)
@@ -202,7 +203,9 @@ class Watchdog:
                 self._next_wake = math.inf
                 return heapq.heappop(self._heap)[2]
             self._next_wake = self._heap[0][0] if self._heap else math.inf
-            self._due.wait(None if not self._heap else self._next_wake - now)
+            # Capped: a far deadline (a client's, or a long statement timeout) would overflow
+            # the lock's timeout and kill this thread; it just wakes up and waits again.
+            self._due.wait(None if not self._heap else min(self._next_wake - now, MAX_WAIT))
 
     def _act(self, entry: _Entry) -> None:
         if not entry.cancelled:

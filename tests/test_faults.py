@@ -420,3 +420,17 @@ def test_storage_returns_within_a_second_of_the_deadline_on_a_hung_database(wher
     finally:
         proxy.resume()
         db.dispose()
+
+
+def test_a_far_deadline_leaves_the_watchdog_running(database_url):
+    """A client may send a deadline years away; waiting for it must not kill the watchdog
+    (Condition.wait overflows past threading.TIMEOUT_MAX), or no later call is ever cut."""
+    db = Database(make_engine(database_url, pool_size=1))
+    try:
+        far = Caller(SYSTEM, "faults", time.monotonic() + 10**12)
+        assert db.query(far, _SELECT_1, {})[0].one == 1
+        assert db.run(far, lambda tx: tx.session.execute(text("SELECT 1")).scalar()) == 1
+        time.sleep(0.2)  # the watchdog has computed its next wake-up
+        assert WATCHDOG._thread is not None and WATCHDOG._thread.is_alive()
+    finally:
+        db.dispose()
