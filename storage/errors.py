@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping
@@ -130,6 +131,8 @@ UNIQUE_FIELDS: dict[str, tuple[str, str]] = {
 _UNAVAILABLE_SQLSTATES = ("08", "53", "57P0", "25006")
 # Undefined table, function, column: the schema is older than the code.
 _SCHEMA_SQLSTATES = frozenset({"42P01", "42883", "42703"})
+# set_config('role', ...) for a role that is missing (22023) or not the login's (42501).
+_ROLE_SWITCH = re.compile(r'^(role "[^"]*" does not exist|permission denied to set role )')
 SCHEMA_HINT = "the database schema is behind this code: run `blogstore migrate`"
 # SQLSTATEs raised by blogstore's SQL functions: (message, JSON detail) -> domain error.
 _OWN_SQLSTATES = {
@@ -197,6 +200,9 @@ def translate_driver_error(orig: psycopg2.Error) -> DomainError | None:
         return DeadlineExceeded("the statement ran out of time")
     if code in ("22001", "22003", "23514", "22P02"):
         return InvalidArgument({"request": "a value is out of range for its field"})
+    if code in ("22023", "42501") and _ROLE_SWITCH.match(diag.message_primary or ""):
+        # The configured role is missing or not granted to the login: readiness says so too.
+        return Unavailable("the database role this server switches to cannot be used")
     if code in _SCHEMA_SQLSTATES:
         if schema_warning():
             # The server's own message names only the missing object, never a value.

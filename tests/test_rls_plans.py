@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from blogstore.v1 import users_pb2, users_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import create_engine, make_url, text
 from sqlalchemy.dialects import postgresql
@@ -27,7 +28,7 @@ from storage.repositories.article_reads import (
     search_values,
 )
 from storage.uow import Database
-from tests.support import make_settings
+from tests.support import PASSWORD, SERVICE_KEY, make_settings, unique
 
 RARE_WORD, RARE_TAG = "zyzzogeton", "rare-tag"
 
@@ -151,6 +152,16 @@ def test_a_server_with_a_missing_role_is_not_serving_and_says_why_once(database_
         try:
             assert _readiness(app.port) == health_pb2.HealthCheckResponse.NOT_SERVING
             assert app.health.check_now() is False  # polled again: no second warning
+            with grpc.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+                register = users_pb2_grpc.UsersServiceStub(channel).CreateUser
+                name = unique()
+                request = users_pb2.CreateUserRequest(
+                    email=f"{name}@example.com", username=name, password=PASSWORD
+                )
+                with pytest.raises(grpc.RpcError) as refused:  # calls that still arrive
+                    register(request, metadata=[("authorization", f"Bearer {SERVICE_KEY}")],
+                             timeout=10)  # fmt: skip
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value.details()
         finally:
             app.stop(grace=0)
     said = [r.getMessage() for r in caplog.records if "BLOGSTORE_DB_ROLE" in r.getMessage()]
