@@ -123,8 +123,8 @@ class FairShare:
             return self._held.get(principal_key(actor), 0)
 
     @contextlib.contextmanager
-    def holding(self, actor: Actor) -> Iterator[None]:
-        self.take(actor)
+    def holding(self, actor: Actor, deadline: float | None = None) -> Iterator[None]:
+        self.take(actor, deadline)
         try:
             yield
         finally:
@@ -166,26 +166,3 @@ class Shares:
             ),
             pool_threads=settings.threads + waiting,
         )
-
-
-class CallSlot:
-    """The interceptor's hook: one call's share of the request threads, released once."""
-
-    __slots__ = ("_share", "_actor")
-
-    def __init__(
-        self,
-        share: FairShare | None = None,
-        actor: Actor | None = None,
-        deadline: float | None = None,
-    ) -> None:
-        self._share = self._actor = None
-        if share is not None and actor is not None:
-            share.take(actor, deadline)
-            self._share, self._actor = share, actor
-
-    def release(self) -> None:
-        share, actor = self._share, self._actor
-        self._share = None
-        if share is not None and actor is not None:
-            share.release(actor)

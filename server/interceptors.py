@@ -30,7 +30,7 @@ from server import decoding
 from server.auth import Authenticator, bearer_token
 from server.context import set_caller, set_method
 from server.errors import STATUS_TABLE, lookup, to_status
-from server.fairness import CallSlot, FairShare
+from server.fairness import FairShare
 from server.memory import LARGE_REQUEST_BYTES, Trimmer
 from server.telemetry import Telemetry
 from server.validation import check_request
@@ -84,7 +84,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
         *,
         allow_registration: bool,
         telemetry: Telemetry | None = None,
-        calls: FairShare | None = None,
+        calls: FairShare,
     ) -> None:
         self.authenticator = authenticator
         self.calls = calls  # each principal's share of the request threads (server/fairness.py)
@@ -228,7 +228,6 @@ class RequestInterceptor(grpc.ServerInterceptor):
         """The principal, from metadata alone, before the body is read (the block reads it);
         every failure leaves through the error table."""
         request_id = call.caller.request_id
-        slot = CallSlot()
         try:
             remaining = context.time_remaining()
             deadline = None if remaining is None else time.monotonic() + remaining
@@ -236,8 +235,8 @@ class RequestInterceptor(grpc.ServerInterceptor):
             principal = self._principal(call.method, metadata, request_id, deadline)
             call.caller = Caller(principal, request_id, deadline)
             set_caller(call.caller)
-            slot = CallSlot(self.calls, principal, deadline)
-            yield
+            with self.calls.holding(principal, deadline):  # its share of the request threads
+                yield
         except GeneratorExit:  # a blocking stream whose client went away
             call.code = grpc.StatusCode.CANCELLED
             raise
@@ -248,8 +247,6 @@ class RequestInterceptor(grpc.ServerInterceptor):
             status = self._failure_status(call.method, request_id, error)
             call.code = status.code
             context.abort_with_status(status)
-        finally:
-            slot.release()
 
     def _end(self, call: _Call, *, traced: bool = True) -> None:
         elapsed = time.perf_counter() - call.started
