@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import threading
+import time
 
 LARGE_REQUEST_BYTES = 1024 * 1024
 TRIM_DELAY_SECONDS = 0.2
@@ -49,5 +50,5 @@ class Trimmer:
             # Let the burst's other calls end too, then trim once for all of them.
             while self._due.is_set():
                 self._due.clear()
-                threading.Event().wait(TRIM_DELAY_SECONDS)
+                time.sleep(TRIM_DELAY_SECONDS)
             self._trim(0)  # type: ignore[operator]

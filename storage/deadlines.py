@@ -37,7 +37,7 @@ import socket
 import threading
 import time
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -136,8 +136,6 @@ class _Entry:
     fd: int
     done: bool = False
     cancelled: bool = False  # stage 1 done: the cancel request is on its way
-    cut: bool = False  # stage 2 done: the socket was shut down
-    seq: int = field(default=0)
 
 
 class Watchdog:
@@ -219,7 +217,6 @@ class Watchdog:
         with self._due:  # release() waits: the fd cannot be closed and reused meanwhile
             if entry.done or entry.connection.closed:
                 return
-            entry.cut = True
             with contextlib.suppress(OSError):
                 sock = socket.socket(fileno=os.dup(entry.fd))
                 try:
