@@ -1,0 +1,1 @@
+"""Conversions between protobuf messages and storage values, one module per service."""

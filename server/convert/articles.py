@@ -1,0 +1,119 @@
+"""Articles between protobuf and storage: Article messages, field validation, list filters.
+
+Kept apart from the servicer so handlers stay thin; every ArticlesService RPC converts here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from blogstore.v1 import articles_pb2
+
+from server.protoconv import datetime_or_none, etag, timestamp
+from server.validation import Violations, list_owner, optional_uuid
+from storage import rules
+from storage.actors import Actor
+from storage.models import Article
+from storage.repositories.article_reads import ArticleFilters
+
+MUTABLE = (
+    "title", "slug", "content_markdown", "content_html", "excerpt", "meta_title",
+    "meta_description", "primary_keyword", "secondary_keywords", "tags", "seo_score",
+    "wp_post_id", "wp_url", "wp_status", "status", "pipeline_id",
+)  # fmt: skip
+OUTPUT_ONLY = (
+    "id", "user_id", "word_count", "reading_time_minutes", "internal_links", "external_links",
+    "content_hash", "publish_time", "create_time", "update_time", "delete_time", "etag",
+)  # fmt: skip
+STATUS_TO_PROTO = {
+    "draft": articles_pb2.ARTICLE_STATUS_DRAFT,
+    "published": articles_pb2.ARTICLE_STATUS_PUBLISHED,
+    "archived": articles_pb2.ARTICLE_STATUS_ARCHIVED,
+}
+STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+
+
+def article_to_proto(article: Article, *, full: bool = True) -> articles_pb2.Article:
+    return articles_pb2.Article(**proto_fields(article, full=full))
+
+
+def proto_fields(article: Any, *, full: bool) -> dict[str, Any]:
+    """An article (ORM entity or row) as Article constructor arguments.
+
+    Pages use repeated_field.add(**fields), which builds each message in place rather than
+    building it and copying it into the response.
+    """
+    fields = dict(
+        id=str(article.id),
+        user_id=str(article.user_id),
+        pipeline_id=str(article.pipeline_id or ""),
+        title=article.title,
+        slug=article.slug,
+        excerpt=article.excerpt,
+        meta_title=article.meta_title,
+        meta_description=article.meta_description,
+        primary_keyword=article.primary_keyword,
+        secondary_keywords=article.secondary_keywords,
+        tags=article.tags,
+        seo_score=article.seo_score,
+        wp_post_id=article.wp_post_id or 0,
+        wp_url=article.wp_url,
+        wp_status=article.wp_status,
+        status=STATUS_TO_PROTO[article.status],
+        word_count=article.word_count,
+        reading_time_minutes=article.reading_time_minutes,
+        internal_links=article.internal_links,
+        external_links=article.external_links,
+        content_hash=article.content_hash,
+        publish_time=timestamp(article.publish_time),
+        create_time=timestamp(article.create_time),
+        update_time=timestamp(article.update_time),
+        delete_time=timestamp(article.delete_time),
+        etag=etag(article.version),
+    )
+    if full:
+        fields["content_markdown"] = article.content_markdown
+        fields["content_html"] = article.content_html
+    return fields
+
+
+def is_full(view: int, default: int) -> bool:
+    return (view or default) == articles_pb2.ARTICLE_VIEW_FULL
+
+
+def article_fields(v: Violations, prefix: str, article: Any, paths: set[str]) -> dict[str, Any]:
+    """Validate the fields named in `paths` (storage.rules) and convert them to column values."""
+    fields = {
+        name: list(getattr(article, name)) if name in rules.ARTICLE_LIST_LIMITS
+        else getattr(article, name)
+        for name in paths - {"status", "pipeline_id"}
+    }  # fmt: skip
+    if "status" in paths:  # UNSPECIFIED converts to None: DRAFT on create, invalid on update
+        fields["status"] = STATUS_FROM_PROTO.get(article.status, article.status)
+    values = rules.article_values(v, prefix, fields)
+    if "pipeline_id" in paths:
+        values["pipeline_id"] = v.collect(
+            optional_uuid, prefix + "pipeline_id", article.pipeline_id
+        )
+    return values
+
+
+def filters_from(request: Any, actor: Actor) -> ArticleFilters:
+    v = Violations()
+    status = None
+    if request.status:
+        status = STATUS_FROM_PROTO.get(request.status)
+        v.check(status is not None, "status", "is not a known status")
+    v.raise_if_any()
+    return ArticleFilters(
+        user_id=list_owner("user_id", request.user_id, actor),
+        status=status,
+        primary_keyword=request.primary_keyword.strip() or None,
+        tag=request.tag.strip() or None,
+        pipeline_id=optional_uuid("pipeline_id", request.pipeline_id),
+        start_create_time=datetime_or_none(request, "start_create_time"),
+        end_create_time=datetime_or_none(request, "end_create_time"),
+        start_publish_time=datetime_or_none(request, "start_publish_time"),
+        end_publish_time=datetime_or_none(request, "end_publish_time"),
+        show_deleted=getattr(request, "show_deleted", False),
+    )
