@@ -392,3 +392,31 @@ def test_rotation_to_a_new_key(rotation_db, started):
 def test_rotate_secrets_without_keys_exits_2(rotation_db):
     result = rotate_secrets(rotation_db, "")
     assert result.returncode == 2 and "BLOGSTORE_SECRET_KEYS" in result.stderr
+
+
+def test_row_level_security_keeps_a_users_transactions_to_its_own_rows(new_account, database_url):
+    """Below the owner checks: an unscoped SELECT as a user principal sees only its rows."""
+    from sqlalchemy import select
+
+    from storage.actors import Actor, ActorKind, Caller
+    from storage.engine import make_engine
+    from storage.models import UserSecret, UserSettings
+    from storage.uow import Database
+
+    a, b = new_account(), new_account()
+    for account in (a, b):
+        put(account.stub, NAME, WP_PASSWORD)
+        account.stub.UpdateUserSettings(
+            users_pb2.UpdateUserSettingsRequest(
+                settings=users_pb2.UserSettings(usage_alert_percent=1),
+                update_mask={"paths": ["usage_alert_percent"]},
+            )
+        )
+    db = Database(make_engine(database_url, pool_size=1), role=Settings().db_role)
+    try:
+        caller = Caller(Actor(ActorKind.USER, uuid.UUID(a.id)))
+        for model in (UserSecret, UserSettings):
+            owners = db.run(caller, lambda tx, m=model: tx.session.scalars(select(m.user_id)).all())
+            assert {str(o) for o in owners} == {a.id}, model
+    finally:
+        db.dispose()
