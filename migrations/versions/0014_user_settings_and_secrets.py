@@ -38,9 +38,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.Uuid(), nullable=False),
         sa.Column("wordpress_site_url", sa.String(2000), server_default="", nullable=False),
         sa.Column("wordpress_username", sa.String(60), server_default="", nullable=False),
-        sa.Column(
-            "default_publish_status", sa.String(20), server_default="draft", nullable=False
-        ),
+        sa.Column("default_publish_status", sa.String(20), server_default="draft", nullable=False),
         sa.Column("default_tags", sa.ARRAY(sa.Text()), server_default="{}", nullable=False),
         sa.Column("preferred_models", sa.ARRAY(sa.Text()), server_default="{}", nullable=False),
         sa.Column("usage_alert_percent", sa.SmallInteger(), server_default="0", nullable=False),
