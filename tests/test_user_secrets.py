@@ -420,3 +420,41 @@ def test_row_level_security_keeps_a_users_transactions_to_its_own_rows(new_accou
             assert {str(o) for o in owners} == {a.id}, model
     finally:
         db.dispose()
+
+
+def test_the_value_never_appears_in_traces(database_url, new_account, caplog):
+    """Tracing on (RPC and SQL spans, slow-query log at 1 ms): no span or log line holds it."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from server.app import create_server
+    from server.telemetry import Telemetry
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    caplog.set_level(logging.DEBUG)
+    app = create_server(
+        support.make_settings(database_url),
+        Telemetry(slow_query_ms=1, tracer_provider=provider),
+    )
+    app.start()
+    try:
+        account = new_account()
+        value = f"traced-never-{uuid.uuid4().hex}"
+        target = f"127.0.0.1:{app.port}"
+        with (
+            client.connect(target, account.token) as user,
+            client.connect(target, SERVICE_KEY) as svc,
+        ):
+            put(users_pb2_grpc.UsersServiceStub(user), NAME, value)
+            revealed = reveal(users_pb2_grpc.UsersServiceStub(svc), account.id, NAME)
+            assert revealed.value == value
+    finally:
+        app.stop(grace=0)
+        provider.shutdown()
+    finished = spans.get_finished_spans()
+    assert any("RevealUserSecret" in s.name for s in finished)
+    dumped = "".join(s.to_json() for s in finished)
+    assert value not in dumped and value not in caplog.text
