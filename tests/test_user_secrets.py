@@ -458,3 +458,38 @@ def test_the_value_never_appears_in_traces(database_url, new_account, caplog):
     assert any("RevealUserSecret" in s.name for s in finished)
     dumped = "".join(s.to_json() for s in finished)
     assert value not in dumped and value not in caplog.text
+
+
+def test_rotation_passes_an_unreadable_secret_and_says_so(rotation_db):
+    """A row that does not decrypt is listed (exit 1) and left under its key; the rest move."""
+    from storage.secrets import parse_keyring
+
+    keyring = parse_keyring(SECRET_KEY_A)
+    assert keyring is not None
+    engine = support.admin_engine(rotation_db)
+    with engine.begin() as connection:
+        user_id = connection.scalar(
+            text(
+                "INSERT INTO users (email, username, password_hash) "
+                "VALUES ('r@example.com', 'rotator', 'x') RETURNING id"
+            )
+        )
+        for name in ("good", "other", "tampered"):
+            sealed = keyring.seal(user_id, name, f"value of {name}")
+            ciphertext = sealed.ciphertext[:-1] + bytes([sealed.ciphertext[-1] ^ 1])
+            connection.execute(
+                text(
+                    "INSERT INTO user_secrets (user_id, name, key_id, nonce, ciphertext) "
+                    "VALUES (:u, :n, :k, :nonce, :c)"
+                ),
+                {"u": user_id, "n": name, "k": sealed.key_id, "nonce": sealed.nonce,
+                 "c": ciphertext if name == "tampered" else sealed.ciphertext},
+            )  # fmt: skip
+    result = rotate_secrets(rotation_db, f"{SECRET_KEY_B},{SECRET_KEY_A}", "--batch-size", "1")
+    assert result.returncode == 1
+    assert "re-encrypted 2 secrets under key 'b' in 4 batches; 1 unreadable" in result.stdout
+    assert f"unreadable: user {user_id} secret 'tampered' (tampered)" in result.stderr
+    with engine.connect() as connection:
+        keys = dict(connection.execute(text("SELECT name, key_id FROM user_secrets")).all())
+    engine.dispose()
+    assert keys == {"good": "b", "other": "b", "tampered": "a"}

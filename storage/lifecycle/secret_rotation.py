@@ -50,17 +50,17 @@ def rotate(
     def batch(tx: Tx) -> tuple[int, list[tuple[uuid.UUID, str, str]], Key | None]:
         """One transaction (run again whole on a serialization failure): its own counts."""
         rows = tx.user_secrets.not_under(keyring.current_id, after=after, limit=batch_size)
-        rotated, unreadable = 0, []
+        resealed, unreadable = [], []
         for row in rows:
             try:
                 value = keyring.open_stored(row)
             except SecretUnreadable as error:
                 unreadable.append((row.user_id, row.name, error.cause))
                 continue
-            tx.user_secrets.reseal(row, keyring.seal(row.user_id, row.name, value))
-            rotated += 1
+            resealed.append((row, keyring.seal(row.user_id, row.name, value)))
+        tx.user_secrets.reseal(resealed)  # one statement for the batch
         last = (rows[-1].user_id, rows[-1].name) if len(rows) == batch_size else None
-        return rotated, unreadable, last
+        return len(resealed), unreadable, last
 
     while True:
         rotated, unreadable, after = db.run(caller, batch)

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,14 @@ from storage.models import User, UserSecret, UserSettings
 from storage.repositories.changes import apply_changes
 from storage.repositories.paging import Page, to_page
 from storage.secrets import Sealed
+
+_RESEAL = text(
+    "UPDATE user_secrets AS s SET key_id = v.key_id, nonce = v.nonce, ciphertext = v.ciphertext "
+    "FROM unnest(CAST(:user_ids AS uuid[]), CAST(:names AS text[]), CAST(:key_ids AS text[]), "
+    "CAST(:nonces AS bytea[]), CAST(:ciphertexts AS bytea[])) "
+    "AS v (user_id, name, key_id, nonce, ciphertext) "
+    "WHERE s.user_id = v.user_id AND s.name = v.name"
+)
 
 
 class UserSettingsRepository:
@@ -134,10 +142,21 @@ class UserSecretRepository:
         stmt = stmt.order_by(UserSecret.user_id, UserSecret.name).limit(limit)
         return self.session.scalars(stmt.with_for_update()).all()
 
-    def reseal(self, row: UserSecret, sealed: Sealed) -> None:
-        """Replace the ciphertext (same value, another key); update_time stays."""
-        row.key_id, row.nonce, row.ciphertext = sealed.key_id, sealed.nonce, sealed.ciphertext
-        self.session.flush()
+    def reseal(self, resealed: Sequence[tuple[UserSecret, Sealed]]) -> None:
+        """Replace ciphertexts (same values, another key) in one statement; update_time
+        stays. The rows were locked by not_under()."""
+        if not resealed:
+            return
+        self.session.execute(
+            _RESEAL,
+            {
+                "user_ids": [str(row.user_id) for row, _ in resealed],
+                "names": [row.name for row, _ in resealed],
+                "key_ids": [sealed.key_id for _, sealed in resealed],
+                "nonces": [sealed.nonce for _, sealed in resealed],
+                "ciphertexts": [sealed.ciphertext for _, sealed in resealed],
+            },
+        )
 
     def count_by_key(self) -> dict[str, int]:
         stmt = select(UserSecret.key_id, func.count()).group_by(UserSecret.key_id)
