@@ -43,6 +43,7 @@ from storage import rls
 from storage.engine import make_engine, mask_url
 from storage.migrate import CodeSchema
 from storage.repositories.usage import Limits
+from storage.secrets import Keyring
 from storage.uow import Database
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,16 @@ class App:
         self.telemetry.stop()
 
 
+def _secret_keyring(settings: Settings) -> Keyring | None:
+    keyring = settings.secret_keyring
+    if keyring is None:
+        log.info("BLOGSTORE_SECRET_KEYS is unset: user secret calls answer FAILED_PRECONDITION")
+    else:
+        log.info("user secrets: new values under key %r (keys %s)", keyring.current_id,
+                 ", ".join(keyring.key_ids))  # fmt: skip
+    return keyring
+
+
 def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App:
     """`telemetry`: what to record (default: from settings and the OTEL_* environment)."""
     if not settings.database_url:
@@ -148,6 +159,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
             passwords=passwords,
             throttle=login_throttle(db, settings),
             token_ttl_seconds=settings.access_token_ttl_seconds,
+            keyring=_secret_keyring(settings),
         ),
         server,
     )

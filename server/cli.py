@@ -1,4 +1,5 @@
-"""`blogstore serve | migrate | create-admin | healthcheck | retention | import-json`."""
+"""`blogstore serve | migrate | create-admin | healthcheck | retention | import-json |
+rotate-secrets`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from server.commands import backup as backup_commands
 from server.commands import healthcheck as healthcheck_commands
 from server.commands import import_json as import_json_commands
 from server.commands import retention as retention_commands
+from server.commands import secrets as secrets_commands
 from server.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -104,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     backup_commands.register(commands)
     retention_commands.register(commands)
     import_json_commands.register(commands)
+    secrets_commands.register(commands)
     return parser
 
 

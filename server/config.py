@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Setting
 
 from storage.credentials import digest
 from storage.rls import APP_ROLE
+from storage.secrets import Keyring, parse_keyring, parse_keys
 
 ENV_PREFIX = "BLOGSTORE_"
 
@@ -159,11 +160,21 @@ class Settings(BaseSettings):
     # The role every transaction of the service runs as (row-level security; storage/rls.py).
     # "none": no switch, the connecting user's own rights (as the tables' owner: no RLS).
     db_role: str = Field(APP_ROLE, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # Keys of user secrets (storage/secrets.py): `key_id:key,...`, each key 32 random bytes in
+    # URL-safe base64; the first encrypts, all decrypt. Unset: secret RPCs are refused.
+    secret_keys: SecretStr | None = None
 
     @field_validator("service_keys", mode="before")
     @classmethod
     def _parse_service_keys(cls, raw: object) -> tuple[ServiceKey, ...]:
         return parse_service_keys(raw)
+
+    @field_validator("secret_keys")
+    @classmethod
+    def _check_secret_keys(cls, keys: SecretStr | None) -> SecretStr | None:
+        if keys is not None:
+            parse_keys(keys.get_secret_value())  # ValueError names the entry, not the key
+        return keys
 
     @classmethod
     def settings_customise_sources(
@@ -186,6 +197,11 @@ class Settings(BaseSettings):
     @property
     def calls_per_service(self) -> int:
         return self.max_calls_per_service or max(1, self.threads * 3 // 4)
+
+    @property
+    def secret_keyring(self) -> Keyring | None:
+        """The keys of user secrets, or None when BLOGSTORE_SECRET_KEYS is unset."""
+        return parse_keyring(self.secret_keys.get_secret_value()) if self.secret_keys else None
 
     @property
     def backup_directory(self) -> Path:
@@ -211,7 +227,7 @@ class Settings(BaseSettings):
             _ENVIRONMENT.reset(token)
 
 
-SECRET_FIELDS = frozenset({"database_url", "service_keys", "page_token_secret"})
+SECRET_FIELDS = frozenset({"database_url", "service_keys", "page_token_secret", "secret_keys"})
 
 
 def variable_name(name: str) -> str:

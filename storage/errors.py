@@ -55,6 +55,27 @@ class FailedPrecondition(DomainError):
     pass
 
 
+class SecretsNotConfigured(FailedPrecondition):
+    """The server was started without BLOGSTORE_SECRET_KEYS: it can neither write nor read
+    user secrets (settings and everything else keep working)."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "user secrets are not available: the server was started without "
+            "BLOGSTORE_SECRET_KEYS (see the README, Users and credentials)"
+        )
+
+
+class SecretUnreadable(FailedPrecondition):
+    """A stored secret does not decrypt: its key is not configured (`cause` "unknown_key"),
+    or the ciphertext does not authenticate ("tampered"). No retry helps; FAILED_PRECONDITION
+    rather than INTERNAL: the message says what to fix (the keys, or set the secret again)."""
+
+    def __init__(self, message: str, *, cause: str) -> None:
+        super().__init__(message)
+        self.cause = cause
+
+
 class QuotaExceeded(DomainError):
     def __init__(self, message: str, violations: Mapping[str, str]) -> None:
         self.violations = dict(violations)

@@ -44,6 +44,7 @@ from storage.repositories.competitors import CompetitorRepository
 from storage.repositories.credentials import CredentialRepository
 from storage.repositories.pipelines import PipelineRepository
 from storage.repositories.usage import UsageRepository
+from storage.repositories.user_settings import UserSecretRepository, UserSettingsRepository
 from storage.repositories.users import UserRepository
 
 T = TypeVar("T")
@@ -130,6 +131,14 @@ class Tx:
     @cached_property
     def competitors(self) -> CompetitorRepository:
         return CompetitorRepository(self.session, self.actor)
+
+    @cached_property
+    def user_settings(self) -> UserSettingsRepository:
+        return UserSettingsRepository(self.session, self.actor)
+
+    @cached_property
+    def user_secrets(self) -> UserSecretRepository:
+        return UserSecretRepository(self.session, self.actor)
 
     @cached_property
     def audit_events(self) -> AuditRepository:

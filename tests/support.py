@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -28,6 +29,9 @@ from storage.engine import normalize_url
 SERVICE_KEY = "svc-key-" + "k" * 24
 ROTATED_SERVICE_KEY = "svc-key-" + "r" * 24
 PASSWORD = "correct horse battery"
+# Keys of user secrets (BLOGSTORE_SECRET_KEYS entries: key id, 32 bytes in URL-safe base64).
+SECRET_KEY_A = "a:" + base64.urlsafe_b64encode(bytes(range(32))).decode()
+SECRET_KEY_B = "b:" + base64.urlsafe_b64encode(bytes(range(32, 64))).decode()
 
 
 @contextlib.contextmanager
@@ -224,6 +228,7 @@ def make_settings(database_url: str, **overrides: object) -> Settings:
         service_keys=parse_service_keys(f"crawler:{SERVICE_KEY},crawler:{ROTATED_SERVICE_KEY}"),
         page_token_secret=b"test-secret",
         metrics_port=0,
+        secret_keys=SECRET_KEY_A,
     )
     return base.replace(**overrides)
 

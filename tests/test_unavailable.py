@@ -70,6 +70,15 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "UsersService.CreateApiKey": {"userId": ID, "name": "key"},
     "UsersService.ListApiKeys": {"userId": ID},
     "UsersService.RevokeApiKey": {"id": ID},
+    "UsersService.GetUserSettings": {"userId": USER},
+    "UsersService.UpdateUserSettings": {
+        "settings": {"userId": USER, "usageAlertPercent": 5},
+        "updateMask": "usageAlertPercent",
+    },
+    "UsersService.SetUserSecret": {"userId": USER, "name": "token", "value": "v"},
+    "UsersService.ListUserSecrets": {"userId": USER},
+    "UsersService.DeleteUserSecret": {"userId": USER, "name": "token"},
+    "UsersService.RevealUserSecret": {"userId": USER, "name": "token"},
     "ArticlesService.CreateArticle": {
         "article": {"userId": USER, "title": "T", "slug": "t", "contentMarkdown": "x"}
     },

@@ -1,18 +1,33 @@
-"""UsersService: accounts, password login, access tokens and API keys."""
+"""UsersService: accounts, password login, access tokens, API keys, settings and secrets."""
 
 from __future__ import annotations
 
 import datetime as dt
-import re
 import uuid
 
 import grpc
 from blogstore.v1 import common_pb2, users_pb2, users_pb2_grpc
 
 from server.context import current_caller
+from server.convert.users import (
+    SETTINGS_MUTABLE,
+    SETTINGS_OUTPUT_ONLY,
+    api_key_fields,
+    api_key_to_proto,
+    check_email,
+    check_password,
+    check_username,
+    preview,
+    secret_name,
+    secret_to_proto,
+    secret_value,
+    settings_changes,
+    settings_to_proto,
+    user_to_proto,
+)
 from server.login import PasswordHasher, forwarded_address
 from server.paging import PageTokens, filter_key
-from server.protoconv import datetime_or_none, etag, etag_version, timestamp
+from server.protoconv import datetime_or_none, etag_version, timestamp
 from server.services.audit import audit_event_to_proto, audit_filters
 from server.validation import (
     Violations,
@@ -21,84 +36,26 @@ from server.validation import (
     owner_id,
     page_size,
     parse_uuid,
-    text_field,
 )
 from storage import credentials
 from storage.actors import Actor, ActorKind, Caller
-from storage.errors import InvalidArgument, PermissionDenied, Unauthenticated
-from storage.models import ApiKey, User
-from storage.models.users import (
-    API_KEY_TEXT_LIMITS,
-    MAX_EMAIL_LENGTH,
-    MAX_USERNAME_LENGTH,
-    MIN_USERNAME_LENGTH,
+from storage.errors import (
+    InvalidArgument,
+    PermissionDenied,
+    SecretsNotConfigured,
+    Unauthenticated,
 )
+from storage.models import ApiKey, User
+from storage.models.user_settings import MAX_SECRETS_PER_USER
+from storage.secrets import Keyring
 from storage.throttle import LoginThrottle, login_keys
 from storage.uow import Database
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s.]{2,}$")
-_USERNAME = re.compile(rf"^[A-Za-z0-9._\-]{{{MIN_USERNAME_LENGTH},{MAX_USERNAME_LENGTH}}}$")
-MIN_PASSWORD_LENGTH = 8
 _KIND = {
     ActorKind.USER: common_pb2.PRINCIPAL_KIND_USER,
     ActorKind.ADMIN: common_pb2.PRINCIPAL_KIND_ADMIN,
     ActorKind.SERVICE: common_pb2.PRINCIPAL_KIND_SERVICE,
 }
-
-
-def user_to_proto(user: User) -> users_pb2.User:
-    return users_pb2.User(
-        id=str(user.id),
-        email=user.email,
-        username=user.username,
-        is_active=user.is_active,
-        is_admin=user.is_admin,
-        create_time=timestamp(user.create_time),
-        update_time=timestamp(user.update_time),
-        last_login_time=timestamp(user.last_login_time),
-        etag=etag(user.version),
-    )
-
-
-def api_key_to_proto(key: ApiKey) -> users_pb2.ApiKey:
-    return users_pb2.ApiKey(
-        id=str(key.id),
-        user_id=str(key.user_id),
-        name=key.name,
-        service=key.service,
-        prefix=key.prefix,
-        create_time=timestamp(key.create_time),
-        last_used_time=timestamp(key.last_used_time),
-        usage_count=key.usage_count,
-        expire_time=timestamp(key.expire_time),
-        revoked=key.revoke_time is not None,
-    )
-
-
-def check_email(violations: Violations, field: str, email: str) -> str:
-    email = email.strip()
-    violations.check(
-        len(email) <= MAX_EMAIL_LENGTH and bool(_EMAIL.match(email)), field, "is not a valid email"
-    )
-    return email
-
-
-def check_username(violations: Violations, field: str, username: str) -> str:
-    violations.check(
-        bool(_USERNAME.match(username)),
-        field,
-        f"must be {MIN_USERNAME_LENGTH}-{MAX_USERNAME_LENGTH} letters, digits, '.', '_' or '-'",
-    )
-    return username
-
-
-def check_password(violations: Violations, field: str, password: str) -> str:
-    size = len(password.encode())
-    if len(password) < MIN_PASSWORD_LENGTH:
-        violations.add(field, f"must be at least {MIN_PASSWORD_LENGTH} characters")
-    elif size > credentials.MAX_PASSWORD_BYTES:
-        violations.add(field, f"must be at most {credentials.MAX_PASSWORD_BYTES} bytes of UTF-8")
-    return password
 
 
 def require_privileged(actor: Actor, what: str) -> None:
@@ -115,7 +72,10 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         passwords: PasswordHasher,
         throttle: LoginThrottle,
         token_ttl_seconds: int,
+        keyring: Keyring | None = None,
     ) -> None:
+        """`keyring`: the keys of user secrets (None: secret RPCs are FAILED_PRECONDITION)."""
+        self.keyring = keyring
         self.db = db
         self.page_tokens = page_tokens
         self.passwords = passwords
@@ -368,17 +328,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         expire_time: dt.datetime | None = None,
     ) -> tuple[str, ApiKey]:
         """CreateApiKey without a gRPC call around it: (the secret, shown once; the key)."""
-        v = Violations()
-        name = text_field(v, "name", name, max_length=API_KEY_TEXT_LIMITS["name"])
-        service = text_field(
-            v, "service", service, max_length=API_KEY_TEXT_LIMITS["service"], required=False
-        )
-        v.check(
-            expire_time is None or expire_time > dt.datetime.now(dt.UTC),
-            "expire_time",
-            "must lie in the future",
-        )
-        v.raise_if_any()
+        name, service = api_key_fields(name, service, expire_time)
         secret = credentials.new_secret(credentials.API_KEY_PREFIX)
 
         def create(tx):
@@ -446,6 +396,125 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             events=[audit_event_to_proto(e) for e in page.items],
             next_page_token=self.page_tokens.encode(page.next_cursor, key),
         )
+
+    def GetUserSettings(
+        self, request: users_pb2.GetUserSettingsRequest, context: grpc.ServicerContext
+    ) -> users_pb2.GetUserSettingsResponse:
+        caller = current_caller()
+        user_id = owner_id("user_id", request.user_id, caller.actor)
+
+        def get(tx):
+            tx.users.require_visible({user_id})
+            return tx.user_settings.get(user_id)
+
+        row = self.db.run(caller, get)
+        return users_pb2.GetUserSettingsResponse(settings=settings_to_proto(user_id, row))
+
+    def UpdateUserSettings(
+        self, request: users_pb2.UpdateUserSettingsRequest, context: grpc.ServicerContext
+    ) -> users_pb2.UpdateUserSettingsResponse:
+        caller = current_caller()
+        user_id = owner_id("settings.user_id", request.settings.user_id, caller.actor)
+        paths = mask_paths(
+            request.update_mask, mutable=SETTINGS_MUTABLE, output_only=SETTINGS_OUTPUT_ONLY
+        )
+        changes = settings_changes(request.settings, paths)
+        version = etag_version("settings.etag", request.settings.etag)
+
+        def update(tx):
+            tx.users.require_visible({user_id})
+            row = tx.user_settings.update(user_id, version, changes)
+            tx.audit("user_settings.update", "user_settings", user_id, user_id=str(user_id),
+                     fields=sorted(paths))  # fmt: skip
+            return row
+
+        row = self.db.run(caller, update)
+        return users_pb2.UpdateUserSettingsResponse(settings=settings_to_proto(user_id, row))
+
+    def SetUserSecret(
+        self, request: users_pb2.SetUserSecretRequest, context: grpc.ServicerContext
+    ) -> users_pb2.SetUserSecretResponse:
+        caller = current_caller()
+        keyring = self._keyring()
+        user_id = owner_id("user_id", request.user_id, caller.actor)
+        name = secret_name("name", request.name)
+        value = secret_value("value", request.value)
+        sealed = keyring.seal(user_id, name, value)
+
+        def put(tx):
+            tx.users.require_visible({user_id})
+            row, created = tx.user_secrets.put(
+                user_id, name, sealed, preview(value), max_per_user=MAX_SECRETS_PER_USER
+            )
+            tx.audit("user_secret.set", "user_secret", name, user_id=str(user_id),
+                     key_id=sealed.key_id, created=created)  # fmt: skip
+            return row
+
+        return users_pb2.SetUserSecretResponse(secret=secret_to_proto(self.db.run(caller, put)))
+
+    def ListUserSecrets(
+        self, request: users_pb2.ListUserSecretsRequest, context: grpc.ServicerContext
+    ) -> users_pb2.ListUserSecretsResponse:
+        caller = current_caller()
+        self._keyring()
+        user_id = owner_id("user_id", request.user_id, caller.actor)
+        limit = page_size(request.page_size)
+        filters = {"user_id": str(user_id)}
+        after = self.page_tokens.decode(request.page_token, filters)
+
+        def list_secrets(tx):
+            tx.users.require_visible({user_id})
+            return tx.user_secrets.list(user_id, after=after[0] if after else None, limit=limit)
+
+        page = self.db.run(caller, list_secrets)
+        return users_pb2.ListUserSecretsResponse(
+            secrets=[secret_to_proto(s) for s in page.items],
+            next_page_token=self.page_tokens.encode(page.next_cursor, filters),
+        )
+
+    def DeleteUserSecret(
+        self, request: users_pb2.DeleteUserSecretRequest, context: grpc.ServicerContext
+    ) -> users_pb2.DeleteUserSecretResponse:
+        caller = current_caller()
+        self._keyring()
+        user_id = owner_id("user_id", request.user_id, caller.actor)
+        name = secret_name("name", request.name)
+
+        def delete(tx):
+            tx.users.require_visible({user_id})
+            row = tx.user_secrets.delete(user_id, name)
+            tx.audit("user_secret.delete", "user_secret", name, user_id=str(user_id))
+            return row
+
+        return users_pb2.DeleteUserSecretResponse(
+            secret=secret_to_proto(self.db.run(caller, delete))
+        )
+
+    def RevealUserSecret(
+        self, request: users_pb2.RevealUserSecretRequest, context: grpc.ServicerContext
+    ) -> users_pb2.RevealUserSecretResponse:
+        caller = current_caller()
+        if caller.actor.kind is not ActorKind.SERVICE:
+            raise PermissionDenied("only service principals may read a secret's value")
+        keyring = self._keyring()
+        user_id = owner_id("user_id", request.user_id, caller.actor)
+        name = secret_name("name", request.name)
+
+        def reveal(tx):  # opened inside: a value that does not open is not audited as read
+            tx.users.require_visible({user_id})
+            row = tx.user_secrets.get(user_id, name)
+            value = keyring.open_stored(row)
+            tx.audit("user_secret.reveal", "user_secret", name, user_id=str(user_id),
+                     key_id=row.key_id)  # fmt: skip
+            return row, value
+
+        row, value = self.db.run(caller, reveal)
+        return users_pb2.RevealUserSecretResponse(secret=secret_to_proto(row), value=value)
+
+    def _keyring(self) -> Keyring:
+        if self.keyring is None:
+            raise SecretsNotConfigured()
+        return self.keyring
 
     def _password_matches(self, password: str, user: User | None, caller: Caller) -> bool:
         return self.passwords.verify(

@@ -7,6 +7,7 @@ from storage.models.competitors import Competitor, CompetitorArticle
 from storage.models.pipelines import Pipeline
 from storage.models.throttles import LoginThrottle
 from storage.models.usage import UsageEvent, UsageLimit, UsageMonth
+from storage.models.user_settings import UserSecret, UserSettings
 from storage.models.users import AccessToken, ApiKey, User
 
 __all__ = [
@@ -24,4 +25,6 @@ __all__ = [
     "UsageLimit",
     "UsageMonth",
     "User",
+    "UserSecret",
+    "UserSettings",
 ]

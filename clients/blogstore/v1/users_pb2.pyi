@@ -5,12 +5,28 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class WordpressPostStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    WORDPRESS_POST_STATUS_UNSPECIFIED: _ClassVar[WordpressPostStatus]
+    WORDPRESS_POST_STATUS_DRAFT: _ClassVar[WordpressPostStatus]
+    WORDPRESS_POST_STATUS_PUBLISH: _ClassVar[WordpressPostStatus]
+    WORDPRESS_POST_STATUS_PENDING: _ClassVar[WordpressPostStatus]
+    WORDPRESS_POST_STATUS_PRIVATE: _ClassVar[WordpressPostStatus]
+    WORDPRESS_POST_STATUS_FUTURE: _ClassVar[WordpressPostStatus]
+WORDPRESS_POST_STATUS_UNSPECIFIED: WordpressPostStatus
+WORDPRESS_POST_STATUS_DRAFT: WordpressPostStatus
+WORDPRESS_POST_STATUS_PUBLISH: WordpressPostStatus
+WORDPRESS_POST_STATUS_PENDING: WordpressPostStatus
+WORDPRESS_POST_STATUS_PRIVATE: WordpressPostStatus
+WORDPRESS_POST_STATUS_FUTURE: WordpressPostStatus
 
 class User(_message.Message):
     __slots__ = ("id", "email", "username", "is_active", "is_admin", "create_time", "update_time", "last_login_time", "etag")
@@ -297,3 +313,131 @@ class ListAuditEventsResponse(_message.Message):
     events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
     next_page_token: str
     def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class UserSettings(_message.Message):
+    __slots__ = ("user_id", "wordpress_site_url", "wordpress_username", "default_publish_status", "default_tags", "preferred_models", "usage_alert_percent", "update_time", "etag")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    WORDPRESS_SITE_URL_FIELD_NUMBER: _ClassVar[int]
+    WORDPRESS_USERNAME_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_PUBLISH_STATUS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TAGS_FIELD_NUMBER: _ClassVar[int]
+    PREFERRED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    USAGE_ALERT_PERCENT_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    ETAG_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    wordpress_site_url: str
+    wordpress_username: str
+    default_publish_status: WordpressPostStatus
+    default_tags: _containers.RepeatedScalarFieldContainer[str]
+    preferred_models: _containers.RepeatedScalarFieldContainer[str]
+    usage_alert_percent: int
+    update_time: _timestamp_pb2.Timestamp
+    etag: str
+    def __init__(self, user_id: _Optional[str] = ..., wordpress_site_url: _Optional[str] = ..., wordpress_username: _Optional[str] = ..., default_publish_status: _Optional[_Union[WordpressPostStatus, str]] = ..., default_tags: _Optional[_Iterable[str]] = ..., preferred_models: _Optional[_Iterable[str]] = ..., usage_alert_percent: _Optional[int] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+
+class GetUserSettingsRequest(_message.Message):
+    __slots__ = ("user_id",)
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    def __init__(self, user_id: _Optional[str] = ...) -> None: ...
+
+class GetUserSettingsResponse(_message.Message):
+    __slots__ = ("settings",)
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    settings: UserSettings
+    def __init__(self, settings: _Optional[_Union[UserSettings, _Mapping]] = ...) -> None: ...
+
+class UpdateUserSettingsRequest(_message.Message):
+    __slots__ = ("settings", "update_mask")
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    settings: UserSettings
+    update_mask: _field_mask_pb2.FieldMask
+    def __init__(self, settings: _Optional[_Union[UserSettings, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+
+class UpdateUserSettingsResponse(_message.Message):
+    __slots__ = ("settings",)
+    SETTINGS_FIELD_NUMBER: _ClassVar[int]
+    settings: UserSettings
+    def __init__(self, settings: _Optional[_Union[UserSettings, _Mapping]] = ...) -> None: ...
+
+class UserSecret(_message.Message):
+    __slots__ = ("user_id", "name", "preview", "key_id", "create_time", "update_time")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_FIELD_NUMBER: _ClassVar[int]
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    name: str
+    preview: str
+    key_id: str
+    create_time: _timestamp_pb2.Timestamp
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, user_id: _Optional[str] = ..., name: _Optional[str] = ..., preview: _Optional[str] = ..., key_id: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class SetUserSecretRequest(_message.Message):
+    __slots__ = ("user_id", "name", "value")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    name: str
+    value: str
+    def __init__(self, user_id: _Optional[str] = ..., name: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class SetUserSecretResponse(_message.Message):
+    __slots__ = ("secret",)
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    secret: UserSecret
+    def __init__(self, secret: _Optional[_Union[UserSecret, _Mapping]] = ...) -> None: ...
+
+class ListUserSecretsRequest(_message.Message):
+    __slots__ = ("user_id", "page_size", "page_token")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListUserSecretsResponse(_message.Message):
+    __slots__ = ("secrets", "next_page_token")
+    SECRETS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    secrets: _containers.RepeatedCompositeFieldContainer[UserSecret]
+    next_page_token: str
+    def __init__(self, secrets: _Optional[_Iterable[_Union[UserSecret, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class DeleteUserSecretRequest(_message.Message):
+    __slots__ = ("user_id", "name")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    name: str
+    def __init__(self, user_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class DeleteUserSecretResponse(_message.Message):
+    __slots__ = ("secret",)
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    secret: UserSecret
+    def __init__(self, secret: _Optional[_Union[UserSecret, _Mapping]] = ...) -> None: ...
+
+class RevealUserSecretRequest(_message.Message):
+    __slots__ = ("user_id", "name")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    name: str
+    def __init__(self, user_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+
+class RevealUserSecretResponse(_message.Message):
+    __slots__ = ("secret", "value")
+    SECRET_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    secret: UserSecret
+    value: str
+    def __init__(self, secret: _Optional[_Union[UserSecret, _Mapping]] = ..., value: _Optional[str] = ...) -> None: ...

@@ -95,6 +95,36 @@ class UsersServiceStub:
                 request_serializer=blogstore_dot_v1_dot_users__pb2.ListAuditEventsRequest.SerializeToString,
                 response_deserializer=blogstore_dot_v1_dot_users__pb2.ListAuditEventsResponse.FromString,
                 _registered_method=True)
+        self.GetUserSettings = channel.unary_unary(
+                '/blogstore.v1.UsersService/GetUserSettings',
+                request_serializer=blogstore_dot_v1_dot_users__pb2.GetUserSettingsRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_users__pb2.GetUserSettingsResponse.FromString,
+                _registered_method=True)
+        self.UpdateUserSettings = channel.unary_unary(
+                '/blogstore.v1.UsersService/UpdateUserSettings',
+                request_serializer=blogstore_dot_v1_dot_users__pb2.UpdateUserSettingsRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_users__pb2.UpdateUserSettingsResponse.FromString,
+                _registered_method=True)
+        self.SetUserSecret = channel.unary_unary(
+                '/blogstore.v1.UsersService/SetUserSecret',
+                request_serializer=blogstore_dot_v1_dot_users__pb2.SetUserSecretRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_users__pb2.SetUserSecretResponse.FromString,
+                _registered_method=True)
+        self.ListUserSecrets = channel.unary_unary(
+                '/blogstore.v1.UsersService/ListUserSecrets',
+                request_serializer=blogstore_dot_v1_dot_users__pb2.ListUserSecretsRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_users__pb2.ListUserSecretsResponse.FromString,
+                _registered_method=True)
+        self.DeleteUserSecret = channel.unary_unary(
+                '/blogstore.v1.UsersService/DeleteUserSecret',
+                request_serializer=blogstore_dot_v1_dot_users__pb2.DeleteUserSecretRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_users__pb2.DeleteUserSecretResponse.FromString,
+                _registered_method=True)
+        self.RevealUserSecret = channel.unary_unary(
+                '/blogstore.v1.UsersService/RevealUserSecret',
+                request_serializer=blogstore_dot_v1_dot_users__pb2.RevealUserSecretRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_users__pb2.RevealUserSecretResponse.FromString,
+                _registered_method=True)
 
 
 class UsersServiceServicer:
@@ -187,6 +217,52 @@ class UsersServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetUserSettings(self, request, context):
+        """A user's settings; never stored ones read as the defaults. A user reads its own; admin
+        and service principals name any user.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdateUserSettings(self, request, context):
+        """Updates settings under a field mask and etag (stale etag: ABORTED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetUserSecret(self, request, context):
+        """Stores a secret (e.g. a WordPress application password), encrypted, under a name;
+        setting a name again replaces its value. Write-only: no call returns the value to a
+        user or admin.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListUserSecrets(self, request, context):
+        """Lists a user's secrets by name: metadata and a short preview, never values.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteUserSecret(self, request, context):
+        """Deletes a secret.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevealUserSecret(self, request, context):
+        """Returns a secret's value: service principals only (PERMISSION_DENIED for users and
+        admins). Every call is audited.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_UsersServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +325,36 @@ def add_UsersServiceServicer_to_server(servicer, server):
                     servicer.ListAuditEvents,
                     request_deserializer=blogstore_dot_v1_dot_users__pb2.ListAuditEventsRequest.FromString,
                     response_serializer=blogstore_dot_v1_dot_users__pb2.ListAuditEventsResponse.SerializeToString,
+            ),
+            'GetUserSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetUserSettings,
+                    request_deserializer=blogstore_dot_v1_dot_users__pb2.GetUserSettingsRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_users__pb2.GetUserSettingsResponse.SerializeToString,
+            ),
+            'UpdateUserSettings': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateUserSettings,
+                    request_deserializer=blogstore_dot_v1_dot_users__pb2.UpdateUserSettingsRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_users__pb2.UpdateUserSettingsResponse.SerializeToString,
+            ),
+            'SetUserSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetUserSecret,
+                    request_deserializer=blogstore_dot_v1_dot_users__pb2.SetUserSecretRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_users__pb2.SetUserSecretResponse.SerializeToString,
+            ),
+            'ListUserSecrets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListUserSecrets,
+                    request_deserializer=blogstore_dot_v1_dot_users__pb2.ListUserSecretsRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_users__pb2.ListUserSecretsResponse.SerializeToString,
+            ),
+            'DeleteUserSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteUserSecret,
+                    request_deserializer=blogstore_dot_v1_dot_users__pb2.DeleteUserSecretRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_users__pb2.DeleteUserSecretResponse.SerializeToString,
+            ),
+            'RevealUserSecret': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevealUserSecret,
+                    request_deserializer=blogstore_dot_v1_dot_users__pb2.RevealUserSecretRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_users__pb2.RevealUserSecretResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -576,6 +682,168 @@ class UsersService:
             '/blogstore.v1.UsersService/ListAuditEvents',
             blogstore_dot_v1_dot_users__pb2.ListAuditEventsRequest.SerializeToString,
             blogstore_dot_v1_dot_users__pb2.ListAuditEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetUserSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.UsersService/GetUserSettings',
+            blogstore_dot_v1_dot_users__pb2.GetUserSettingsRequest.SerializeToString,
+            blogstore_dot_v1_dot_users__pb2.GetUserSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateUserSettings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.UsersService/UpdateUserSettings',
+            blogstore_dot_v1_dot_users__pb2.UpdateUserSettingsRequest.SerializeToString,
+            blogstore_dot_v1_dot_users__pb2.UpdateUserSettingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetUserSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.UsersService/SetUserSecret',
+            blogstore_dot_v1_dot_users__pb2.SetUserSecretRequest.SerializeToString,
+            blogstore_dot_v1_dot_users__pb2.SetUserSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListUserSecrets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.UsersService/ListUserSecrets',
+            blogstore_dot_v1_dot_users__pb2.ListUserSecretsRequest.SerializeToString,
+            blogstore_dot_v1_dot_users__pb2.ListUserSecretsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteUserSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.UsersService/DeleteUserSecret',
+            blogstore_dot_v1_dot_users__pb2.DeleteUserSecretRequest.SerializeToString,
+            blogstore_dot_v1_dot_users__pb2.DeleteUserSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevealUserSecret(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.UsersService/RevealUserSecret',
+            blogstore_dot_v1_dot_users__pb2.RevealUserSecretRequest.SerializeToString,
+            blogstore_dot_v1_dot_users__pb2.RevealUserSecretResponse.FromString,
             options,
             channel_credentials,
             insecure,
