@@ -15,8 +15,8 @@ sums), under WORK_BUDGET steps in all:
    minimal; `TextDiff.coarse` says so.
 
 The budget counts steps, not seconds, so the same two documents always get the same answer.
-Measured here (2 cores, shared): two different 2 MiB documents take at most ~0.5 s (README
-"Revisions and provenance").
+Measured here (2 shared cores): two different 2 MiB documents take 0.5-1.7 s, mostly
+splitting and formatting (README "One revision, and what changed since").
 
 Output follows difflib.unified_diff (same matcher, grouping and hunk format), with one fix:
 a last line without a newline is followed by "\\ No newline at end of file", as in GNU diff.
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 DEFAULT_CONTEXT_LINES = 3
 MAX_CONTEXT_LINES = 1000
-# Lines visited (x _LINE_STEPS) plus b2j entries walked: ~0.3 s of one core here.
+# Lines visited (x _LINE_STEPS) plus b2j entries walked: ~0.3-0.6 s of one core here.
 WORK_BUDGET = 2_000_000
 # What visiting one line of `a` costs in find_longest_match, in b2j entries walked (it makes
 # a dict per line): measured, a line of all-junk input took as long as ~3 entries.
