@@ -122,7 +122,7 @@ class Tx:
 
     @cached_property
     def articles(self) -> ArticleRepository:
-        return ArticleRepository(self.session, self.actor)
+        return ArticleRepository(self.session, self.actor, self.caller)
 
     @cached_property
     def credentials(self) -> CredentialRepository:

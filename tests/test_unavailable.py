@@ -93,6 +93,8 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "ArticlesService.SearchArticles": {"query": "word"},
     "ArticlesService.ListArticleRevisions": {"articleId": ID},
     "ArticlesService.RestoreArticleRevision": {"articleId": ID, "revisionId": ID},
+    "ArticlesService.GetArticleRevision": {"articleId": ID, "revisionId": ID},
+    "ArticlesService.DiffArticleRevision": {"articleId": ID, "revisionId": ID},
     "ArticlesService.BatchCreateArticles": {
         "articles": [{"userId": USER, "title": "T", "slug": "t", "contentMarkdown": "x"}]
     },

@@ -10,6 +10,7 @@ from typing import Any
 from blogstore.v1 import articles_pb2
 
 from server.protoconv import datetime_or_none, etag, timestamp
+from server.services.audit import ACTOR_KIND_TO_PROTO
 from server.validation import Violations, list_owner, optional_uuid
 from storage import rules
 from storage.actors import Actor
@@ -24,6 +25,7 @@ MUTABLE = (
 OUTPUT_ONLY = (
     "id", "user_id", "word_count", "reading_time_minutes", "internal_links", "external_links",
     "content_hash", "publish_time", "create_time", "update_time", "delete_time", "etag",
+    "provenance",
 )  # fmt: skip
 STATUS_TO_PROTO = {
     "draft": articles_pb2.ARTICLE_STATUS_DRAFT,
@@ -71,10 +73,32 @@ def proto_fields(article: Any, *, full: bool) -> dict[str, Any]:
         delete_time=timestamp(article.delete_time),
         etag=etag(article.version),
     )
+    if article.made_by_kind is not None:  # None: made before provenance was recorded
+        fields["provenance"] = provenance_fields(article)
     if full:
         fields["content_markdown"] = article.content_markdown
         fields["content_html"] = article.content_html
     return fields
+
+
+def provenance_fields(row: Any) -> dict[str, Any]:
+    """A version's provenance columns (storage/provenance.py) as Provenance arguments."""
+    return dict(
+        actor_kind=ACTOR_KIND_TO_PROTO.get(row.made_by_kind, 0),
+        actor_id=str(row.made_by_id or ""),
+        actor_name=row.made_by_name or "",
+        request_id=row.made_request_id or "",
+        pipeline_id=str(row.made_pipeline_id or ""),
+        pipeline_stage=row.made_pipeline_stage or "",
+    )
+
+
+def pipeline_stage(v: Violations, field: str, value: str) -> str:
+    """A request's pipeline_stage: empty, or a stage RecordStageResult knows."""
+    stage = value.strip()
+    if stage and stage not in rules.PIPELINE_STAGES:
+        v.add(field, f"must be one of: {', '.join(sorted(rules.PIPELINE_STAGES))}")
+    return stage
 
 
 def is_full(view: int, default: int) -> bool:

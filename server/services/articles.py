@@ -12,6 +12,7 @@ import grpc
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
 from server.context import current_caller
+from server.convert.article_revisions import context_lines, diff_response, revision_to_proto
 from server.convert.articles import (
     MUTABLE,
     OUTPUT_ONLY,
@@ -19,11 +20,12 @@ from server.convert.articles import (
     article_to_proto,
     filters_from,
     is_full,
+    pipeline_stage,
     proto_fields,
 )
 from server.fairness import FairShare
 from server.paging import PageTokens, filter_key
-from server.protoconv import etag_version, timestamp
+from server.protoconv import etag_version
 from server.validation import (
     Violations,
     mask_paths,
@@ -35,6 +37,7 @@ from server.validation import (
 from storage import rules
 from storage.actors import Actor
 from storage.errors import InvalidArgument, NotFound, Unavailable
+from storage.provenance import PipelineStep
 from storage.queries import get_article, list_articles, search_articles
 from storage.repositories.article_reads import ORDER_BY
 from storage.repositories.articles import CONTENT_FIELDS, NewArticle, from_snapshot, with_derived
@@ -72,10 +75,14 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         caller = current_caller()
         v = Violations()
         values = self._new_article(v, "article.", request.article, caller.actor)
+        stage = pipeline_stage(v, "pipeline_stage", request.pipeline_stage)
+        if stage and not values.get("pipeline_id"):
+            v.add("pipeline_stage", "needs article.pipeline_id (the pipeline run of the stage)")
         v.raise_if_any()
         item = NewArticle(
             with_derived(values),
             request_id=optional_uuid("request_id", request.request_id),
+            pipeline_stage=stage,
         )
 
         def create(tx):
@@ -109,6 +116,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
     def _batch_create(self, caller, request) -> articles_pb2.BatchCreateArticlesResponse:
         batch_id = optional_uuid("request_id", request.request_id)
         v = Violations()
+        stage = pipeline_stage(v, "pipeline_stage", request.pipeline_stage)
         items: list[NewArticle] = []
         given_slugs: dict[tuple, int] = {}
         for i, article in enumerate(request.articles):
@@ -119,8 +127,10 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
                 if key in given_slugs:
                     v.add(prefix + "slug", f"repeats articles[{given_slugs[key]}].slug")
                 given_slugs.setdefault(key, i)
+            if stage and not values.get("pipeline_id"):
+                v.add(prefix + "pipeline_id", "is required with pipeline_stage")
             request_id = uuid.uuid5(_REQUEST_NAMESPACE, f"{batch_id}:{i}") if batch_id else None
-            items.append(NewArticle(values, request_id=request_id))
+            items.append(NewArticle(values, request_id=request_id, pipeline_stage=stage))
         v.raise_if_any()
         for item in items:
             item.values = with_derived(item.values)
@@ -217,6 +227,8 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         for required in ("slug", "status"):
             if required in paths and not changes[required]:
                 v.add(f"article.{required}", "is required")
+        stage = pipeline_stage(v, "pipeline_stage", request.pipeline_stage)
+        step_pipeline_id = v.collect(optional_uuid, "pipeline_id", request.pipeline_id)
         v.raise_if_any()
         version = etag_version("article.etag", request.article.etag)
 
@@ -224,10 +236,12 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             article = tx.articles.get(article_id)
             if changes.get("pipeline_id"):
                 tx.pipelines.require_owned({(article.user_id, changes["pipeline_id"])})
-            article = tx.articles.update(article, version, changes)
+            own = changes.get("pipeline_id", article.pipeline_id)
+            step = _pipeline_step(tx, article.user_id, step_pipeline_id, own, stage)
+            article = tx.articles.update(article, version, changes, step=step)
             tx.audit(
                 "article.update", "article", article.id,
-                user_id=article.user_id, fields=sorted(paths),
+                user_id=article.user_id, fields=sorted(paths), **_step_details(step),
             )  # fmt: skip
             return article
 
@@ -306,16 +320,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         page = self.db.run(
             caller, lambda tx: tx.articles.list_revisions(article_id, after=after, limit=limit)
         )
-        revisions = [
-            articles_pb2.ArticleRevision(
-                id=str(r.id),
-                article_id=str(r.article_id),
-                article=article_to_proto(from_snapshot(r.snapshot)),
-                create_time=timestamp(r.create_time),
-                actor_id=str(r.actor_id or ""),
-            )
-            for r in page.items
-        ]
+        revisions = [revision_to_proto(r, full=True) for r in page.items]
         return articles_pb2.ListArticleRevisionsResponse(
             revisions=revisions, next_page_token=self.page_tokens.encode(page.next_cursor, key)
         )
@@ -327,21 +332,84 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         article_id = parse_uuid("article_id", request.article_id)
         revision_id = parse_uuid("revision_id", request.revision_id)
         version = etag_version("etag", request.etag)
+        v = Violations()
+        stage = pipeline_stage(v, "pipeline_stage", request.pipeline_stage)
+        step_pipeline_id = v.collect(optional_uuid, "pipeline_id", request.pipeline_id)
+        v.raise_if_any()
 
         def restore(tx):
             article = tx.articles.get(article_id)
             revision = tx.articles.get_revision(article_id, revision_id)
             old = from_snapshot(revision.snapshot)
             changes = {name: getattr(old, name) for name in CONTENT_FIELDS}
-            article = tx.articles.update(article, version, changes)
+            step = _pipeline_step(tx, article.user_id, step_pipeline_id, article.pipeline_id, stage)
+            article = tx.articles.update(article, version, changes, step=step)
             tx.audit(
                 "article.restore", "article", article.id,
-                user_id=article.user_id, revision_id=str(revision_id),
+                user_id=article.user_id, revision_id=str(revision_id), **_step_details(step),
             )  # fmt: skip
             return article
 
         article = self.db.run(caller, restore)
         return articles_pb2.RestoreArticleRevisionResponse(article=article_to_proto(article))
+
+    def GetArticleRevision(
+        self, request: articles_pb2.GetArticleRevisionRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.GetArticleRevisionResponse:
+        caller = current_caller()
+        article_id, revision_id = _revision_ids(request)
+        full = is_full(request.view, articles_pb2.ARTICLE_VIEW_FULL)
+
+        def read(tx):
+            tx.articles.get(article_id)  # scope: another user's article is NOT_FOUND
+            return tx.articles.get_revision(article_id, revision_id)
+
+        revision = self.db.run(caller, read)
+        return articles_pb2.GetArticleRevisionResponse(
+            revision=revision_to_proto(revision, full=full)
+        )
+
+    def DiffArticleRevision(
+        self, request: articles_pb2.DiffArticleRevisionRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.DiffArticleRevisionResponse:
+        caller = current_caller()
+        article_id, revision_id = _revision_ids(request)
+        lines = context_lines(request)
+
+        def read(tx):
+            article = tx.articles.get(article_id)
+            return tx.articles.get_revision(article_id, revision_id), article
+
+        revision, current = self.db.run(caller, read)
+        return diff_response(revision, current, context=lines)  # bounded work, no transaction
+
+
+def _revision_ids(request: Any) -> tuple[uuid.UUID, uuid.UUID]:
+    v = Violations()
+    article_id = v.collect(parse_uuid, "article_id", request.article_id)
+    revision_id = v.collect(parse_uuid, "revision_id", request.revision_id)
+    v.raise_if_any()
+    return article_id, revision_id
+
+
+def _pipeline_step(
+    tx, owner: uuid.UUID, given: uuid.UUID | None, own: uuid.UUID | None, stage: str
+) -> PipelineStep | None:
+    """The pipeline run behind a change (provenance): the request's pipeline_id, which must be
+    a pipeline of the article's owner; else, when a stage is given, the article's own."""
+    if given is not None:
+        tx.pipelines.require_owned({(owner, given)})
+        return PipelineStep(given, stage)
+    if not stage:
+        return None
+    if own is None:
+        raise InvalidArgument({"pipeline_stage": "needs pipeline_id: the article has no pipeline"})
+    return PipelineStep(own, stage)
+
+
+def _step_details(step: PipelineStep | None) -> dict[str, str]:
+    """What the audit event adds about a pipeline change."""
+    return {"pipeline_id": str(step.pipeline_id), "stage": step.stage} if step else {}
 
 
 def _require_links(tx, items: list[NewArticle]) -> None:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from storage.content import MAX_SLUG_LENGTH
 from storage.models.base import Base, created_at, uuid_pk
+from storage.provenance import MAX_NAME_CHARS, MAX_REQUEST_ID_CHARS, MAX_STAGE_CHARS
 from storage.rules import ARTICLE_TEXT_LIMITS as _TEXT
 
 # Content beyond this many characters is stored but not indexed: tsvector is capped at 1 MiB.
@@ -45,7 +46,23 @@ SEARCH_VECTOR = (
 )
 
 
-class Article(Base):
+# What a version's provenance kind may be: storage.actors.ActorKind's values.
+MADE_BY_KIND_VALID = "made_by_kind IN ('user', 'admin', 'service', 'anonymous', 'system')"
+
+
+class MadeBy:
+    """Provenance columns (storage/provenance.py): who made a version, in which call, and by
+    which pipeline stage. NULL on versions made before migration 0016."""
+
+    made_by_kind: Mapped[str | None] = mapped_column(String(16))
+    made_by_id: Mapped[uuid.UUID | None]
+    made_by_name: Mapped[str | None] = mapped_column(String(MAX_NAME_CHARS))
+    made_request_id: Mapped[str | None] = mapped_column(String(MAX_REQUEST_ID_CHARS))
+    made_pipeline_id: Mapped[uuid.UUID | None]
+    made_pipeline_stage: Mapped[str | None] = mapped_column(String(MAX_STAGE_CHARS))
+
+
+class Article(MadeBy, Base):
     __tablename__ = "articles"
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -98,6 +115,7 @@ class Article(Base):
         CheckConstraint("status IN ('draft', 'published', 'archived')", name="status_valid"),
         CheckConstraint("seo_score >= 0 AND seo_score <= 100", name="seo_score_range"),
         CheckConstraint("slug ~ '^[a-z0-9]+(-[a-z0-9]+)*$'", name="slug_format"),
+        CheckConstraint(MADE_BY_KIND_VALID, name="made_by_kind_valid"),
         # Slug unique per user among live articles: a deleted article frees its slug.
         Index(
             "uq_articles_user_id_slug_live",
@@ -150,8 +168,11 @@ BASIC_COLUMNS = tuple(  # ArticleView BASIC: without the content
 )
 
 
-class ArticleRevision(Base):
-    """An article as it was before a change: a JSON snapshot of its fields."""
+class ArticleRevision(MadeBy, Base):
+    """An article as it was before a change: a JSON snapshot of its fields.
+
+    `actor_id` is who replaced this version; the `made_*` columns say who made it.
+    """
 
     __tablename__ = "article_revisions"
 
@@ -163,6 +184,7 @@ class ArticleRevision(Base):
     create_time: Mapped[dt.datetime] = created_at()
 
     __table_args__ = (
+        CheckConstraint(MADE_BY_KIND_VALID, name="made_by_kind_valid"),
         Index("ix_article_revisions_article_id_create_time", "article_id", "create_time", "id"),
         Index("ix_article_revisions_create_time_id", "create_time", "id"),  # retention by age
     )

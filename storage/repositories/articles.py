@@ -1,4 +1,8 @@
-"""Articles: scoped reads by id or slug, slug allocation, multi-row inserts, revisions."""
+"""Articles: scoped reads by id or slug, slug allocation, multi-row inserts, revisions.
+
+Every version this repository writes records its provenance (storage/provenance.py): the
+caller, its request id and the pipeline step the servicer names.
+"""
 
 from __future__ import annotations
 
@@ -17,11 +21,14 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
 
 from storage import content
+from storage.actors import Actor, Caller
 from storage.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
 from storage.models import Article, ArticleRevision
 from storage.models.articles import BASIC_COLUMNS
+from storage.provenance import PipelineStep, made_by, provenance_of
 from storage.repositories.base import ScopedRepository, check_replay
 from storage.repositories.changes import apply_changes
 from storage.repositories.paging import Page, newest_first, to_page
@@ -48,6 +55,8 @@ class NewArticle:
     values: dict[str, Any]
     request_id: uuid.UUID | None = None
     id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # The pipeline stage creating it (provenance; the pipeline is values["pipeline_id"]).
+    pipeline_stage: str = ""
     # Fixed at construction: create_many fills values["slug"] in, and a transaction retried
     # after a deadlock must still treat that slug as derived, not as given.
     slug_given: bool = field(init=False)
@@ -67,6 +76,10 @@ def with_derived(values: dict[str, Any]) -> dict[str, Any]:
 class ArticleRepository(ScopedRepository[Article]):
     model = Article
     resource = "article"
+
+    def __init__(self, session: Session, actor: Actor, caller: Caller | None = None) -> None:
+        super().__init__(session, actor)
+        self.caller = caller or Caller(actor)  # whose request id the versions record
 
     # -- reads ---------------------------------------------------------------------------
     def get_by_slug(self, user_id: uuid.UUID, slug: str) -> Article:
@@ -135,6 +148,7 @@ class ArticleRepository(ScopedRepository[Article]):
             rows = [
                 {
                     **i.values,
+                    **made_by(self.caller, _creating_step(i)),
                     "id": i.id,
                     "create_request_id": i.request_id,
                     # Imports bring their own (storage/lifecycle/legacy_import.py).
@@ -209,10 +223,13 @@ class ArticleRepository(ScopedRepository[Article]):
 
     def update(
         self, article: Article, version: int | None, changes: dict[str, Any], *,
-        revision: bool = True, publish_now: bool = False,
+        revision: bool = True, publish_now: bool = False, step: PipelineStep | None = None,
     ) -> Article:  # fmt: skip
         """Apply changes if `version` is current; keep the previous version as a revision.
 
+        With a revision, the new version records its provenance (the caller, `step`) and the
+        revision keeps the replaced version's. Without one (soft delete, undelete: no
+        content changes) the provenance stays.
         Becoming PUBLISHED stamps publish_time once; `publish_now` (PublishArticle) restamps it.
         """
         if version is not None and version != article.version:
@@ -233,8 +250,10 @@ class ArticleRepository(ScopedRepository[Article]):
                     article_version=article.version,
                     snapshot=snapshot(article),
                     actor_id=self.actor.user_id,
+                    **provenance_of(article),
                 )
             )
+            changes = {**changes, **made_by(self.caller, step)}
         if publish_now or (changes.get("status") == "published" and not article.publish_time):
             changes = {**changes, "publish_time": func.now()}
         return apply_changes(self.session, article, changes)
@@ -267,6 +286,19 @@ class ArticleRepository(ScopedRepository[Article]):
         if revision is None:
             raise NotFound("revision", revision_id)
         return revision
+
+
+def _creating_step(item: NewArticle) -> PipelineStep | None:
+    pipeline_id = item.values.get("pipeline_id")
+    return PipelineStep(pipeline_id, item.pipeline_stage) if pipeline_id else None
+
+
+def revision_article(revision: ArticleRevision) -> Article:
+    """The article a revision keeps, with that version's provenance."""
+    article = from_snapshot(revision.snapshot)
+    for name, value in provenance_of(revision).items():
+        setattr(article, name, value)
+    return article
 
 
 def snapshot(article: Article) -> dict[str, Any]:

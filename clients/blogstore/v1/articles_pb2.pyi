@@ -1,5 +1,6 @@
 import datetime
 
+from blogstore.v1 import common_pb2 as _common_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -32,7 +33,7 @@ ARTICLE_VIEW_BASIC: ArticleView
 ARTICLE_VIEW_FULL: ArticleView
 
 class Article(_message.Message):
-    __slots__ = ("id", "user_id", "pipeline_id", "title", "slug", "content_markdown", "content_html", "excerpt", "meta_title", "meta_description", "primary_keyword", "secondary_keywords", "tags", "seo_score", "wp_post_id", "wp_url", "wp_status", "status", "word_count", "reading_time_minutes", "internal_links", "external_links", "content_hash", "publish_time", "create_time", "update_time", "delete_time", "etag")
+    __slots__ = ("id", "user_id", "pipeline_id", "title", "slug", "content_markdown", "content_html", "excerpt", "meta_title", "meta_description", "primary_keyword", "secondary_keywords", "tags", "seo_score", "wp_post_id", "wp_url", "wp_status", "status", "word_count", "reading_time_minutes", "internal_links", "external_links", "content_hash", "publish_time", "create_time", "update_time", "delete_time", "etag", "provenance")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +62,7 @@ class Article(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_id: str
     pipeline_id: str
@@ -89,15 +91,18 @@ class Article(_message.Message):
     update_time: _timestamp_pb2.Timestamp
     delete_time: _timestamp_pb2.Timestamp
     etag: str
-    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., title: _Optional[str] = ..., slug: _Optional[str] = ..., content_markdown: _Optional[str] = ..., content_html: _Optional[str] = ..., excerpt: _Optional[str] = ..., meta_title: _Optional[str] = ..., meta_description: _Optional[str] = ..., primary_keyword: _Optional[str] = ..., secondary_keywords: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., seo_score: _Optional[float] = ..., wp_post_id: _Optional[int] = ..., wp_url: _Optional[str] = ..., wp_status: _Optional[str] = ..., status: _Optional[_Union[ArticleStatus, str]] = ..., word_count: _Optional[int] = ..., reading_time_minutes: _Optional[int] = ..., internal_links: _Optional[int] = ..., external_links: _Optional[int] = ..., content_hash: _Optional[str] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ...) -> None: ...
+    provenance: Provenance
+    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., title: _Optional[str] = ..., slug: _Optional[str] = ..., content_markdown: _Optional[str] = ..., content_html: _Optional[str] = ..., excerpt: _Optional[str] = ..., meta_title: _Optional[str] = ..., meta_description: _Optional[str] = ..., primary_keyword: _Optional[str] = ..., secondary_keywords: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., seo_score: _Optional[float] = ..., wp_post_id: _Optional[int] = ..., wp_url: _Optional[str] = ..., wp_status: _Optional[str] = ..., status: _Optional[_Union[ArticleStatus, str]] = ..., word_count: _Optional[int] = ..., reading_time_minutes: _Optional[int] = ..., internal_links: _Optional[int] = ..., external_links: _Optional[int] = ..., content_hash: _Optional[str] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
 
 class CreateArticleRequest(_message.Message):
-    __slots__ = ("article", "request_id")
+    __slots__ = ("article", "request_id", "pipeline_stage")
     ARTICLE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_STAGE_FIELD_NUMBER: _ClassVar[int]
     article: Article
     request_id: str
-    def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    pipeline_stage: str
+    def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ..., request_id: _Optional[str] = ..., pipeline_stage: _Optional[str] = ...) -> None: ...
 
 class CreateArticleResponse(_message.Message):
     __slots__ = ("article",)
@@ -164,12 +169,16 @@ class ListArticlesResponse(_message.Message):
     def __init__(self, articles: _Optional[_Iterable[_Union[Article, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class UpdateArticleRequest(_message.Message):
-    __slots__ = ("article", "update_mask")
+    __slots__ = ("article", "update_mask", "pipeline_stage", "pipeline_id")
     ARTICLE_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_STAGE_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
     article: Article
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    pipeline_stage: str
+    pipeline_id: str
+    def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., pipeline_stage: _Optional[str] = ..., pipeline_id: _Optional[str] = ...) -> None: ...
 
 class UpdateArticleResponse(_message.Message):
     __slots__ = ("article",)
@@ -272,18 +281,20 @@ class SearchArticlesResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SearchResult, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class ArticleRevision(_message.Message):
-    __slots__ = ("id", "article_id", "article", "create_time", "actor_id")
+    __slots__ = ("id", "article_id", "article", "create_time", "actor_id", "provenance")
     ID_FIELD_NUMBER: _ClassVar[int]
     ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
     ARTICLE_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     id: str
     article_id: str
     article: Article
     create_time: _timestamp_pb2.Timestamp
     actor_id: str
-    def __init__(self, id: _Optional[str] = ..., article_id: _Optional[str] = ..., article: _Optional[_Union[Article, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor_id: _Optional[str] = ...) -> None: ...
+    provenance: Provenance
+    def __init__(self, id: _Optional[str] = ..., article_id: _Optional[str] = ..., article: _Optional[_Union[Article, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., actor_id: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
 
 class ListArticleRevisionsRequest(_message.Message):
     __slots__ = ("article_id", "page_size", "page_token")
@@ -304,14 +315,18 @@ class ListArticleRevisionsResponse(_message.Message):
     def __init__(self, revisions: _Optional[_Iterable[_Union[ArticleRevision, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class RestoreArticleRevisionRequest(_message.Message):
-    __slots__ = ("article_id", "revision_id", "etag")
+    __slots__ = ("article_id", "revision_id", "etag", "pipeline_stage", "pipeline_id")
     ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
     REVISION_ID_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_STAGE_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
     article_id: str
     revision_id: str
     etag: str
-    def __init__(self, article_id: _Optional[str] = ..., revision_id: _Optional[str] = ..., etag: _Optional[str] = ...) -> None: ...
+    pipeline_stage: str
+    pipeline_id: str
+    def __init__(self, article_id: _Optional[str] = ..., revision_id: _Optional[str] = ..., etag: _Optional[str] = ..., pipeline_stage: _Optional[str] = ..., pipeline_id: _Optional[str] = ...) -> None: ...
 
 class RestoreArticleRevisionResponse(_message.Message):
     __slots__ = ("article",)
@@ -320,17 +335,75 @@ class RestoreArticleRevisionResponse(_message.Message):
     def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ...) -> None: ...
 
 class BatchCreateArticlesRequest(_message.Message):
-    __slots__ = ("articles", "request_id", "view")
+    __slots__ = ("articles", "request_id", "view", "pipeline_stage")
     ARTICLES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_STAGE_FIELD_NUMBER: _ClassVar[int]
     articles: _containers.RepeatedCompositeFieldContainer[Article]
     request_id: str
     view: ArticleView
-    def __init__(self, articles: _Optional[_Iterable[_Union[Article, _Mapping]]] = ..., request_id: _Optional[str] = ..., view: _Optional[_Union[ArticleView, str]] = ...) -> None: ...
+    pipeline_stage: str
+    def __init__(self, articles: _Optional[_Iterable[_Union[Article, _Mapping]]] = ..., request_id: _Optional[str] = ..., view: _Optional[_Union[ArticleView, str]] = ..., pipeline_stage: _Optional[str] = ...) -> None: ...
 
 class BatchCreateArticlesResponse(_message.Message):
     __slots__ = ("articles",)
     ARTICLES_FIELD_NUMBER: _ClassVar[int]
     articles: _containers.RepeatedCompositeFieldContainer[Article]
     def __init__(self, articles: _Optional[_Iterable[_Union[Article, _Mapping]]] = ...) -> None: ...
+
+class Provenance(_message.Message):
+    __slots__ = ("actor_kind", "actor_id", "actor_name", "request_id", "pipeline_id", "pipeline_stage")
+    ACTOR_KIND_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_NAME_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
+    PIPELINE_STAGE_FIELD_NUMBER: _ClassVar[int]
+    actor_kind: _common_pb2.PrincipalKind
+    actor_id: str
+    actor_name: str
+    request_id: str
+    pipeline_id: str
+    pipeline_stage: str
+    def __init__(self, actor_kind: _Optional[_Union[_common_pb2.PrincipalKind, str]] = ..., actor_id: _Optional[str] = ..., actor_name: _Optional[str] = ..., request_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., pipeline_stage: _Optional[str] = ...) -> None: ...
+
+class GetArticleRevisionRequest(_message.Message):
+    __slots__ = ("article_id", "revision_id", "view")
+    ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    article_id: str
+    revision_id: str
+    view: ArticleView
+    def __init__(self, article_id: _Optional[str] = ..., revision_id: _Optional[str] = ..., view: _Optional[_Union[ArticleView, str]] = ...) -> None: ...
+
+class GetArticleRevisionResponse(_message.Message):
+    __slots__ = ("revision",)
+    REVISION_FIELD_NUMBER: _ClassVar[int]
+    revision: ArticleRevision
+    def __init__(self, revision: _Optional[_Union[ArticleRevision, _Mapping]] = ...) -> None: ...
+
+class DiffArticleRevisionRequest(_message.Message):
+    __slots__ = ("article_id", "revision_id", "context_lines")
+    ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
+    REVISION_ID_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_LINES_FIELD_NUMBER: _ClassVar[int]
+    article_id: str
+    revision_id: str
+    context_lines: int
+    def __init__(self, article_id: _Optional[str] = ..., revision_id: _Optional[str] = ..., context_lines: _Optional[int] = ...) -> None: ...
+
+class DiffArticleRevisionResponse(_message.Message):
+    __slots__ = ("diff", "diff_coarse", "changed_fields", "revision_etag", "current_etag")
+    DIFF_FIELD_NUMBER: _ClassVar[int]
+    DIFF_COARSE_FIELD_NUMBER: _ClassVar[int]
+    CHANGED_FIELDS_FIELD_NUMBER: _ClassVar[int]
+    REVISION_ETAG_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_ETAG_FIELD_NUMBER: _ClassVar[int]
+    diff: str
+    diff_coarse: bool
+    changed_fields: _containers.RepeatedScalarFieldContainer[str]
+    revision_etag: str
+    current_etag: str
+    def __init__(self, diff: _Optional[str] = ..., diff_coarse: _Optional[bool] = ..., changed_fields: _Optional[_Iterable[str]] = ..., revision_etag: _Optional[str] = ..., current_etag: _Optional[str] = ...) -> None: ...

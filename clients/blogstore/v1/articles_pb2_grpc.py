@@ -90,6 +90,16 @@ class ArticlesServiceStub:
                 request_serializer=blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesRequest.SerializeToString,
                 response_deserializer=blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesResponse.FromString,
                 _registered_method=True)
+        self.GetArticleRevision = channel.unary_unary(
+                '/blogstore.v1.ArticlesService/GetArticleRevision',
+                request_serializer=blogstore_dot_v1_dot_articles__pb2.GetArticleRevisionRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_articles__pb2.GetArticleRevisionResponse.FromString,
+                _registered_method=True)
+        self.DiffArticleRevision = channel.unary_unary(
+                '/blogstore.v1.ArticlesService/DiffArticleRevision',
+                request_serializer=blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionResponse.FromString,
+                _registered_method=True)
 
 
 class ArticlesServiceServicer:
@@ -173,6 +183,21 @@ class ArticlesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetArticleRevision(self, request, context):
+        """Gets one revision of an article whole (the article as it was, FULL by default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DiffArticleRevision(self, request, context):
+        """Diffs a revision against the current version: unified diff of the markdown, changed
+        field names, both etags.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArticlesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +255,16 @@ def add_ArticlesServiceServicer_to_server(servicer, server):
                     servicer.BatchCreateArticles,
                     request_deserializer=blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesRequest.FromString,
                     response_serializer=blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesResponse.SerializeToString,
+            ),
+            'GetArticleRevision': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetArticleRevision,
+                    request_deserializer=blogstore_dot_v1_dot_articles__pb2.GetArticleRevisionRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_articles__pb2.GetArticleRevisionResponse.SerializeToString,
+            ),
+            'DiffArticleRevision': grpc.unary_unary_rpc_method_handler(
+                    servicer.DiffArticleRevision,
+                    request_deserializer=blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -530,6 +565,60 @@ class ArticlesService:
             '/blogstore.v1.ArticlesService/BatchCreateArticles',
             blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesRequest.SerializeToString,
             blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetArticleRevision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.ArticlesService/GetArticleRevision',
+            blogstore_dot_v1_dot_articles__pb2.GetArticleRevisionRequest.SerializeToString,
+            blogstore_dot_v1_dot_articles__pb2.GetArticleRevisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DiffArticleRevision(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.ArticlesService/DiffArticleRevision',
+            blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionRequest.SerializeToString,
+            blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionResponse.FromString,
             options,
             channel_credentials,
             insecure,
