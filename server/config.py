@@ -159,6 +159,11 @@ class Settings(BaseSettings):
     # The role every transaction of the service runs as (row-level security; storage/rls.py).
     # "none": no switch, the connecting user's own rights (as the tables' owner: no RLS).
     db_role: str = Field(APP_ROLE, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # The LLM call log (usage events): keep the prompt and completion texts (off: dropped),
+    # each cut to this many bytes of UTF-8, and clear them after this many days (0: never).
+    usage_log_text: bool = False
+    usage_log_text_max_bytes: int = Field(65_536, ge=1, le=262_144)
+    retention_usage_text_days: int = Field(30, ge=0, le=36_500)
 
     @field_validator("service_keys", mode="before")
     @classmethod
