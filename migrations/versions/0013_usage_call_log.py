@@ -11,11 +11,16 @@
   one round trip). Its one other change: an event adding no article is never refused by the
   article limit (a month already past a lowered limit still records failed calls). The
   20-argument version of migration 0010 stays, so code at 0012 keeps working (expand only).
-- Two partial indexes, small and written only by the rows they hold:
-  ix_usage_events_user_id_failed (user_id, event_time, id) WHERE status <> 'ok', for
-  ListUsageEvents' status filter (failures are rare: a user's page of them would otherwise
-  walk the user's whole history), and ix_usage_events_event_time_id_with_text for the
-  usage_texts retention walk (empty while texts are not logged). Built CONCURRENTLY.
+- Two partial indexes, small and written only by the rows they hold (built CONCURRENTLY):
+  ix_usage_events_user_id_status_failed (user_id, status, event_time, id) WHERE
+  status <> 'ok', for ListUsageEvents' status filter. At 1M events (a user with 200k, 1-3%
+  failed) a user's page of errors took 5 ms through the (user_id, event_time) index, and
+  0.6 s for a status the user never had (every event of the user read); with it 0.1-0.2 ms
+  either way, for 2 MB of index beside that index's 95 MB. The model, operation and prompt
+  filters use the (user_id, event_time) index: quick for values the user has, a walk of the
+  user's events for values it has not (a time range bounds it); they get no index, as each
+  would cost every RecordUsage. ix_usage_events_event_time_id_with_text serves the
+  usage_texts retention walk (empty while texts are not logged).
 
 Revision ID: 0013
 Revises: 0012
@@ -52,7 +57,8 @@ CHECKS = {
 }
 # (name, columns, partial-index WHERE)
 INDEXES = (
-    ("ix_usage_events_user_id_failed", ["user_id", "event_time", "id"], "status <> 'ok'"),
+    ("ix_usage_events_user_id_status_failed", ["user_id", "status", "event_time", "id"],
+     "status <> 'ok'"),
     ("ix_usage_events_event_time_id_with_text", ["event_time", "id"],
      "input_text IS NOT NULL OR output_text IS NOT NULL"),
 )  # fmt: skip
