@@ -73,7 +73,7 @@ def params(
         templates.append(articles_pb2.Article(**values).SerializeToString())
     out["templates"] = templates
     with grpc.insecure_channel(server.target, options=CHANNEL_OPTIONS) as channel:
-        if "usage" in need:
+        if need & {"usage", "usage_log"}:
             usage_pb2_grpc.UsageServiceStub(channel).SetUsageLimits(
                 usage_pb2.SetUsageLimitsRequest(
                     limits=usage_pb2.UsageLimits(

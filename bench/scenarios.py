@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from blogstore.v1 import articles_pb2, usage_pb2, users_pb2
-from google.protobuf import field_mask_pb2
+from google.protobuf import field_mask_pb2, struct_pb2
 
 ARTICLES = "/blogstore.v1.ArticlesService/"
 CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
@@ -45,6 +45,7 @@ CATALOG = [
     Scenario("CreateArticle", "create"),
     Scenario("UpdateArticle (etag)", "update"),
     Scenario("RecordUsage", "usage"),
+    Scenario("RecordUsage (call log)", "usage_log"),
     Scenario("ClaimDueCompetitors", "claim"),
     Scenario("Authenticate", "auth", apart=True),
     # Last: its 1000-article calls leave the server process large for the rest of its life.
@@ -225,6 +226,28 @@ class Usage(Client):
         )
 
 
+class UsageLog(Usage):
+    """RecordUsage with the call log's fields (issue 16): a failed call in ten, and texts that
+    a server with BLOGSTORE_USAGE_LOG_TEXT keeps (others drop them)."""
+
+    def request(self, state: Any) -> Any:
+        request = super().request(state)
+        failed = self.rng.random() < 0.1
+        request.duration_ms = self.rng.randint(200, 20_000)
+        request.status = usage_pb2.USAGE_STATUS_ERROR if failed else usage_pb2.USAGE_STATUS_OK
+        request.error_message = "upstream 502" if failed else ""
+        request.prompt_name, request.prompt_version = "article-draft", "v3"
+        request.parameters.CopyFrom(_PARAMETERS)
+        request.input_text, request.output_text = _PROMPT, "" if failed else _COMPLETION
+        return request
+
+
+_PARAMETERS = struct_pb2.Struct()
+_PARAMETERS.update({"temperature": 0.7, "max_tokens": 4000, "top_p": 1, "stop": ["###"]})
+_PROMPT = "Write a 1,500-word article about home espresso for beginners. " * 30  # ~2 KB
+_COMPLETION = "Espresso at home starts with fresh beans and a good grinder. " * 150  # ~9 KB
+
+
 class Auth(Client):
     method = "/blogstore.v1.UsersService/Authenticate"
     request_cls, response_cls = users_pb2.AuthenticateRequest, users_pb2.AuthenticateResponse
@@ -289,6 +312,7 @@ CLIENTS: dict[str, type[Client]] = {
     "update": Update,
     "batch": Batch,
     "usage": Usage,
+    "usage_log": UsageLog,
     "auth": Auth,
     "auth_flood": AuthFlood,  # bench/flood.py (not in CATALOG)
     "current_user": CurrentUser,  # bench/flood.py (not in CATALOG)

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.auth import Authenticator
 from server.config import Settings
+from server.convert.usage import TextLog
 from server.fairness import Shares
 from server.health import LIVENESS, SERVING, HealthMonitor, HealthServicer
 from server.interceptors import RequestInterceptor
@@ -192,6 +193,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
                 cost_micros=settings.default_monthly_cost_limit_micros,
                 articles=settings.default_monthly_article_limit,
             ),
+            text_log=TextLog(settings.usage_log_text, settings.usage_log_text_max_bytes),
         ),
         server,
     )

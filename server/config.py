@@ -163,6 +163,11 @@ class Settings(BaseSettings):
     # Keys of user secrets (storage/secrets.py): `key_id:key,...`, each key 32 random bytes in
     # URL-safe base64; the first encrypts, all decrypt. Unset: secret RPCs are refused.
     secret_keys: SecretStr | None = None
+    # The LLM call log (usage events): keep the prompt and completion texts (off: dropped),
+    # each cut to this many bytes of UTF-8, and clear them after this many days (0: never).
+    usage_log_text: bool = False
+    usage_log_text_max_bytes: int = Field(65_536, ge=1, le=262_144)
+    retention_usage_text_days: int = Field(30, ge=0, le=36_500)
 
     @field_validator("service_keys", mode="before")
     @classmethod

@@ -106,11 +106,13 @@ _RECORD_USAGE_ARGS = (
     "user_id", "request_id", "pipeline_id", "article_id", "service", "model", "operation",
     "input_tokens", "output_tokens", "cost_micros", "articles_generated", "api_calls",
     "event_time", "month", "default_cost_limit", "default_article_limit", "actor_kind",
-    "actor_id", "actor_name", "audit_request_id",
+    "actor_id", "actor_name", "audit_request_id", "duration_ms", "status", "error_message",
+    "prompt_name", "prompt_version", "parameters", "input_text", "output_text",
 )  # fmt: skip
 _RECORD_USAGE_TYPES = (
     "uuid", "uuid", "uuid", "uuid", "text", "text", "text", "bigint", "bigint", "bigint",
     "bigint", "bigint", "timestamptz", "date", "bigint", "bigint", "text", "uuid", "text", "text",
+    "bigint", "text", "text", "text", "text", "jsonb", "text", "text",
 )  # fmt: skip
 _RECORD_USAGE = Prepared(
     name="blogstore_record_usage",
@@ -125,7 +127,9 @@ _RECORD_USAGE = Prepared(
 def record_usage(
     db: Database, caller: Caller, event: dict[str, Any], default_limits: tuple[int, int]
 ) -> Any:
-    """Append a usage event in one round trip (migration 0006 holds the rules).
+    """Append a usage event in one round trip (migrations 0006 and 0013 hold the rules).
+
+    `event["parameters"]` is JSON text or None.
 
     Returns the event's fields, its month's totals (month_*), the limits in force and
     `created` (False for a retry with a known request_id). Raises QuotaExceeded past a limit.

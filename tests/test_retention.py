@@ -39,6 +39,7 @@ POLICIES = Policies(
     usage_event_months=24,
     audit_event_days=730,
     competitor_article_days=180,
+    usage_text_days=30,
 )
 # What the dataset below holds beyond each policy's limit (see populate()).
 EXPECTED = {
@@ -46,6 +47,7 @@ EXPECTED = {
     "deleted_articles.article_revisions": 6,
     "revisions": 29,
     "pipelines": 4,
+    "usage_texts": 6,
     "usage_events": 5,
     "audit_events": 5,
     "competitor_articles": 3,
@@ -138,6 +140,9 @@ def populate(db: Database) -> dt.datetime:
                     "cost": 1_000 * (ago + 1) + i, "time": moment,
                     "month": moment.astimezone(dt.UTC).date().replace(day=1),
                 })  # fmt: skip
+        # Policy 4a (run before 4): every event has a logged text; those older than 30 days
+        # (all but the current one) lose it.
+        c.execute(text("UPDATE usage_events SET input_text = 'prompt', output_text = NULL"))
         # Policy 5: five audit events 800 days old go.
         c.execute(insert(AuditEvent), [
             {"actor_kind": "system", "action": "test.old", "resource_type": "test",

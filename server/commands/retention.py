@@ -49,6 +49,7 @@ def policies(settings: Settings) -> retention.Policies:
         usage_event_months=settings.retention_usage_event_months,
         audit_event_days=settings.retention_audit_event_days,
         competitor_article_days=settings.retention_competitor_article_days,
+        usage_text_days=settings.retention_usage_text_days,
     )
 
 

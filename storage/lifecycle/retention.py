@@ -10,7 +10,8 @@ the start and finds only what is left.
 Policies run in a fixed order, and plan counts each one as if the ones before it had run,
 so plan and apply agree row for row. Monthly usage rollups (usage_monthly) are never touched:
 they stay exact when the events behind them go. A purged pipeline's usage events keep their
-cost (their pipeline_id is set NULL by the foreign key).
+cost (their pipeline_id is set NULL by the foreign key). One policy clears instead of
+deleting: usage_texts sets the logged prompt and completion of old usage events to NULL.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sqlalchemy import (
     select,
     text,
     tuple_,
+    update,
 )
 from sqlalchemy import exc as sa_exc
 
@@ -75,6 +77,7 @@ class Policies:
     usage_event_months: int
     audit_event_days: int
     competitor_article_days: int
+    usage_text_days: int = 0  # the call log's input and output texts (cleared, not deleted)
 
 
 @dataclass
@@ -114,6 +117,7 @@ class _Walk:
     key: tuple[Any, ...]  # order columns, ending with the primary key
     where: Callable[[dt.datetime], ColumnElement[bool]]
     related: tuple[Any, ...] = ()  # foreign-key columns of rows deleted first (and counted)
+    clear: tuple[Any, ...] = ()  # set these columns NULL instead of deleting the rows
 
 
 _WALKS = {
@@ -129,6 +133,14 @@ _WALKS = {
     "pipelines": _Walk(
         (Pipeline.create_time, Pipeline.id),
         lambda cutoff: and_(Pipeline.create_time < cutoff, Pipeline.state.in_(TERMINAL_STATES)),
+    ),
+    "usage_texts": _Walk(  # along the partial index of rows that still hold a text
+        (UsageEvent.event_time, UsageEvent.id),
+        lambda cutoff: and_(
+            UsageEvent.event_time < cutoff,
+            or_(UsageEvent.input_text.is_not(None), UsageEvent.output_text.is_not(None)),
+        ),
+        clear=(UsageEvent.input_text, UsageEvent.output_text),
     ),
     "usage_events": _Walk(
         (UsageEvent.event_time, UsageEvent.id), lambda cutoff: UsageEvent.event_time < cutoff
@@ -167,6 +179,9 @@ def rules(policies: Policies, now: dt.datetime) -> list[PolicyResult]:
         days("pipelines", p.pipeline_days,
              f"finished, created more than {p.pipeline_days} days ago (usage events keep "
              "their cost)"),
+        days("usage_texts", p.usage_text_days,
+             f"input and output texts of usage events older than {p.usage_text_days} days "
+             "(cleared; the events stay)"),
         PolicyResult("usage_events", f"in the months before {usage_cutoff:%Y-%m} (monthly "
                      "rollups stay)" if usage_cutoff else "", enabled=bool(usage_cutoff),
                      cutoff=usage_cutoff),
@@ -371,6 +386,10 @@ def _delete_batch(
     pick = pick.order_by(*walk.key).limit(limit).with_for_update(skip_locked=True)
     picked = run.connection.execute(pick).all()
     ids = [row[-1] for row in picked]
+    if ids and walk.clear:
+        pk = walk.key[-1]
+        cleared = update(pk.table).where(pk.in_(ids)).values(dict.fromkeys(walk.clear))
+        return picked, {_OWN: run.connection.execute(cleared).rowcount}
     return picked, _delete_ids(run.connection, walk.key[-1], ids, walk.related) if ids else {}
 
 

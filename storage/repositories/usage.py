@@ -7,8 +7,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, cast, func, select
+from sqlalchemy import ColumnElement, Select, String, cast, func, literal, select
 from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import defer
 
 from storage.models import UsageEvent, UsageLimit, UsageMonth
 from storage.repositories.base import ScopedRepository
@@ -42,6 +43,10 @@ class EventFilters:
     service: str | None = None
     start_time: dt.datetime | None = None
     end_time: dt.datetime | None = None
+    model: str | None = None
+    status: str | None = None  # one of USAGE_STATUSES
+    operation: str | None = None
+    prompt_name: str | None = None
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,8 @@ class ReportRow:
     input_tokens: int
     output_tokens: int
     event_count: int
+    p50_duration_ms: int | None  # None: no event of the group carries a duration
+    p95_duration_ms: int | None
 
 
 def month_of(moment: dt.datetime) -> dt.date:
@@ -88,9 +95,13 @@ class UsageRepository(ScopedRepository[UsageEvent]):
         return to_page(totals, limit, key=lambda m: (m.month.isoformat(),))
 
     def list_events(
-        self, filters: EventFilters, *, after: tuple | None, limit: int
+        self, filters: EventFilters, *, after: tuple | None, limit: int, texts: bool = False
     ) -> Page[UsageEvent]:
+        """A page, newest first. Without `texts`, input_text and output_text are not loaded
+        (and must not be read: the rows leave the session)."""
         stmt = self._events(select(UsageEvent), filters)
+        if not texts:
+            stmt = stmt.options(defer(UsageEvent.input_text), defer(UsageEvent.output_text))
         if after is not None:
             stmt = stmt.where(
                 after_key((UsageEvent.event_time, UsageEvent.id), after, descending=True)
@@ -100,23 +111,31 @@ class UsageRepository(ScopedRepository[UsageEvent]):
         return to_page(rows, limit, key=lambda e: (e.event_time, e.id))
 
     def cost_report(self, filters: EventFilters, group_by: str) -> tuple[list[ReportRow], int]:
-        """Sums per group and the total, computed by PostgreSQL (exact: BIGINT -> NUMERIC)."""
+        """Sums per group and the total, computed by PostgreSQL (exact: BIGINT -> NUMERIC),
+        with each group's p50 and p95 duration_ms (percentile_disc: durations some event had;
+        events without a duration are left out, as the aggregate skips NULLs)."""
         key: ColumnElement[Any] = {
             "service": UsageEvent.service,
             "model": UsageEvent.model,
             "day": func.to_char(func.timezone("UTC", UsageEvent.event_time), "YYYY-MM-DD"),
             "user": cast(UsageEvent.user_id, String),
+            "operation": UsageEvent.operation,
+            "status": literal("USAGE_STATUS_") + func.upper(UsageEvent.status),
         }[group_by]
         sums = (
             func.coalesce(func.sum(UsageEvent.cost_micros), 0),
             func.coalesce(func.sum(UsageEvent.input_tokens), 0),
             func.coalesce(func.sum(UsageEvent.output_tokens), 0),
             func.count(),
+            *(
+                func.percentile_disc(fraction).within_group(UsageEvent.duration_ms)
+                for fraction in (0.5, 0.95)
+            ),
         )
         stmt = self._events(select(key.label("key"), *sums), filters).group_by(key)
         rows = [
-            ReportRow(k, int(c), int(i), int(o), int(n))
-            for k, c, i, o, n in self.session.execute(stmt.order_by(sums[0].desc(), key))
+            ReportRow(k, int(c), int(i), int(o), int(n), p50, p95)
+            for k, c, i, o, n, p50, p95 in self.session.execute(stmt.order_by(sums[0].desc(), key))
         ]
         total = self.session.scalar(self._events(select(sums[0]), filters))
         return rows, int(total)
@@ -128,6 +147,10 @@ class UsageRepository(ScopedRepository[UsageEvent]):
             UsageEvent.service == f.service if f.service else None,
             UsageEvent.event_time >= f.start_time if f.start_time else None,
             UsageEvent.event_time < f.end_time if f.end_time else None,
+            UsageEvent.model == f.model if f.model else None,
+            UsageEvent.status == f.status if f.status else None,
+            UsageEvent.operation == f.operation if f.operation else None,
+            UsageEvent.prompt_name == f.prompt_name if f.prompt_name else None,
         ]
         return self.scoped(stmt).where(*(c for c in conditions if c is not None))
 

@@ -22,58 +22,63 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62logstore/v1/usage.proto\x12\x0c\x62logstore.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x02\n\nUsageEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\x12\n\narticle_id\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x11\n\toperation\x18\x07 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x08 \x01(\x03\x12\x15\n\routput_tokens\x18\t \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\n \x01(\x03\x12\x1a\n\x12\x61rticles_generated\x18\x0b \x01(\x03\x12\x11\n\tapi_calls\x18\x0c \x01(\x03\x12\x12\n\nrequest_id\x18\r \x01(\t\x12.\n\nevent_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa1\x02\n\x0cMonthlyUsage\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05month\x18\x02 \x01(\t\x12\x1a\n\x12\x61rticles_generated\x18\x03 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x04 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x15\n\routput_tokens\x18\x06 \x01(\x03\x12\x11\n\tapi_calls\x18\x07 \x01(\x03\x12\x19\n\x11\x63ost_limit_micros\x18\x08 \x01(\x03\x12\x15\n\rarticle_limit\x18\t \x01(\x03\x12\x1d\n\x15remaining_cost_micros\x18\n \x01(\x03\x12\x1a\n\x12remaining_articles\x18\x0b \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\x0c \x01(\x03\"\x96\x01\n\x0bUsageLimits\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ost_limit_micros\x18\x02 \x01(\x03\x12\x15\n\rarticle_limit\x18\x03 \x01(\x03\x12#\n\x1b\x65\x66\x66\x65\x63tive_cost_limit_micros\x18\x04 \x01(\x03\x12\x1f\n\x17\x65\x66\x66\x65\x63tive_article_limit\x18\x05 \x01(\x03\"\xb6\x02\n\x12RecordUsageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\x12\n\narticle_id\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x11\n\toperation\x18\x07 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x08 \x01(\x03\x12\x15\n\routput_tokens\x18\t \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\n \x01(\x03\x12\x1a\n\x12\x61rticles_generated\x18\x0b \x01(\x03\x12\x11\n\tapi_calls\x18\x0c \x01(\x03\x12.\n\nevent_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"i\n\x13RecordUsageResponse\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.UsageEvent\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.blogstore.v1.MonthlyUsage\"K\n\x11\x43heckQuotaRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ost_micros\x18\x02 \x01(\x03\x12\x10\n\x08\x61rticles\x18\x03 \x01(\x03\"P\n\x12\x43heckQuotaResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.blogstore.v1.MonthlyUsage\"8\n\x16GetMonthlyUsageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05month\x18\x02 \x01(\t\"D\n\x17GetMonthlyUsageResponse\x12)\n\x05usage\x18\x01 \x01(\x0b\x32\x1a.blogstore.v1.MonthlyUsage\"Q\n\x17ListMonthlyUsageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x18ListMonthlyUsageResponse\x12)\n\x05usage\x18\x01 \x03(\x0b\x32\x1a.blogstore.v1.MonthlyUsage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd4\x01\n\x16ListUsageEventsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\"\\\n\x17ListUsageEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.blogstore.v1.UsageEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb8\x01\n\x14GetCostReportRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x31\n\x08group_by\x18\x04 \x01(\x0e\x32\x1f.blogstore.v1.CostReportGroupBy\"s\n\rCostReportRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0b\x63ost_micros\x18\x02 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\x05 \x01(\x03\"]\n\x15GetCostReportResponse\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.blogstore.v1.CostReportRow\x12\x19\n\x11total_cost_micros\x18\x02 \x01(\x03\"(\n\x15GetUsageLimitsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"C\n\x16GetUsageLimitsResponse\x12)\n\x06limits\x18\x01 \x01(\x0b\x32\x19.blogstore.v1.UsageLimits\"B\n\x15SetUsageLimitsRequest\x12)\n\x06limits\x18\x01 \x01(\x0b\x32\x19.blogstore.v1.UsageLimits\"C\n\x16SetUsageLimitsResponse\x12)\n\x06limits\x18\x01 \x01(\x0b\x32\x19.blogstore.v1.UsageLimits*\xb8\x01\n\x11\x43ostReportGroupBy\x12$\n COST_REPORT_GROUP_BY_UNSPECIFIED\x10\x00\x12 \n\x1c\x43OST_REPORT_GROUP_BY_SERVICE\x10\x01\x12\x1e\n\x1a\x43OST_REPORT_GROUP_BY_MODEL\x10\x02\x12\x1c\n\x18\x43OST_REPORT_GROUP_BY_DAY\x10\x03\x12\x1d\n\x19\x43OST_REPORT_GROUP_BY_USER\x10\x04\x32\xea\x05\n\x0cUsageService\x12R\n\x0bRecordUsage\x12 .blogstore.v1.RecordUsageRequest\x1a!.blogstore.v1.RecordUsageResponse\x12O\n\nCheckQuota\x12\x1f.blogstore.v1.CheckQuotaRequest\x1a .blogstore.v1.CheckQuotaResponse\x12^\n\x0fGetMonthlyUsage\x12$.blogstore.v1.GetMonthlyUsageRequest\x1a%.blogstore.v1.GetMonthlyUsageResponse\x12\x61\n\x10ListMonthlyUsage\x12%.blogstore.v1.ListMonthlyUsageRequest\x1a&.blogstore.v1.ListMonthlyUsageResponse\x12^\n\x0fListUsageEvents\x12$.blogstore.v1.ListUsageEventsRequest\x1a%.blogstore.v1.ListUsageEventsResponse\x12X\n\rGetCostReport\x12\".blogstore.v1.GetCostReportRequest\x1a#.blogstore.v1.GetCostReportResponse\x12[\n\x0eGetUsageLimits\x12#.blogstore.v1.GetUsageLimitsRequest\x1a$.blogstore.v1.GetUsageLimitsResponse\x12[\n\x0eSetUsageLimits\x12#.blogstore.v1.SetUsageLimitsRequest\x1a$.blogstore.v1.SetUsageLimitsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x62logstore/v1/usage.proto\x12\x0c\x62logstore.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x04\n\nUsageEvent\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\x12\n\narticle_id\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x11\n\toperation\x18\x07 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x08 \x01(\x03\x12\x15\n\routput_tokens\x18\t \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\n \x01(\x03\x12\x1a\n\x12\x61rticles_generated\x18\x0b \x01(\x03\x12\x11\n\tapi_calls\x18\x0c \x01(\x03\x12\x12\n\nrequest_id\x18\r \x01(\t\x12.\n\nevent_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x0b\x64uration_ms\x18\x10 \x01(\x03H\x00\x88\x01\x01\x12)\n\x06status\x18\x11 \x01(\x0e\x32\x19.blogstore.v1.UsageStatus\x12\x15\n\rerror_message\x18\x12 \x01(\t\x12\x13\n\x0bprompt_name\x18\x13 \x01(\t\x12\x16\n\x0eprompt_version\x18\x14 \x01(\t\x12+\n\nparameters\x18\x15 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\ninput_text\x18\x16 \x01(\t\x12\x13\n\x0boutput_text\x18\x17 \x01(\tB\x0e\n\x0c_duration_ms\"\xa1\x02\n\x0cMonthlyUsage\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05month\x18\x02 \x01(\t\x12\x1a\n\x12\x61rticles_generated\x18\x03 \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x04 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x05 \x01(\x03\x12\x15\n\routput_tokens\x18\x06 \x01(\x03\x12\x11\n\tapi_calls\x18\x07 \x01(\x03\x12\x19\n\x11\x63ost_limit_micros\x18\x08 \x01(\x03\x12\x15\n\rarticle_limit\x18\t \x01(\x03\x12\x1d\n\x15remaining_cost_micros\x18\n \x01(\x03\x12\x1a\n\x12remaining_articles\x18\x0b \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\x0c \x01(\x03\"\x96\x01\n\x0bUsageLimits\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x19\n\x11\x63ost_limit_micros\x18\x02 \x01(\x03\x12\x15\n\rarticle_limit\x18\x03 \x01(\x03\x12#\n\x1b\x65\x66\x66\x65\x63tive_cost_limit_micros\x18\x04 \x01(\x03\x12\x1f\n\x17\x65\x66\x66\x65\x63tive_article_limit\x18\x05 \x01(\x03\"\xa5\x04\n\x12RecordUsageRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\x12\n\narticle_id\x18\x04 \x01(\t\x12\x0f\n\x07service\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x11\n\toperation\x18\x07 \x01(\t\x12\x14\n\x0cinput_tokens\x18\x08 \x01(\x03\x12\x15\n\routput_tokens\x18\t \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\n \x01(\x03\x12\x1a\n\x12\x61rticles_generated\x18\x0b \x01(\x03\x12\x11\n\tapi_calls\x18\x0c \x01(\x03\x12.\n\nevent_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x18\n\x0b\x64uration_ms\x18\x0e \x01(\x03H\x00\x88\x01\x01\x12)\n\x06status\x18\x0f \x01(\x0e\x32\x19.blogstore.v1.UsageStatus\x12\x15\n\rerror_message\x18\x10 \x01(\t\x12\x13\n\x0bprompt_name\x18\x11 \x01(\t\x12\x16\n\x0eprompt_version\x18\x12 \x01(\t\x12+\n\nparameters\x18\x13 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x12\n\ninput_text\x18\x14 \x01(\t\x12\x13\n\x0boutput_text\x18\x15 \x01(\tB\x0e\n\x0c_duration_ms\"i\n\x13RecordUsageResponse\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.UsageEvent\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.blogstore.v1.MonthlyUsage\"K\n\x11\x43heckQuotaRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ost_micros\x18\x02 \x01(\x03\x12\x10\n\x08\x61rticles\x18\x03 \x01(\x03\"P\n\x12\x43heckQuotaResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12)\n\x05usage\x18\x02 \x01(\x0b\x32\x1a.blogstore.v1.MonthlyUsage\"8\n\x16GetMonthlyUsageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05month\x18\x02 \x01(\t\"D\n\x17GetMonthlyUsageResponse\x12)\n\x05usage\x18\x01 \x01(\x0b\x32\x1a.blogstore.v1.MonthlyUsage\"Q\n\x17ListMonthlyUsageRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"^\n\x18ListMonthlyUsageResponse\x12)\n\x05usage\x18\x01 \x03(\x0b\x32\x1a.blogstore.v1.MonthlyUsage\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xe2\x02\n\x16ListUsageEventsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x02 \x01(\t\x12\x0f\n\x07service\x18\x03 \x01(\t\x12.\n\nstart_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\x12)\n\x06status\x18\t \x01(\x0e\x32\x19.blogstore.v1.UsageStatus\x12\x11\n\toperation\x18\n \x01(\t\x12\x13\n\x0bprompt_name\x18\x0b \x01(\t\x12*\n\x04view\x18\x0c \x01(\x0e\x32\x1c.blogstore.v1.UsageEventView\"\\\n\x17ListUsageEventsResponse\x12(\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x18.blogstore.v1.UsageEvent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xb8\x01\n\x14GetCostReportRequest\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x31\n\x08group_by\x18\x04 \x01(\x0e\x32\x1f.blogstore.v1.CostReportGroupBy\"\xd7\x01\n\rCostReportRow\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x13\n\x0b\x63ost_micros\x18\x02 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x13\n\x0b\x65vent_count\x18\x05 \x01(\x03\x12\x1c\n\x0fp50_duration_ms\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0fp95_duration_ms\x18\x07 \x01(\x03H\x01\x88\x01\x01\x42\x12\n\x10_p50_duration_msB\x12\n\x10_p95_duration_ms\"]\n\x15GetCostReportResponse\x12)\n\x04rows\x18\x01 \x03(\x0b\x32\x1b.blogstore.v1.CostReportRow\x12\x19\n\x11total_cost_micros\x18\x02 \x01(\x03\"(\n\x15GetUsageLimitsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"C\n\x16GetUsageLimitsResponse\x12)\n\x06limits\x18\x01 \x01(\x0b\x32\x19.blogstore.v1.UsageLimits\"B\n\x15SetUsageLimitsRequest\x12)\n\x06limits\x18\x01 \x01(\x0b\x32\x19.blogstore.v1.UsageLimits\"C\n\x16SetUsageLimitsResponse\x12)\n\x06limits\x18\x01 \x01(\x0b\x32\x19.blogstore.v1.UsageLimits*\xfd\x01\n\x11\x43ostReportGroupBy\x12$\n COST_REPORT_GROUP_BY_UNSPECIFIED\x10\x00\x12 \n\x1c\x43OST_REPORT_GROUP_BY_SERVICE\x10\x01\x12\x1e\n\x1a\x43OST_REPORT_GROUP_BY_MODEL\x10\x02\x12\x1c\n\x18\x43OST_REPORT_GROUP_BY_DAY\x10\x03\x12\x1d\n\x19\x43OST_REPORT_GROUP_BY_USER\x10\x04\x12\"\n\x1e\x43OST_REPORT_GROUP_BY_OPERATION\x10\x05\x12\x1f\n\x1b\x43OST_REPORT_GROUP_BY_STATUS\x10\x06*\x91\x01\n\x0bUsageStatus\x12\x1c\n\x18USAGE_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0fUSAGE_STATUS_OK\x10\x01\x12\x16\n\x12USAGE_STATUS_ERROR\x10\x02\x12\x18\n\x14USAGE_STATUS_TIMEOUT\x10\x03\x12\x1d\n\x19USAGE_STATUS_RATE_LIMITED\x10\x04*i\n\x0eUsageEventView\x12 \n\x1cUSAGE_EVENT_VIEW_UNSPECIFIED\x10\x00\x12\x1a\n\x16USAGE_EVENT_VIEW_BASIC\x10\x01\x12\x19\n\x15USAGE_EVENT_VIEW_FULL\x10\x02\x32\xea\x05\n\x0cUsageService\x12R\n\x0bRecordUsage\x12 .blogstore.v1.RecordUsageRequest\x1a!.blogstore.v1.RecordUsageResponse\x12O\n\nCheckQuota\x12\x1f.blogstore.v1.CheckQuotaRequest\x1a .blogstore.v1.CheckQuotaResponse\x12^\n\x0fGetMonthlyUsage\x12$.blogstore.v1.GetMonthlyUsageRequest\x1a%.blogstore.v1.GetMonthlyUsageResponse\x12\x61\n\x10ListMonthlyUsage\x12%.blogstore.v1.ListMonthlyUsageRequest\x1a&.blogstore.v1.ListMonthlyUsageResponse\x12^\n\x0fListUsageEvents\x12$.blogstore.v1.ListUsageEventsRequest\x1a%.blogstore.v1.ListUsageEventsResponse\x12X\n\rGetCostReport\x12\".blogstore.v1.GetCostReportRequest\x1a#.blogstore.v1.GetCostReportResponse\x12[\n\x0eGetUsageLimits\x12#.blogstore.v1.GetUsageLimitsRequest\x1a$.blogstore.v1.GetUsageLimitsResponse\x12[\n\x0eSetUsageLimits\x12#.blogstore.v1.SetUsageLimitsRequest\x1a$.blogstore.v1.SetUsageLimitsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blogstore.v1.usage_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COSTREPORTGROUPBY']._serialized_start=2729
-  _globals['_COSTREPORTGROUPBY']._serialized_end=2913
-  _globals['_USAGEEVENT']._serialized_start=76
-  _globals['_USAGEEVENT']._serialized_end=439
-  _globals['_MONTHLYUSAGE']._serialized_start=442
-  _globals['_MONTHLYUSAGE']._serialized_end=731
-  _globals['_USAGELIMITS']._serialized_start=734
-  _globals['_USAGELIMITS']._serialized_end=884
-  _globals['_RECORDUSAGEREQUEST']._serialized_start=887
-  _globals['_RECORDUSAGEREQUEST']._serialized_end=1197
-  _globals['_RECORDUSAGERESPONSE']._serialized_start=1199
-  _globals['_RECORDUSAGERESPONSE']._serialized_end=1304
-  _globals['_CHECKQUOTAREQUEST']._serialized_start=1306
-  _globals['_CHECKQUOTAREQUEST']._serialized_end=1381
-  _globals['_CHECKQUOTARESPONSE']._serialized_start=1383
-  _globals['_CHECKQUOTARESPONSE']._serialized_end=1463
-  _globals['_GETMONTHLYUSAGEREQUEST']._serialized_start=1465
-  _globals['_GETMONTHLYUSAGEREQUEST']._serialized_end=1521
-  _globals['_GETMONTHLYUSAGERESPONSE']._serialized_start=1523
-  _globals['_GETMONTHLYUSAGERESPONSE']._serialized_end=1591
-  _globals['_LISTMONTHLYUSAGEREQUEST']._serialized_start=1593
-  _globals['_LISTMONTHLYUSAGEREQUEST']._serialized_end=1674
-  _globals['_LISTMONTHLYUSAGERESPONSE']._serialized_start=1676
-  _globals['_LISTMONTHLYUSAGERESPONSE']._serialized_end=1770
-  _globals['_LISTUSAGEEVENTSREQUEST']._serialized_start=1773
-  _globals['_LISTUSAGEEVENTSREQUEST']._serialized_end=1985
-  _globals['_LISTUSAGEEVENTSRESPONSE']._serialized_start=1987
-  _globals['_LISTUSAGEEVENTSRESPONSE']._serialized_end=2079
-  _globals['_GETCOSTREPORTREQUEST']._serialized_start=2082
-  _globals['_GETCOSTREPORTREQUEST']._serialized_end=2266
-  _globals['_COSTREPORTROW']._serialized_start=2268
-  _globals['_COSTREPORTROW']._serialized_end=2383
-  _globals['_GETCOSTREPORTRESPONSE']._serialized_start=2385
-  _globals['_GETCOSTREPORTRESPONSE']._serialized_end=2478
-  _globals['_GETUSAGELIMITSREQUEST']._serialized_start=2480
-  _globals['_GETUSAGELIMITSREQUEST']._serialized_end=2520
-  _globals['_GETUSAGELIMITSRESPONSE']._serialized_start=2522
-  _globals['_GETUSAGELIMITSRESPONSE']._serialized_end=2589
-  _globals['_SETUSAGELIMITSREQUEST']._serialized_start=2591
-  _globals['_SETUSAGELIMITSREQUEST']._serialized_end=2657
-  _globals['_SETUSAGELIMITSRESPONSE']._serialized_start=2659
-  _globals['_SETUSAGELIMITSRESPONSE']._serialized_end=2726
-  _globals['_USAGESERVICE']._serialized_start=2916
-  _globals['_USAGESERVICE']._serialized_end=3662
+  _globals['_COSTREPORTGROUPBY']._serialized_start=3480
+  _globals['_COSTREPORTGROUPBY']._serialized_end=3733
+  _globals['_USAGESTATUS']._serialized_start=3736
+  _globals['_USAGESTATUS']._serialized_end=3881
+  _globals['_USAGEEVENTVIEW']._serialized_start=3883
+  _globals['_USAGEEVENTVIEW']._serialized_end=3988
+  _globals['_USAGEEVENT']._serialized_start=106
+  _globals['_USAGEEVENT']._serialized_end=708
+  _globals['_MONTHLYUSAGE']._serialized_start=711
+  _globals['_MONTHLYUSAGE']._serialized_end=1000
+  _globals['_USAGELIMITS']._serialized_start=1003
+  _globals['_USAGELIMITS']._serialized_end=1153
+  _globals['_RECORDUSAGEREQUEST']._serialized_start=1156
+  _globals['_RECORDUSAGEREQUEST']._serialized_end=1705
+  _globals['_RECORDUSAGERESPONSE']._serialized_start=1707
+  _globals['_RECORDUSAGERESPONSE']._serialized_end=1812
+  _globals['_CHECKQUOTAREQUEST']._serialized_start=1814
+  _globals['_CHECKQUOTAREQUEST']._serialized_end=1889
+  _globals['_CHECKQUOTARESPONSE']._serialized_start=1891
+  _globals['_CHECKQUOTARESPONSE']._serialized_end=1971
+  _globals['_GETMONTHLYUSAGEREQUEST']._serialized_start=1973
+  _globals['_GETMONTHLYUSAGEREQUEST']._serialized_end=2029
+  _globals['_GETMONTHLYUSAGERESPONSE']._serialized_start=2031
+  _globals['_GETMONTHLYUSAGERESPONSE']._serialized_end=2099
+  _globals['_LISTMONTHLYUSAGEREQUEST']._serialized_start=2101
+  _globals['_LISTMONTHLYUSAGEREQUEST']._serialized_end=2182
+  _globals['_LISTMONTHLYUSAGERESPONSE']._serialized_start=2184
+  _globals['_LISTMONTHLYUSAGERESPONSE']._serialized_end=2278
+  _globals['_LISTUSAGEEVENTSREQUEST']._serialized_start=2281
+  _globals['_LISTUSAGEEVENTSREQUEST']._serialized_end=2635
+  _globals['_LISTUSAGEEVENTSRESPONSE']._serialized_start=2637
+  _globals['_LISTUSAGEEVENTSRESPONSE']._serialized_end=2729
+  _globals['_GETCOSTREPORTREQUEST']._serialized_start=2732
+  _globals['_GETCOSTREPORTREQUEST']._serialized_end=2916
+  _globals['_COSTREPORTROW']._serialized_start=2919
+  _globals['_COSTREPORTROW']._serialized_end=3134
+  _globals['_GETCOSTREPORTRESPONSE']._serialized_start=3136
+  _globals['_GETCOSTREPORTRESPONSE']._serialized_end=3229
+  _globals['_GETUSAGELIMITSREQUEST']._serialized_start=3231
+  _globals['_GETUSAGELIMITSREQUEST']._serialized_end=3271
+  _globals['_GETUSAGELIMITSRESPONSE']._serialized_start=3273
+  _globals['_GETUSAGELIMITSRESPONSE']._serialized_end=3340
+  _globals['_SETUSAGELIMITSREQUEST']._serialized_start=3342
+  _globals['_SETUSAGELIMITSREQUEST']._serialized_end=3408
+  _globals['_SETUSAGELIMITSRESPONSE']._serialized_start=3410
+  _globals['_SETUSAGELIMITSRESPONSE']._serialized_end=3477
+  _globals['_USAGESERVICE']._serialized_start=3991
+  _globals['_USAGESERVICE']._serialized_end=4737
 # @@protoc_insertion_point(module_scope)
