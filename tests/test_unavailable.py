@@ -83,6 +83,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "ArticlesService.UndeleteArticle": {"id": ID},
     "ArticlesService.SearchArticles": {"query": "word"},
     "ArticlesService.ListArticleRevisions": {"articleId": ID},
+    "ArticlesService.ListTags": {"userId": USER},
     "ArticlesService.RestoreArticleRevision": {"articleId": ID, "revisionId": ID},
     "ArticlesService.BatchCreateArticles": {
         "articles": [{"userId": USER, "title": "T", "slug": "t", "contentMarkdown": "x"}]

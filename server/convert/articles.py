@@ -117,3 +117,7 @@ def filters_from(request: Any, actor: Actor) -> ArticleFilters:
         end_publish_time=datetime_or_none(request, "end_publish_time"),
         show_deleted=getattr(request, "show_deleted", False),
     )
+
+
+def tag_to_proto(row: Any) -> articles_pb2.Tag:
+    return articles_pb2.Tag(name=row.tag, article_count=row.article_count)

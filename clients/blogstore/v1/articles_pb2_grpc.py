@@ -90,6 +90,11 @@ class ArticlesServiceStub:
                 request_serializer=blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesRequest.SerializeToString,
                 response_deserializer=blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesResponse.FromString,
                 _registered_method=True)
+        self.ListTags = channel.unary_unary(
+                '/blogstore.v1.ArticlesService/ListTags',
+                request_serializer=blogstore_dot_v1_dot_articles__pb2.ListTagsRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_articles__pb2.ListTagsResponse.FromString,
+                _registered_method=True)
 
 
 class ArticlesServiceServicer:
@@ -173,6 +178,13 @@ class ArticlesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTags(self, request, context):
+        """A user's tags with the number of live articles carrying each, case-insensitively.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArticlesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -230,6 +242,11 @@ def add_ArticlesServiceServicer_to_server(servicer, server):
                     servicer.BatchCreateArticles,
                     request_deserializer=blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesRequest.FromString,
                     response_serializer=blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesResponse.SerializeToString,
+            ),
+            'ListTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTags,
+                    request_deserializer=blogstore_dot_v1_dot_articles__pb2.ListTagsRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_articles__pb2.ListTagsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -530,6 +547,33 @@ class ArticlesService:
             '/blogstore.v1.ArticlesService/BatchCreateArticles',
             blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesRequest.SerializeToString,
             blogstore_dot_v1_dot_articles__pb2.BatchCreateArticlesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.ArticlesService/ListTags',
+            blogstore_dot_v1_dot_articles__pb2.ListTagsRequest.SerializeToString,
+            blogstore_dot_v1_dot_articles__pb2.ListTagsResponse.FromString,
             options,
             channel_credentials,
             insecure,
