@@ -71,7 +71,7 @@ def load(url: str, articles: int) -> None:
 
 def _tags(corpus: Corpus, rng: random.Random) -> list[str]:
     """2-5 tags drawn like corpus.article's, without building a whole article."""
-    return sorted(set(rng.choices(corpus._tag_table, k=rng.randint(2, 5))))  # noqa: SLF001
+    return sorted(set(rng.choices(corpus._tag_table, k=rng.randint(2, 5))))
 
 
 def _migrate(url: str, *args: str) -> None:
