@@ -91,10 +91,10 @@ SELECT anon_1.id, anon_1.rank, anon_1.create_time, querytree({Q}) AS tree FROM (
   FROM candidates) AS anon_1
 ORDER BY anon_1.rank DESC, anon_1.create_time DESC, anon_1.id DESC LIMIT %(limit)s
 """
-# The snippet: the text of 2,000 characters of content_html from 300 before the term.
+# The snippet: the text of 1,600 characters of content_html from 300 before the term.
 WINDOW = (
-    "CASE WHEN at.start > 1 THEN regexp_replace(substr(articles.content_html, at.start, 2000), "
-    "'^[^<>]*>', '') ELSE substr(articles.content_html, at.start, 2000) END"
+    "CASE WHEN at.start > 1 THEN regexp_replace(substr(articles.content_html, at.start, 1600), "
+    "'^[^<>]*>', '') ELSE substr(articles.content_html, at.start, 1600) END"
 )
 PLAIN = (
     f"btrim(regexp_replace(replace(regexp_replace({WINDOW}, '<[^>]*(>|$)', ' ', 'g'), "
@@ -105,7 +105,7 @@ SELECT {BASIC}, btrim(ts_headline(CAST('english' AS REGCONFIG),
   concat_ws(' ', nullif(replace(replace(replace(articles.excerpt,
     '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), ''), {PLAIN}),
   {Q}, 'MaxFragments=2, MinWords=8, MaxWords=24, StartSel=<b>, StopSel=</b>')) AS snippet
-FROM articles JOIN LATERAL (SELECT greatest(1, strpos(lower(left(articles.content_html, 200000)),
+FROM articles JOIN LATERAL (SELECT greatest(1, strpos(lower(left(articles.content_html, 120000)),
   %(term)s) - 300) AS start OFFSET 0) AS at ON true
 WHERE articles.id = ANY(%(ids)s::uuid[])
 """

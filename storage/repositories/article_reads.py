@@ -51,11 +51,11 @@ MAY_BE_BOUNDED = re.compile(r'"|(?:^|\s)-')
 # characters of text once its tags are stripped), starting HEADLINE_LEAD characters before
 # the first occurrence of the query's first term (else at the start). The term is looked
 # for in the first HEADLINE_SCAN_CHARS only: search indexes the first 100,000 characters of
-# markdown, and a 2 MiB article then costs a 200 KB prefix (PostgreSQL decompresses only
-# that much of the TOASTed value), not the whole.
-HEADLINE_CHARS = 2000
+# markdown (~105,000 of HTML), and a 2 MiB article then costs a 120,000-character prefix
+# (PostgreSQL decompresses only that much of the TOASTed value), not the whole.
+HEADLINE_CHARS = 1600
 HEADLINE_LEAD = 300
-HEADLINE_SCAN_CHARS = 200_000
+HEADLINE_SCAN_CHARS = 120_000
 _QUERY_TERM = re.compile(r"(!?)'((?:[^']|'')+)'")
 # A literal in the SQL text, not a parameter: PostgreSQL resolves it when it parses, so the
 # functions of :query below are constants it folds when planning (a text parameter cast to
