@@ -22,7 +22,7 @@ import psycopg2
 from bench.bulk import copy_rows
 from bench.corpus import Corpus
 from bench.dataset import create_database, insert_users
-from bench.dblimit import BASIC, Q, SEARCH_PAGE
+from bench.dblimit import BASIC, SEARCH_PAGE, Q
 from storage.content import derive
 
 # The page statement before this change (main at 20135b5), for the comparison.
