@@ -24,6 +24,7 @@ from bench.corpus import Corpus
 from bench.dataset import create_database, insert_users
 from bench.dblimit import BASIC, SEARCH_PAGE, Q
 from storage.content import derive
+from storage.lifecycle.pgtools import one_row
 
 # The page statement before this change (main at 20135b5), for the comparison.
 OLD_PAGE = f"""
@@ -106,7 +107,7 @@ def measure(url: str, repeats: int) -> None:
                     f"median {statistics.median(times):6.1f} ms, p95 {p95:6.1f} ms"
                 )
             cur.execute(SEARCH_PAGE, args)
-            print("   e.g.", cur.fetchone()[-1][:160])
+            print("   e.g.", one_row(cur)[-1][:160])
 
 
 def main() -> None:

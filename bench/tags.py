@@ -26,6 +26,7 @@ import psycopg2
 from bench.bulk import copy_rows
 from bench.corpus import Corpus
 from bench.dataset import create_database, insert_users, plan_articles
+from storage.lifecycle.pgtools import one_row
 
 CHUNK = 20_000
 
@@ -103,7 +104,7 @@ RECOUNT = (
 def measure(url: str) -> None:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM articles")
-        print("articles:", cur.fetchone()[0])
+        print("articles:", one_row(cur)[0])
         cur.execute("SELECT count(*), count(DISTINCT user_id) FROM article_tag_counts")
         print("tag count rows, users:", cur.fetchone())
         cur.execute(
