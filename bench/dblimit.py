@@ -98,7 +98,7 @@ WINDOW = (
 )
 PLAIN = (
     f"btrim(regexp_replace(replace(regexp_replace({WINDOW}, '<[^>]*(>|$)', ' ', 'g'), "
-    "'>', '&gt;'), '\\s+', ' ', 'g'))"
+    "'>', '&gt;'), '\\s\\s+|[\\n\\r\\t]', ' ', 'g'))"
 )
 SEARCH_PAGE = f"""
 SELECT {BASIC}, btrim(ts_headline(CAST('english' AS REGCONFIG),

@@ -66,8 +66,11 @@ def load(url: str, articles: int) -> None:
     began = time.monotonic()
     _migrate(url, "migrate")
     print(f"migration 0017 (backfill of {articles} articles): {time.monotonic() - began:.1f} s")
-    with psycopg2.connect(url) as c, c.cursor() as cur:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
         cur.execute("VACUUM ANALYZE article_tag_counts")
+    conn.close()
 
 
 def _tags(corpus: Corpus, rng: random.Random) -> list[str]:
