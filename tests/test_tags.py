@@ -13,10 +13,12 @@ from blogstore import client
 from blogstore.v1 import articles_pb2 as pb
 from blogstore.v1 import articles_pb2_grpc, users_pb2
 from google.protobuf.field_mask_pb2 import FieldMask
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlalchemy.orm import Session
 
+from storage import migrate
 from storage.actors import Actor, ActorKind
+from storage.engine import normalize_url
 from storage.repositories.tags import TagRepository
 from tests import support
 from tests.support import SERVICE_KEY, details_of, status_of
@@ -263,3 +265,55 @@ def test_list_tags_reads_the_counts_index_not_articles(owner_engine, order_by):
             plan = "\n".join(r[0] for r in connection.execute(text(f"EXPLAIN {compiled}")))
     assert "article_tag_counts" in plan and " articles" not in plan
     assert "Index" in plan
+
+
+def test_migration_0017_backfills_live_articles_and_reverses(pg_admin_url):
+    url = support.create_database(pg_admin_url)
+    engine = create_engine(normalize_url(url))
+    try:
+        migrate.upgrade(url, "0012")
+        with engine.begin() as connection:
+            user_id = connection.scalar(
+                text(
+                    "INSERT INTO users (email, username, password_hash) "
+                    "VALUES ('t@example.com', 'tagger', 'x') RETURNING id"
+                )
+            )
+            for i, (tags, deleted) in enumerate(
+                [(["SEO", "go"], False), (["seo", "seo"], False), (["Go"], True), ([], False)]
+            ):
+                connection.execute(
+                    text(
+                        "INSERT INTO articles (user_id, title, slug, content_markdown, "
+                        "content_html, word_count, reading_time_minutes, internal_links, "
+                        "external_links, content_hash, tags, delete_time) VALUES (:u, 't', "
+                        ":s, 'x', 'x', 1, 1, 0, 0, 'x', :tags, "
+                        "CASE WHEN :deleted THEN now() END)"
+                    ),
+                    {"u": user_id, "s": f"a-{i}", "tags": tags, "deleted": deleted},
+                )
+        migrate.upgrade(url)
+        with engine.connect() as connection:
+            rows = connection.execute(
+                text("SELECT tag_key, tag, article_count FROM article_tag_counts ORDER BY 1")
+            ).all()
+        assert [tuple(r) for r in rows] == [("go", "go", 1), ("seo", "SEO", 2)]
+        migrate.downgrade(url, "0012")
+        with engine.connect() as connection:
+            assert connection.scalar(text("SELECT to_regclass('article_tag_counts')")) is None
+            connection.execute(text("UPDATE articles SET tags = '{x}'"))  # no trigger left
+        migrate.upgrade(url)
+    finally:
+        engine.dispose()
+        support.drop_database(pg_admin_url, url)
+
+
+def test_a_hard_delete_of_a_live_article_is_counted(new_account, connect, owner_engine):
+    account = new_account()
+    stub = articles(connect, account.token)
+    gone = create(stub, "A", ["kept", "dropped"])
+    create(stub, "B", ["kept"])
+    with owner_engine.begin() as connection:
+        connection.execute(text("DELETE FROM articles WHERE id = :id"), {"id": gone.id})
+    assert counts(stub) == {"kept": 1}
+    assert stored(owner_engine, account.id) == recount(owner_engine, account.id)
