@@ -21,6 +21,7 @@ from server.convert.articles import (
     is_full,
     proto_fields,
     tag_to_proto,
+    tags_request,
 )
 from server.fairness import FairShare
 from server.paging import PageTokens, filter_key
@@ -39,7 +40,6 @@ from storage.errors import InvalidArgument, NotFound, Unavailable
 from storage.queries import get_article, list_articles, search_articles
 from storage.repositories.article_reads import ORDER_BY
 from storage.repositories.articles import CONTENT_FIELDS, NewArticle, from_snapshot, with_derived
-from storage.repositories.tags import TAG_ORDER_BY
 
 MAX_BATCH = 1000
 MAX_QUERY_CHARS = 1000
@@ -349,13 +349,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         self, request: articles_pb2.ListTagsRequest, context: grpc.ServicerContext
     ) -> articles_pb2.ListTagsResponse:
         caller = current_caller()
-        user_id = owner_id("user_id", request.user_id, caller.actor)
-        order_by = " ".join(request.order_by.split()).lower() or TAG_ORDER_BY[0]
-        if order_by not in TAG_ORDER_BY:
-            raise InvalidArgument({"order_by": f"must be one of: {', '.join(TAG_ORDER_BY)}"})
-        prefix = request.prefix.strip()
-        if len(prefix) > rules.MAX_LIST_ITEM_CHARS or "\x00" in prefix:
-            raise InvalidArgument({"prefix": "must be a tag's beginning (at most 100 characters)"})
+        user_id, order_by, prefix = tags_request(request, caller.actor)
         limit = page_size(request.page_size)
         key = {"user_id": str(user_id), "order_by": order_by, "prefix": prefix.lower()}
         after = self.page_tokens.decode(request.page_token, key)
