@@ -59,6 +59,9 @@ QT = f"CAST({Q} AS TEXT)"
 WORDS = f"regexp_replace({QT}, $re${PHRASE_OPERATOR}$re$, '&', 'g')"
 BOUNDED = f"(strpos({QT}, '<') > 0 OR CAST(querytree({Q}) AS TEXT) = 'T')"
 NEGATED = f"(strpos({QT}, '!(') > 0)"
+# Ranking takes the query without its negations (querytree), unless nothing is left.
+TREE = f"CAST(querytree({Q}) AS TEXT)"
+RANKED = f"CASE WHEN ({TREE} = 'T' OR {TREE} = '') THEN {Q} ELSE CAST({TREE} AS TSQUERY) END"
 # Where a phrase's search starts (the bench searches as the service: everyone's articles).
 PHRASE_SINCE = (
     "SELECT articles.create_time FROM articles WHERE articles.delete_time IS NULL "
@@ -83,18 +86,28 @@ WITH candidates AS (
   ORDER BY matching.create_time DESC, matching.id DESC LIMIT {SEARCH_CANDIDATES})
 SELECT anon_1.id, anon_1.rank, anon_1.create_time, querytree({Q}) AS tree FROM (
   SELECT candidates.id AS id, candidates.create_time AS create_time,
-         CASE WHEN (ts_filter(candidates.rank_vector, '{{a}}') @@ {Q}) THEN 1.0 ELSE 0.0 END
-         + CAST(ts_rank(candidates.rank_vector, {Q}, 32) AS FLOAT) AS rank
+         CASE WHEN (ts_filter(candidates.rank_vector, '{{a}}') @@ {RANKED}) THEN 1.0 ELSE 0.0 END
+         + CAST(ts_rank(candidates.rank_vector, {RANKED}, 32) AS FLOAT) AS rank
   FROM candidates) AS anon_1
 ORDER BY anon_1.rank DESC, anon_1.create_time DESC, anon_1.id DESC LIMIT %(limit)s
 """
+# The snippet: the text of 1,600 characters of content_html from 300 before the term.
+WINDOW = (
+    "CASE WHEN at.start > 1 THEN regexp_replace(substr(articles.content_html, at.start, 1600), "
+    "'^[^<>]*>', '') ELSE substr(articles.content_html, at.start, 1600) END"
+)
+PLAIN = (
+    f"btrim(regexp_replace(replace(regexp_replace({WINDOW}, '<[^>]*(>|$)', ' ', 'g'), "
+    "'>', '&gt;'), '\\s\\s+|[\\n\\r\\t]', ' ', 'g'))"
+)
 SEARCH_PAGE = f"""
-SELECT {BASIC}, ts_headline(CAST('english' AS REGCONFIG),
-  replace(replace(replace(articles.excerpt || ' ' || substr(articles.content_markdown,
-    greatest(1, strpos(lower(articles.content_markdown), %(term)s) - 300), 1500),
-    '&', '&amp;'), '<', '&lt;'), '>', '&gt;'),
-  {Q}, 'MaxFragments=2, MinWords=8, MaxWords=24, StartSel=<b>, StopSel=</b>') AS snippet
-FROM articles WHERE articles.id = ANY(%(ids)s::uuid[])
+SELECT {BASIC}, btrim(ts_headline(CAST('english' AS REGCONFIG),
+  concat_ws(' ', nullif(replace(replace(replace(articles.excerpt,
+    '&', '&amp;'), '<', '&lt;'), '>', '&gt;'), ''), {PLAIN}),
+  {Q}, 'MaxFragments=2, MinWords=8, MaxWords=24, StartSel=<b>, StopSel=</b>')) AS snippet
+FROM articles JOIN LATERAL (SELECT greatest(1, strpos(lower(left(articles.content_html, 120000)),
+  %(term)s) - 300) AS start OFFSET 0) AS at ON true
+WHERE articles.id = ANY(%(ids)s::uuid[])
 """
 
 

@@ -43,6 +43,7 @@ from storage.repositories.audit import AuditRepository
 from storage.repositories.competitors import CompetitorRepository
 from storage.repositories.credentials import CredentialRepository
 from storage.repositories.pipelines import PipelineRepository
+from storage.repositories.tags import TagRepository
 from storage.repositories.usage import UsageRepository
 from storage.repositories.user_settings import UserSecretRepository, UserSettingsRepository
 from storage.repositories.users import UserRepository
@@ -123,6 +124,10 @@ class Tx:
     @cached_property
     def articles(self) -> ArticleRepository:
         return ArticleRepository(self.session, self.actor, self.caller)
+
+    @cached_property
+    def tags(self) -> TagRepository:
+        return TagRepository(self.session, self.actor)
 
     @cached_property
     def credentials(self) -> CredentialRepository:

@@ -35,7 +35,7 @@ def library(new_account, connect):
         "dogs": ("More pets", "Dogs bark at night."),
         "apples": ("Fruit", "Apples and bananas in a bowl."),
         "apples_only": ("Orchard", "Apples on the tree."),
-        "markup": ("Escaping", "Use <script>alert('x')</script> carefully with compost."),
+        "markup": ("Escaping", "Use `<script>alert('x')</script>` carefully with compost."),
     }
     ids = {}
     for key, (title, body) in texts.items():
@@ -140,7 +140,7 @@ def test_snippet_highlights_and_escapes_markup(library):
     stub, ids = library
     (hit,) = [r for r in search(stub, "compost") if r.article.id == ids["markup"]]
     assert "<b>compost</b>" in hit.snippet
-    assert "script&gt;" in hit.snippet  # the markup is there, escaped
+    assert "script&gt;" in hit.snippet  # the code span's markup is there, escaped
     assert "<" not in hit.snippet.replace("<b>", "").replace("</b>", "")
 
 

@@ -92,6 +92,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "ArticlesService.UndeleteArticle": {"id": ID},
     "ArticlesService.SearchArticles": {"query": "word"},
     "ArticlesService.ListArticleRevisions": {"articleId": ID},
+    "ArticlesService.ListTags": {"userId": USER},
     "ArticlesService.RestoreArticleRevision": {"articleId": ID, "revisionId": ID},
     "ArticlesService.GetArticleRevision": {"articleId": ID, "revisionId": ID},
     "ArticlesService.DiffArticleRevision": {"articleId": ID, "revisionId": ID},

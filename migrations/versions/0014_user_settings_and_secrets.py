@@ -21,7 +21,7 @@ from alembic import op
 from storage import rls
 
 revision: str = "0014"
-down_revision: str | None = "0012"
+down_revision: str | None = "0013"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 # Expand only: two new tables that older code never touches.

@@ -5,17 +5,19 @@ Kept apart from the servicer so handlers stay thin; every ArticlesService RPC co
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from blogstore.v1 import articles_pb2
 
 from server.protoconv import datetime_or_none, etag, timestamp
 from server.services.audit import ACTOR_KIND_TO_PROTO
-from server.validation import Violations, list_owner, optional_uuid
+from server.validation import Violations, list_owner, optional_uuid, owner_id
 from storage import rules
 from storage.actors import Actor
 from storage.models import Article
 from storage.repositories.article_reads import ArticleFilters
+from storage.repositories.tags import TAG_ORDER_BY
 
 MUTABLE = (
     "title", "slug", "content_markdown", "content_html", "excerpt", "meta_title",
@@ -141,3 +143,22 @@ def filters_from(request: Any, actor: Actor) -> ArticleFilters:
         end_publish_time=datetime_or_none(request, "end_publish_time"),
         show_deleted=getattr(request, "show_deleted", False),
     )
+
+
+def tag_to_proto(row: Any) -> articles_pb2.Tag:
+    return articles_pb2.Tag(name=row.tag, article_count=row.article_count)
+
+
+def tags_request(request: Any, actor: Actor) -> tuple[uuid.UUID, str, str]:
+    """ListTags' user (scope-checked), order (one of TAG_ORDER_BY) and prefix."""
+    user_id = owner_id("user_id", request.user_id, actor)
+    v = Violations()
+    order_by = " ".join(request.order_by.split()).lower() or TAG_ORDER_BY[0]
+    v.check(order_by in TAG_ORDER_BY, "order_by", f"must be one of: {', '.join(TAG_ORDER_BY)}")
+    prefix = request.prefix.strip()
+    v.check(
+        len(prefix) <= rules.MAX_LIST_ITEM_CHARS,
+        "prefix", f"must be the start of a tag (at most {rules.MAX_LIST_ITEM_CHARS} characters)",
+    )  # fmt: skip
+    v.raise_if_any()
+    return user_id, order_by, prefix

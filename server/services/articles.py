@@ -22,6 +22,8 @@ from server.convert.articles import (
     is_full,
     pipeline_stage,
     proto_fields,
+    tag_to_proto,
+    tags_request,
 )
 from server.fairness import FairShare
 from server.paging import PageTokens, filter_key
@@ -382,6 +384,25 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
 
         revision, current = self.db.run(caller, read)
         return diff_response(revision, current, context=lines)  # bounded work, no transaction
+
+    def ListTags(
+        self, request: articles_pb2.ListTagsRequest, context: grpc.ServicerContext
+    ) -> articles_pb2.ListTagsResponse:
+        caller = current_caller()
+        user_id, order_by, prefix = tags_request(request, caller.actor)
+        limit = page_size(request.page_size)
+        key = {"user_id": str(user_id), "order_by": order_by, "prefix": prefix.lower()}
+        after = self.page_tokens.decode(request.page_token, key)
+        page = self.db.run(
+            caller,
+            lambda tx: tx.tags.list(
+                user_id, order_by=order_by, prefix=prefix, after=after, limit=limit
+            ),
+        )
+        return articles_pb2.ListTagsResponse(
+            tags=[tag_to_proto(row) for row in page.items],
+            next_page_token=self.page_tokens.encode(page.next_cursor, key),
+        )
 
 
 def _revision_ids(request: Any) -> tuple[uuid.UUID, uuid.UUID]:

@@ -5,6 +5,7 @@ from storage.models.audit import AuditEvent
 from storage.models.base import Base
 from storage.models.competitors import Competitor, CompetitorArticle
 from storage.models.pipelines import Pipeline
+from storage.models.tags import ArticleTagCount
 from storage.models.throttles import LoginThrottle
 from storage.models.usage import UsageEvent, UsageLimit, UsageMonth
 from storage.models.user_settings import UserSecret, UserSettings
@@ -15,6 +16,7 @@ __all__ = [
     "ApiKey",
     "Article",
     "ArticleRevision",
+    "ArticleTagCount",
     "AuditEvent",
     "Base",
     "Competitor",

@@ -407,3 +407,33 @@ class DiffArticleRevisionResponse(_message.Message):
     revision_etag: str
     current_etag: str
     def __init__(self, diff: _Optional[str] = ..., diff_coarse: _Optional[bool] = ..., changed_fields: _Optional[_Iterable[str]] = ..., revision_etag: _Optional[str] = ..., current_etag: _Optional[str] = ...) -> None: ...
+
+class ListTagsRequest(_message.Message):
+    __slots__ = ("user_id", "page_size", "page_token", "order_by", "prefix")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    PREFIX_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    page_size: int
+    page_token: str
+    order_by: str
+    prefix: str
+    def __init__(self, user_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_by: _Optional[str] = ..., prefix: _Optional[str] = ...) -> None: ...
+
+class Tag(_message.Message):
+    __slots__ = ("name", "article_count")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ARTICLE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    article_count: int
+    def __init__(self, name: _Optional[str] = ..., article_count: _Optional[int] = ...) -> None: ...
+
+class ListTagsResponse(_message.Message):
+    __slots__ = ("tags", "next_page_token")
+    TAGS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    tags: _containers.RepeatedCompositeFieldContainer[Tag]
+    next_page_token: str
+    def __init__(self, tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...

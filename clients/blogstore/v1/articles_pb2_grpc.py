@@ -100,6 +100,11 @@ class ArticlesServiceStub:
                 request_serializer=blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionRequest.SerializeToString,
                 response_deserializer=blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionResponse.FromString,
                 _registered_method=True)
+        self.ListTags = channel.unary_unary(
+                '/blogstore.v1.ArticlesService/ListTags',
+                request_serializer=blogstore_dot_v1_dot_articles__pb2.ListTagsRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_articles__pb2.ListTagsResponse.FromString,
+                _registered_method=True)
 
 
 class ArticlesServiceServicer:
@@ -198,6 +203,13 @@ class ArticlesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListTags(self, request, context):
+        """A user's tags with the number of live articles carrying each, case-insensitively.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArticlesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -265,6 +277,11 @@ def add_ArticlesServiceServicer_to_server(servicer, server):
                     servicer.DiffArticleRevision,
                     request_deserializer=blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionRequest.FromString,
                     response_serializer=blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionResponse.SerializeToString,
+            ),
+            'ListTags': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTags,
+                    request_deserializer=blogstore_dot_v1_dot_articles__pb2.ListTagsRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_articles__pb2.ListTagsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -619,6 +636,33 @@ class ArticlesService:
             '/blogstore.v1.ArticlesService/DiffArticleRevision',
             blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionRequest.SerializeToString,
             blogstore_dot_v1_dot_articles__pb2.DiffArticleRevisionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTags(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.ArticlesService/ListTags',
+            blogstore_dot_v1_dot_articles__pb2.ListTagsRequest.SerializeToString,
+            blogstore_dot_v1_dot_articles__pb2.ListTagsResponse.FromString,
             options,
             channel_credentials,
             insecure,
