@@ -108,7 +108,7 @@ _FILTER_CONDITIONS = {
 _NEEDS_SYNC = and_(
     Article.status == literal_column("'published'"),
     Article.delete_time.is_(None),
-    Article.version > Article.wp_synced_version,
+    (Article.version > Article.wp_synced_version).self_group().is_(True),
 )
 
 
