@@ -5,6 +5,7 @@ needs_sync list and its index, and migration 0015's refusal of existing duplicat
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 
 import grpc
@@ -16,8 +17,10 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from sqlalchemy import create_engine, text
 
 from storage import migrate
-from storage.engine import normalize_url
+from storage.engine import make_engine, normalize_url
+from storage.lifecycle.legacy_import import import_legacy
 from storage.repositories.article_reads import ArticleFilters, list_statement, list_values
+from storage.uow import Database
 from tests import support
 from tests.support import SERVICE_KEY, details_of, unique
 from tests.test_rls_plans import plan_as_user
@@ -301,3 +304,23 @@ def test_the_service_may_read_sync_state_of_a_user(connect, fresh):
     seen = service.GetArticle(pb.GetArticleRequest(id=published.id)).article
     assert seen.wp_synced_version == published.wp_synced_version == version(published)
     assert seen.user_id == account.id and uuid.UUID(seen.id)
+
+
+def test_the_legacy_import_reports_a_post_another_article_holds(database_url, fresh, tmp_path):
+    """One live article per WordPress post holds for imports too: a file naming a taken
+    post, or one an earlier file took, is reported invalid; the others go in."""
+    account, stub = fresh
+    publish(stub, create(stub), post=500)
+    files = {"taken.json": 500, "first.json": 501, "second.json": 501, "free.json": 502}
+    for name, post in files.items():
+        (tmp_path / name).write_text(json.dumps({"title": name, "wp_post_id": post}))
+    db = Database(make_engine(database_url, pool_size=1))
+    try:
+        report = import_legacy(db, tmp_path, account.id)
+    finally:
+        db.dispose()
+    problems = {(p.source, p.field) for p in report.invalid}
+    assert problems == {("taken.json", "wp_post_id"), ("second.json", "wp_post_id")}
+    assert report.imported["article"] == 2
+    listed = stub.ListArticles(pb.ListArticlesRequest(page_size=100)).articles
+    assert sorted(a.wp_post_id for a in listed) == [500, 501, 502]
