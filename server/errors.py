@@ -92,6 +92,13 @@ def to_status(error: Exception, request_id: str) -> grpc.Status:
             for f, d in error.violations.items()
         ]
         details.append(_packed(error_details_pb2.BadRequest(field_violations=violations)))
+    elif isinstance(error, domain.AlreadyExists) and error.existing is not None:
+        existing = error.existing
+        resource = error_details_pb2.ResourceInfo(
+            resource_type=error.resource, resource_name=existing.name,
+            owner=existing.owner, description=existing.description,
+        )  # fmt: skip
+        details.append(_packed(resource))
     elif isinstance(error, domain.QuotaExceeded):
         quota = [
             error_details_pb2.QuotaFailure.Violation(subject=s, description=d)

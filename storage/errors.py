@@ -12,6 +12,7 @@ import re
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import psycopg2
 from sqlalchemy import exc as sa_exc
@@ -40,11 +41,30 @@ class NotFound(DomainError):
         super().__init__(f"{resource} {key} not found".replace("  ", " "))
 
 
+@dataclass(frozen=True)
+class Existing:
+    """The resource an AlreadyExists is about, for its google.rpc.ResourceInfo detail.
+
+    `name`: its id (or, within a batch, the earlier item's position); `owner`: its user id.
+    """
+
+    name: str
+    owner: str = ""
+    description: str = ""
+
+
 class AlreadyExists(DomainError):
-    def __init__(self, resource: str, field: str) -> None:
-        self.resource, self.field = resource, field
+    """`item` (e.g. "articles[3]") prefixes the message: which item of a batch clashed."""
+
+    def __init__(
+        self, resource: str, field: str, *, existing: Existing | None = None, item: str = ""
+    ) -> None:
+        self.resource, self.field, self.existing = resource, field, existing
         article = "an" if resource[:1] in "aeiou" else "a"
-        super().__init__(f"{article} {resource} with this {field} already exists")
+        message = f"{article} {resource} with this {field} already exists"
+        if existing is not None:
+            message += f": {existing.name}"
+        super().__init__(f"{item}: {message}" if item else message)
 
 
 class Conflict(DomainError):
@@ -140,6 +160,7 @@ UNIQUE_FIELDS: dict[str, tuple[str, str]] = {
     "uq_users_create_request_id": ("user", "request_id"),
     "uq_articles_user_id_slug_live": ("article", "slug"),
     "uq_articles_user_id_create_request_id": ("article", "request_id"),
+    "uq_articles_user_id_wp_post_id_live": ("article", "wp_post_id"),
     "uq_pipelines_user_id_create_request_id": ("pipeline", "request_id"),
     "uq_competitors_user_id_domain": ("competitor", "domain"),
     "uq_competitors_user_id_create_request_id": ("competitor", "request_id"),

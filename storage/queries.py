@@ -32,6 +32,7 @@ from storage.repositories.article_reads import (
     search_page_statement,
     search_rank_statement,
     search_values,
+    shape_flags,
     snippet_term,
 )
 from storage.repositories.base import OWNER, owned_by
@@ -166,7 +167,7 @@ def list_articles(
     set, order, cursor, view), so the SQL is built and planned once per shape."""
     owner = caller.actor.owner_scope()
     values = list_values(filters, owner, after, limit)
-    shape = ("list", order_by, full, filters.show_deleted, after is not None, *sorted(values))
+    shape = ("list", order_by, full, *shape_flags(filters), after is not None, *sorted(values))
     prepared = _prepared_shape(
         shape, lambda: list_statement(filters, owner, order_by=order_by, after=after, full=full)
     )
@@ -193,7 +194,7 @@ def search_articles(
     owner = caller.actor.owner_scope()
     since = _phrase_since(db, caller, filters, owner) if MAY_BE_BOUNDED.search(query) else None
     values = search_values(query, filters, owner, after, limit, since)
-    shape = ("search", filters.show_deleted, *sorted(values))
+    shape = ("search", *shape_flags(filters), *sorted(values))
     rank = _prepared_shape(
         shape,
         lambda: search_rank_statement(
@@ -220,7 +221,7 @@ def _phrase_since(
 ) -> Any:
     """Where a phrase search starts: None when it covers at most PHRASE_SCOPE articles."""
     values = filter_values(filters, owner)
-    shape = ("phrase_scope", filters.show_deleted, *sorted(values))
+    shape = ("phrase_scope", *shape_flags(filters), *sorted(values))
     prepared = _prepared_shape(shape, lambda: phrase_scope_statement(filters, owner))
     rows = db.query(caller, prepared, values)
     return rows[0].create_time if rows else None

@@ -8,6 +8,7 @@ checked too, since JSON files can hold anything.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -32,6 +33,8 @@ PIPELINE_STAGES = frozenset({
 MAX_MESSAGES = 100
 MAX_MESSAGE_CHARS = 2000
 MAX_STRUCT_BYTES = 1024 * 1024
+# content_hash: SHA-256 of the markdown in hex (storage.content), stored lower-case.
+CONTENT_HASH = re.compile(r"[0-9a-f]{64}")
 
 
 class Violations:
@@ -153,3 +156,13 @@ def _is_number(value: Any) -> bool:
 
 def _is_integer(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def content_hash(v: Violations, field: str, value: str) -> str | None:
+    """A content_hash filter: 64 hex digits in either case, as stored (lower-case); None
+    when empty."""
+    value = value.strip().lower()
+    if not value:
+        return None
+    v.check(bool(CONTENT_HASH.fullmatch(value)), field, "must be 64 hexadecimal digits (SHA-256)")
+    return value

@@ -16,6 +16,7 @@ from server.validation import Violations, list_owner, optional_uuid, owner_id
 from storage import rules
 from storage.actors import Actor
 from storage.models import Article
+from storage.repositories.article_dedupe import IfContentExists
 from storage.repositories.article_reads import ArticleFilters
 from storage.repositories.tags import TAG_ORDER_BY
 
@@ -28,6 +29,7 @@ OUTPUT_ONLY = (
     "id", "user_id", "word_count", "reading_time_minutes", "internal_links", "external_links",
     "content_hash", "publish_time", "create_time", "update_time", "delete_time", "etag",
     "provenance",
+    "wp_modified_time", "wp_synced_version",
 )  # fmt: skip
 STATUS_TO_PROTO = {
     "draft": articles_pb2.ARTICLE_STATUS_DRAFT,
@@ -35,6 +37,12 @@ STATUS_TO_PROTO = {
     "archived": articles_pb2.ARTICLE_STATUS_ARCHIVED,
 }
 STATUS_FROM_PROTO = {v: k for k, v in STATUS_TO_PROTO.items()}
+IF_CONTENT_EXISTS: dict[int, IfContentExists] = {
+    articles_pb2.IF_CONTENT_EXISTS_UNSPECIFIED: IfContentExists.CREATE,
+    articles_pb2.IF_CONTENT_EXISTS_CREATE: IfContentExists.CREATE,
+    articles_pb2.IF_CONTENT_EXISTS_RETURN_EXISTING: IfContentExists.RETURN_EXISTING,
+    articles_pb2.IF_CONTENT_EXISTS_FAIL: IfContentExists.FAIL,
+}
 
 
 def article_to_proto(article: Article, *, full: bool = True) -> articles_pb2.Article:
@@ -74,6 +82,8 @@ def proto_fields(article: Any, *, full: bool) -> dict[str, Any]:
         update_time=timestamp(article.update_time),
         delete_time=timestamp(article.delete_time),
         etag=etag(article.version),
+        wp_modified_time=timestamp(article.wp_modified_time),
+        wp_synced_version=article.wp_synced_version or 0,
     )
     if article.made_by_kind is not None:  # None: made before provenance was recorded
         fields["provenance"] = provenance_fields(article)
@@ -124,12 +134,19 @@ def article_fields(v: Violations, prefix: str, article: Any, paths: set[str]) ->
     return values
 
 
+def if_content_exists(v: Violations, value: int) -> IfContentExists:
+    policy = IF_CONTENT_EXISTS.get(value)
+    v.check(policy is not None, "if_content_exists", "is not a known option")
+    return policy or IfContentExists.CREATE
+
+
 def filters_from(request: Any, actor: Actor) -> ArticleFilters:
     v = Violations()
     status = None
     if request.status:
         status = STATUS_FROM_PROTO.get(request.status)
         v.check(status is not None, "status", "is not a known status")
+    content_hash = rules.content_hash(v, "content_hash", getattr(request, "content_hash", ""))
     v.raise_if_any()
     return ArticleFilters(
         user_id=list_owner("user_id", request.user_id, actor),
@@ -142,6 +159,8 @@ def filters_from(request: Any, actor: Actor) -> ArticleFilters:
         start_publish_time=datetime_or_none(request, "start_publish_time"),
         end_publish_time=datetime_or_none(request, "end_publish_time"),
         show_deleted=getattr(request, "show_deleted", False),
+        content_hash=content_hash,
+        needs_sync=getattr(request, "needs_sync", False),
     )
 
 

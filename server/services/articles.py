@@ -19,6 +19,7 @@ from server.convert.articles import (
     article_fields,
     article_to_proto,
     filters_from,
+    if_content_exists,
     is_full,
     pipeline_stage,
     proto_fields,
@@ -27,7 +28,7 @@ from server.convert.articles import (
 )
 from server.fairness import FairShare
 from server.paging import PageTokens, filter_key
-from server.protoconv import etag_version
+from server.protoconv import datetime_or_none, etag_version
 from server.validation import (
     Violations,
     mask_paths,
@@ -80,6 +81,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         stage = pipeline_stage(v, "pipeline_stage", request.pipeline_stage)
         if stage and not values.get("pipeline_id"):
             v.add("pipeline_stage", "needs article.pipeline_id (the pipeline run of the stage)")
+        policy = if_content_exists(v, request.if_content_exists)
         v.raise_if_any()
         item = NewArticle(
             with_derived(values),
@@ -89,10 +91,12 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
 
         def create(tx):
             _require_links(tx, [item])
-            (article,) = tx.articles.create_many([item])
-            tx.audit(
-                "article.create", "article", article.id, user_id=article.user_id, slug=article.slug
-            )
+            (article,) = tx.articles.create_many([item], if_content_exists=policy)
+            if article.id == item.id:  # not a retry, nor content that exists: written now
+                tx.audit(
+                    "article.create", "article", article.id,
+                    user_id=article.user_id, slug=article.slug,
+                )  # fmt: skip
             return article
 
         article = self.db.run(caller, create)
@@ -119,16 +123,18 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         batch_id = optional_uuid("request_id", request.request_id)
         v = Violations()
         stage = pipeline_stage(v, "pipeline_stage", request.pipeline_stage)
+        policy = if_content_exists(v, request.if_content_exists)
         items: list[NewArticle] = []
-        given_slugs: dict[tuple, int] = {}
+        given: dict[tuple, int] = {}  # (field, owner, value) -> the first item giving it
         for i, article in enumerate(request.articles):
             prefix = f"articles[{i}]."
             values = self._new_article(v, prefix, article, caller.actor)
-            if values.get("slug"):
-                key = (values["user_id"], values["slug"])
-                if key in given_slugs:
-                    v.add(prefix + "slug", f"repeats articles[{given_slugs[key]}].slug")
-                given_slugs.setdefault(key, i)
+            for name in ("slug", "wp_post_id"):
+                if values.get(name):
+                    key = (name, values["user_id"], values[name])
+                    if key in given:
+                        v.add(prefix + name, f"repeats articles[{given[key]}].{name}")
+                    given.setdefault(key, i)
             if stage and not values.get("pipeline_id"):
                 v.add(prefix + "pipeline_id", "is required with pipeline_stage")
             request_id = uuid.uuid5(_REQUEST_NAMESPACE, f"{batch_id}:{i}") if batch_id else None
@@ -139,10 +145,11 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
 
         def create(tx):
             _require_links(tx, items)
-            articles = tx.articles.create_many(items)
+            articles = tx.articles.create_many(items, if_content_exists=policy, batch=True)
             by_owner: dict[Any, list[Any]] = {}
-            for article in articles:
-                by_owner.setdefault(article.user_id, []).append(article)
+            for item, article in zip(items, articles, strict=True):
+                if article.id == item.id:  # written now (not a retry, nor existing content)
+                    by_owner.setdefault(article.user_id, []).append(article)
             for owner, owned in by_owner.items():  # one event per owner: each one sees its own
                 tx.audit(
                     "article.batch_create", "article", owned[0].id, user_id=owner, count=len(owned)
@@ -262,6 +269,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         rules.check_text_length(v, "", "wp_status", request.wp_status)
         v.raise_if_any()
         version = etag_version("etag", request.etag)
+        modified_time = datetime_or_none(request, "wp_modified_time")
         changes = {
             "status": "published",
             "wp_post_id": request.wp_post_id or None,
@@ -270,8 +278,8 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         }
 
         def publish(tx):
-            article = tx.articles.update(
-                tx.articles.get(article_id), version, changes, publish_now=True
+            article = tx.articles.publish(
+                tx.articles.get(article_id), version, changes, modified_time
             )
             tx.audit(
                 "article.publish", "article", article.id, user_id=article.user_id,

@@ -105,7 +105,7 @@ def import_legacy(
     files = legacy_files(path)
     report = ImportReport(dry_run=dry_run, files=len(files))
     now = dt.datetime.now(dt.UTC)
-    seen: dict[str, set[Any]] = {"request_ids": set(), "slugs": set()}
+    seen: dict[str, set[Any]] = {"request_ids": set(), "slugs": set(), "wp_post_ids": set()}
     pending: list[Record] = []
     for done, file in enumerate(files, 1):
         source = str(file.relative_to(path)) if file != path else file.name
@@ -292,8 +292,9 @@ def _flush(
 ) -> None:
     """Import one chunk in one transaction (nothing is written on a dry run).
 
-    A slug taken by a concurrent writer between the check and the insert fails the chunk;
-    it is then checked and imported again, and that record reported as invalid.
+    A slug or WordPress post taken by a concurrent writer between the check and the insert
+    fails the chunk; it is then checked and imported again, and that record reported as
+    invalid.
     """
     for attempt in (1, 2):
         try:
@@ -308,6 +309,8 @@ def _flush(
         seen["request_ids"].add(record.request_id)
         if slug:
             seen["slugs"].add(slug)
+        if record.kind == "article" and record.values.get("wp_post_id"):
+            seen["wp_post_ids"].add(record.values["wp_post_id"])
     report.duplicates += [r.source for r in duplicates]
     report.invalid += invalid
 
@@ -325,6 +328,12 @@ def _import_chunk(
     live = select(Article.slug).where(Article.user_id == owner, Article.delete_time.is_(None))
     taken = set(tx.session.scalars(live.where(Article.slug.in_(given))))
     taken |= seen["slugs"]
+    posts = {r.values.get("wp_post_id") for r in records if r.kind == "article"} - {None}
+    live_post = select(Article.wp_post_id).where(
+        Article.user_id == owner, Article.delete_time.is_(None)
+    )
+    posts_taken = set(tx.session.scalars(live_post.where(Article.wp_post_id.in_(posts))))
+    posts_taken |= seen["wp_post_ids"]
     ids_seen = set(seen["request_ids"])
     imported, duplicates, invalid = [], [], []
     for record in records:
@@ -336,6 +345,13 @@ def _import_chunk(
         if record.kind == "article" and slug and slug in taken:
             invalid.append(Problem(record.source, "slug", f"{slug!r} is taken by another article"))
             continue
+        post = record.values.get("wp_post_id") if record.kind == "article" else None
+        if post and post in posts_taken:  # one live article per WordPress post (migration 0015)
+            problem = f"WordPress post {post} belongs to another article"
+            invalid.append(Problem(record.source, "wp_post_id", problem))
+            continue
+        if post:
+            posts_taken.add(post)
         if slug:
             taken.add(slug)
         imported.append(record)

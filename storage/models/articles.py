@@ -45,6 +45,15 @@ SEARCH_VECTOR = (
     " 'C')"
 )
 
+# Published, live, and changed since PublishArticle last pushed it. The List filter repeats
+# it exactly, so PostgreSQL sees that ix_articles_needs_sync covers it. `(...) IS TRUE`, not
+# the bare comparison: PostgreSQL guesses 1/3 for a comparison of two columns (and then
+# walked a whole order index at 100k articles for 3 rows), but estimates a boolean test
+# from the statistics migration 0015 creates on that expression (articles_version_synced).
+NEEDS_SYNC = (
+    "status = 'published' AND delete_time IS NULL AND (version > wp_synced_version) IS TRUE"
+)
+
 
 # What a version's provenance kind may be: storage.actors.ActorKind's values.
 MADE_BY_KIND_VALID = "made_by_kind IN ('user', 'admin', 'service', 'anonymous', 'system')"
@@ -103,6 +112,10 @@ class Article(MadeBy, Base):
     delete_time: Mapped[dt.datetime | None]
     version: Mapped[int] = mapped_column(server_default=text("1"))
     create_request_id: Mapped[uuid.UUID | None]
+    # WordPress sync state (migration 0015): the remote post's modified time and the version
+    # PublishArticle last pushed (NULL: never pushed through it, so never `needs_sync`).
+    wp_modified_time: Mapped[dt.datetime | None]
+    wp_synced_version: Mapped[int | None]
     search_vector: Mapped[Any] = mapped_column(
         TSVECTOR, Computed(SEARCH_VECTOR, persisted=True), deferred=True
     )
@@ -153,6 +166,25 @@ class Article(MadeBy, Base):
             "delete_time",
             "id",
             postgresql_where=text("delete_time IS NOT NULL"),
+        ),
+        # Content dedupe (migration 0015): the content_hash filter and the if_content_exists
+        # check, for one user or across users (the hash leads), live or deleted.
+        Index("ix_articles_content_hash_user_id", "content_hash", "user_id"),
+        # A WordPress post belongs to at most one live article of a user.
+        Index(
+            "uq_articles_user_id_wp_post_id_live",
+            "user_id",
+            "wp_post_id",
+            unique=True,
+            postgresql_where=text("delete_time IS NULL AND wp_post_id IS NOT NULL"),
+        ),
+        # needs_sync: only the articles out of sync are in it, so it stays small.
+        Index(
+            "ix_articles_needs_sync",
+            "user_id",
+            "create_time",
+            "id",
+            postgresql_where=text(NEEDS_SYNC),
         ),
         Index("ix_articles_tags", "tags", postgresql_using="gin"),
         Index("ix_articles_search_vector", "search_vector", postgresql_using="gin"),

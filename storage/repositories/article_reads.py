@@ -100,6 +100,8 @@ class ArticleFilters:
     start_publish_time: dt.datetime | None = None
     end_publish_time: dt.datetime | None = None
     show_deleted: bool = False
+    content_hash: str | None = None  # lower-case hex
+    needs_sync: bool = False
 
 
 # Each filter is a condition on a parameter named after the field.
@@ -113,7 +115,15 @@ _FILTER_CONDITIONS = {
     "end_create_time": Article.create_time < bindparam("end_create_time"),
     "start_publish_time": Article.publish_time >= bindparam("start_publish_time"),
     "end_publish_time": Article.publish_time < bindparam("end_publish_time"),
+    "content_hash": Article.content_hash == bindparam("content_hash"),
 }
+# needs_sync: storage.models.articles.NEEDS_SYNC, the predicate of ix_articles_needs_sync, as
+# an expression (a literal 'published', not a parameter, so the index's predicate is proven).
+_NEEDS_SYNC = and_(
+    Article.status == literal_column("'published'"),
+    Article.delete_time.is_(None),
+    (Article.version > Article.wp_synced_version).self_group().is_(True),
+)
 
 
 def filter_values(f: ArticleFilters, owner: uuid.UUID | None) -> dict[str, Any]:
@@ -133,7 +143,14 @@ def _filtered(stmt: Select, f: ArticleFilters, owner: uuid.UUID | None) -> Selec
         conditions.append(owned_by(Article.user_id, OWNER))
     if not f.show_deleted:
         conditions.append(Article.delete_time.is_(None))
+    if f.needs_sync:
+        conditions.append(_NEEDS_SYNC)
     return stmt.where(*conditions)
+
+
+def shape_flags(f: ArticleFilters) -> tuple[bool, bool]:
+    """The filters that change a statement's text but carry no parameter."""
+    return f.show_deleted, f.needs_sync
 
 
 def _columns(full: bool) -> tuple[Any, ...]:

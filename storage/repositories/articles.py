@@ -29,6 +29,8 @@ from storage.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
 from storage.models import Article, ArticleRevision
 from storage.models.articles import BASIC_COLUMNS
 from storage.provenance import PipelineStep, made_by, provenance_of
+from storage.repositories import article_dedupe
+from storage.repositories.article_dedupe import IfContentExists
 from storage.repositories.base import ScopedRepository, check_replay
 from storage.repositories.changes import apply_changes
 from storage.repositories.paging import Page, newest_first, to_page
@@ -42,6 +44,7 @@ SNAPSHOT_FIELDS = (
     "id", "user_id", "pipeline_id", *CONTENT_FIELDS, "wp_post_id", "wp_url", "wp_status",
     "status", "word_count", "reading_time_minutes", "internal_links", "external_links",
     "content_hash", "publish_time", "create_time", "update_time", "delete_time", "version",
+    "wp_modified_time", "wp_synced_version",
 )  # fmt: skip
 _DERIVED_INPUTS = {"content_markdown", "content_html", "wp_url"}
 _INSERT_CHUNK = 100
@@ -96,18 +99,33 @@ class ArticleRepository(ScopedRepository[Article]):
         return article
 
     # -- writes --------------------------------------------------------------------------
-    def create_many(self, items: Sequence[NewArticle]) -> list[Any]:
+    def create_many(
+        self, items: Sequence[NewArticle], *,
+        if_content_exists: IfContentExists = IfContentExists.CREATE, batch: bool = False,
+    ) -> list[Any]:  # fmt: skip
         """Insert all items (multi-row INSERTs) or raise; returns them in input order.
 
+        An item whose request_id was seen returns that earlier article (a retry), before
+        anything else. Then, unless `if_content_exists` is CREATE, an item whose markdown the
+        owner already has in a live article, or an earlier item has, returns that article
+        or fails (article_dedupe; `batch` names items "articles[i]" in errors).
         Rows go in with ON CONFLICT DO NOTHING; an item that did not land either met its own
-        request_id (a retry: the earlier article is returned), or its derived slug was taken
-        (it gets the next free suffix and another round), or its given slug was taken
-        (ALREADY_EXISTS, and the transaction rolls back).
+        request_id (a concurrent retry), or its wp_post_id was taken (ALREADY_EXISTS), or its
+        derived slug was taken (it gets the next free suffix and another round), or its
+        given slug was taken (ALREADY_EXISTS, and the transaction rolls back).
         """
         results: dict[uuid.UUID, Any] = {}
         pending = list(items)
         self._replay(pending, results)
         pending = [i for i in pending if i.id not in results]
+        repeats: dict[uuid.UUID, uuid.UUID] = {}
+        if if_content_exists is not IfContentExists.CREATE and pending:
+            position = {item.id: n for n, item in enumerate(items)}
+            pending, found, repeats = article_dedupe.resolve(
+                self.session, self.scoped, pending, if_content_exists,
+                lambda item: f"articles[{position[item.id]}]" if batch else "",
+            )  # fmt: skip
+            results.update(found)
         derived = {i.id for i in pending if not i.slug_given}
         self._assign_slugs(pending, derived, first_round=True)
         for _ in range(_SLUG_ROUNDS):
@@ -120,13 +138,33 @@ class ArticleRepository(ScopedRepository[Article]):
                 break
             self._replay(pending, results)
             pending = [i for i in pending if i.id not in results]
+            self._refuse_taken_posts(pending)
             for item in pending:
                 if item.id not in derived:
                     raise AlreadyExists("article", "slug")
             self._assign_slugs(pending, derived, first_round=False)
         if pending:
             raise AlreadyExists("article", "slug")
+        for later, earlier in repeats.items():
+            results[later] = results[earlier]
         return [results[item.id] for item in items]
+
+    def _refuse_taken_posts(self, items: Sequence[NewArticle]) -> None:
+        """ALREADY_EXISTS when an item's wp_post_id is on a live article of its owner (ON
+        CONFLICT DO NOTHING skipped it as it would a taken slug)."""
+        posts = {
+            (i.values["user_id"], i.values["wp_post_id"])
+            for i in items
+            if i.values.get("wp_post_id")
+        }
+        if not posts:
+            return
+        stmt = select(Article.id).where(
+            Article.delete_time.is_(None),
+            or_(*(and_(Article.user_id == u, Article.wp_post_id == p) for u, p in posts)),
+        )
+        if self.session.execute(stmt.limit(1)).first() is not None:
+            raise AlreadyExists("article", "wp_post_id")
 
     def _insert(self, items: Sequence[NewArticle]) -> dict[uuid.UUID, Any]:
         """INSERT ... ON CONFLICT DO NOTHING in chunks of _INSERT_CHUNK rows; the inserted
@@ -258,15 +296,31 @@ class ArticleRepository(ScopedRepository[Article]):
             changes = {**changes, "publish_time": func.now()}
         return apply_changes(self.session, article, changes)
 
+    def publish(
+        self, article: Article, version: int | None, changes: dict[str, Any],
+        modified_time: dt.datetime | None,
+    ) -> Article:  # fmt: skip
+        """PublishArticle: PUBLISHED now, and the push recorded: wp_synced_version is the
+        version this update makes (the version column counts up by one per flush, and a
+        concurrent change fails the flush), wp_modified_time the remote post's (else now)."""
+        pushed = {
+            "wp_synced_version": article.version + 1,
+            "wp_modified_time": modified_time or func.now(),
+        }
+        return self.update(article, version, {**changes, **pushed}, publish_now=True)
+
     def soft_delete(self, article: Article, version: int | None) -> Article:
         if article.delete_time is not None:
             return article
-        return self.update(article, version, {"delete_time": func.now()}, revision=False)
+        changes = {"delete_time": func.now(), **_still_synced(article)}
+        return self.update(article, version, changes, revision=False)
 
     def undelete(self, article: Article) -> Article:
         if article.delete_time is None:
             raise FailedPrecondition("the article is not deleted")
-        return self.update(article, None, {"delete_time": None}, revision=False)
+        return self.update(
+            article, None, {"delete_time": None, **_still_synced(article)}, revision=False
+        )
 
     # -- revisions -----------------------------------------------------------------------
     def list_revisions(
@@ -299,6 +353,13 @@ def revision_article(revision: ArticleRevision) -> Article:
     for name, value in provenance_of(revision).items():
         setattr(article, name, value)
     return article
+
+
+def _still_synced(article: Article) -> dict[str, Any]:
+    """Deleting or undeleting changes no content: an article in sync stays in sync."""
+    if article.wp_synced_version != article.version:
+        return {}
+    return {"wp_synced_version": article.version + 1}
 
 
 def snapshot(article: Article) -> dict[str, Any]:

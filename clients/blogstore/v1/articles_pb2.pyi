@@ -24,6 +24,13 @@ class ArticleView(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ARTICLE_VIEW_UNSPECIFIED: _ClassVar[ArticleView]
     ARTICLE_VIEW_BASIC: _ClassVar[ArticleView]
     ARTICLE_VIEW_FULL: _ClassVar[ArticleView]
+
+class IfContentExists(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    IF_CONTENT_EXISTS_UNSPECIFIED: _ClassVar[IfContentExists]
+    IF_CONTENT_EXISTS_CREATE: _ClassVar[IfContentExists]
+    IF_CONTENT_EXISTS_RETURN_EXISTING: _ClassVar[IfContentExists]
+    IF_CONTENT_EXISTS_FAIL: _ClassVar[IfContentExists]
 ARTICLE_STATUS_UNSPECIFIED: ArticleStatus
 ARTICLE_STATUS_DRAFT: ArticleStatus
 ARTICLE_STATUS_PUBLISHED: ArticleStatus
@@ -31,9 +38,13 @@ ARTICLE_STATUS_ARCHIVED: ArticleStatus
 ARTICLE_VIEW_UNSPECIFIED: ArticleView
 ARTICLE_VIEW_BASIC: ArticleView
 ARTICLE_VIEW_FULL: ArticleView
+IF_CONTENT_EXISTS_UNSPECIFIED: IfContentExists
+IF_CONTENT_EXISTS_CREATE: IfContentExists
+IF_CONTENT_EXISTS_RETURN_EXISTING: IfContentExists
+IF_CONTENT_EXISTS_FAIL: IfContentExists
 
 class Article(_message.Message):
-    __slots__ = ("id", "user_id", "pipeline_id", "title", "slug", "content_markdown", "content_html", "excerpt", "meta_title", "meta_description", "primary_keyword", "secondary_keywords", "tags", "seo_score", "wp_post_id", "wp_url", "wp_status", "status", "word_count", "reading_time_minutes", "internal_links", "external_links", "content_hash", "publish_time", "create_time", "update_time", "delete_time", "etag", "provenance")
+    __slots__ = ("id", "user_id", "pipeline_id", "title", "slug", "content_markdown", "content_html", "excerpt", "meta_title", "meta_description", "primary_keyword", "secondary_keywords", "tags", "seo_score", "wp_post_id", "wp_url", "wp_status", "status", "word_count", "reading_time_minutes", "internal_links", "external_links", "content_hash", "publish_time", "create_time", "update_time", "delete_time", "etag", "provenance", "wp_modified_time", "wp_synced_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +74,8 @@ class Article(_message.Message):
     DELETE_TIME_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    WP_MODIFIED_TIME_FIELD_NUMBER: _ClassVar[int]
+    WP_SYNCED_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_id: str
     pipeline_id: str
@@ -92,17 +105,21 @@ class Article(_message.Message):
     delete_time: _timestamp_pb2.Timestamp
     etag: str
     provenance: Provenance
-    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., title: _Optional[str] = ..., slug: _Optional[str] = ..., content_markdown: _Optional[str] = ..., content_html: _Optional[str] = ..., excerpt: _Optional[str] = ..., meta_title: _Optional[str] = ..., meta_description: _Optional[str] = ..., primary_keyword: _Optional[str] = ..., secondary_keywords: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., seo_score: _Optional[float] = ..., wp_post_id: _Optional[int] = ..., wp_url: _Optional[str] = ..., wp_status: _Optional[str] = ..., status: _Optional[_Union[ArticleStatus, str]] = ..., word_count: _Optional[int] = ..., reading_time_minutes: _Optional[int] = ..., internal_links: _Optional[int] = ..., external_links: _Optional[int] = ..., content_hash: _Optional[str] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
+    wp_modified_time: _timestamp_pb2.Timestamp
+    wp_synced_version: int
+    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., title: _Optional[str] = ..., slug: _Optional[str] = ..., content_markdown: _Optional[str] = ..., content_html: _Optional[str] = ..., excerpt: _Optional[str] = ..., meta_title: _Optional[str] = ..., meta_description: _Optional[str] = ..., primary_keyword: _Optional[str] = ..., secondary_keywords: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., seo_score: _Optional[float] = ..., wp_post_id: _Optional[int] = ..., wp_url: _Optional[str] = ..., wp_status: _Optional[str] = ..., status: _Optional[_Union[ArticleStatus, str]] = ..., word_count: _Optional[int] = ..., reading_time_minutes: _Optional[int] = ..., internal_links: _Optional[int] = ..., external_links: _Optional[int] = ..., content_hash: _Optional[str] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., wp_modified_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., wp_synced_version: _Optional[int] = ...) -> None: ...
 
 class CreateArticleRequest(_message.Message):
-    __slots__ = ("article", "request_id", "pipeline_stage")
+    __slots__ = ("article", "request_id", "pipeline_stage", "if_content_exists")
     ARTICLE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_STAGE_FIELD_NUMBER: _ClassVar[int]
+    IF_CONTENT_EXISTS_FIELD_NUMBER: _ClassVar[int]
     article: Article
     request_id: str
     pipeline_stage: str
-    def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ..., request_id: _Optional[str] = ..., pipeline_stage: _Optional[str] = ...) -> None: ...
+    if_content_exists: IfContentExists
+    def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ..., request_id: _Optional[str] = ..., pipeline_stage: _Optional[str] = ..., if_content_exists: _Optional[_Union[IfContentExists, str]] = ...) -> None: ...
 
 class CreateArticleResponse(_message.Message):
     __slots__ = ("article",)
@@ -129,7 +146,7 @@ class GetArticleResponse(_message.Message):
     def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ...) -> None: ...
 
 class ListArticlesRequest(_message.Message):
-    __slots__ = ("user_id", "status", "primary_keyword", "tag", "pipeline_id", "start_create_time", "end_create_time", "start_publish_time", "end_publish_time", "show_deleted", "order_by", "view", "page_size", "page_token")
+    __slots__ = ("user_id", "status", "primary_keyword", "tag", "pipeline_id", "start_create_time", "end_create_time", "start_publish_time", "end_publish_time", "show_deleted", "order_by", "view", "page_size", "page_token", "content_hash", "needs_sync")
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     PRIMARY_KEYWORD_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +161,8 @@ class ListArticlesRequest(_message.Message):
     VIEW_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    NEEDS_SYNC_FIELD_NUMBER: _ClassVar[int]
     user_id: str
     status: ArticleStatus
     primary_keyword: str
@@ -158,7 +177,9 @@ class ListArticlesRequest(_message.Message):
     view: ArticleView
     page_size: int
     page_token: str
-    def __init__(self, user_id: _Optional[str] = ..., status: _Optional[_Union[ArticleStatus, str]] = ..., primary_keyword: _Optional[str] = ..., tag: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., start_create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., show_deleted: _Optional[bool] = ..., order_by: _Optional[str] = ..., view: _Optional[_Union[ArticleView, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    content_hash: str
+    needs_sync: bool
+    def __init__(self, user_id: _Optional[str] = ..., status: _Optional[_Union[ArticleStatus, str]] = ..., primary_keyword: _Optional[str] = ..., tag: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., start_create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., show_deleted: _Optional[bool] = ..., order_by: _Optional[str] = ..., view: _Optional[_Union[ArticleView, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., content_hash: _Optional[str] = ..., needs_sync: _Optional[bool] = ...) -> None: ...
 
 class ListArticlesResponse(_message.Message):
     __slots__ = ("articles", "next_page_token")
@@ -187,18 +208,20 @@ class UpdateArticleResponse(_message.Message):
     def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ...) -> None: ...
 
 class PublishArticleRequest(_message.Message):
-    __slots__ = ("id", "etag", "wp_post_id", "wp_url", "wp_status")
+    __slots__ = ("id", "etag", "wp_post_id", "wp_url", "wp_status", "wp_modified_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     ETAG_FIELD_NUMBER: _ClassVar[int]
     WP_POST_ID_FIELD_NUMBER: _ClassVar[int]
     WP_URL_FIELD_NUMBER: _ClassVar[int]
     WP_STATUS_FIELD_NUMBER: _ClassVar[int]
+    WP_MODIFIED_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     etag: str
     wp_post_id: int
     wp_url: str
     wp_status: str
-    def __init__(self, id: _Optional[str] = ..., etag: _Optional[str] = ..., wp_post_id: _Optional[int] = ..., wp_url: _Optional[str] = ..., wp_status: _Optional[str] = ...) -> None: ...
+    wp_modified_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., etag: _Optional[str] = ..., wp_post_id: _Optional[int] = ..., wp_url: _Optional[str] = ..., wp_status: _Optional[str] = ..., wp_modified_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class PublishArticleResponse(_message.Message):
     __slots__ = ("article",)
@@ -335,16 +358,18 @@ class RestoreArticleRevisionResponse(_message.Message):
     def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ...) -> None: ...
 
 class BatchCreateArticlesRequest(_message.Message):
-    __slots__ = ("articles", "request_id", "view", "pipeline_stage")
+    __slots__ = ("articles", "request_id", "view", "pipeline_stage", "if_content_exists")
     ARTICLES_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     VIEW_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_STAGE_FIELD_NUMBER: _ClassVar[int]
+    IF_CONTENT_EXISTS_FIELD_NUMBER: _ClassVar[int]
     articles: _containers.RepeatedCompositeFieldContainer[Article]
     request_id: str
     view: ArticleView
     pipeline_stage: str
-    def __init__(self, articles: _Optional[_Iterable[_Union[Article, _Mapping]]] = ..., request_id: _Optional[str] = ..., view: _Optional[_Union[ArticleView, str]] = ..., pipeline_stage: _Optional[str] = ...) -> None: ...
+    if_content_exists: IfContentExists
+    def __init__(self, articles: _Optional[_Iterable[_Union[Article, _Mapping]]] = ..., request_id: _Optional[str] = ..., view: _Optional[_Union[ArticleView, str]] = ..., pipeline_stage: _Optional[str] = ..., if_content_exists: _Optional[_Union[IfContentExists, str]] = ...) -> None: ...
 
 class BatchCreateArticlesResponse(_message.Message):
     __slots__ = ("articles",)
