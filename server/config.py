@@ -159,6 +159,9 @@ class Settings(BaseSettings):
     # The role every transaction of the service runs as (row-level security; storage/rls.py).
     # "none": no switch, the connecting user's own rights (as the tables' owner: no RLS).
     db_role: str = Field(APP_ROLE, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
+    # Values per embedding vector (storage/embeddings.py): the vector(n) columns are made with
+    # it, and calls with another length are INVALID_ARGUMENT. At most 2000 (pgvector's HNSW).
+    embedding_dimensions: int = Field(1536, ge=1, le=2000)
 
     @field_validator("service_keys", mode="before")
     @classmethod

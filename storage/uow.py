@@ -42,6 +42,7 @@ from storage.repositories.articles import ArticleRepository
 from storage.repositories.audit import AuditRepository
 from storage.repositories.competitors import CompetitorRepository
 from storage.repositories.credentials import CredentialRepository
+from storage.repositories.embeddings import EmbeddingRepository
 from storage.repositories.pipelines import PipelineRepository
 from storage.repositories.usage import UsageRepository
 from storage.repositories.users import UserRepository
@@ -130,6 +131,10 @@ class Tx:
     @cached_property
     def competitors(self) -> CompetitorRepository:
         return CompetitorRepository(self.session, self.actor)
+
+    @cached_property
+    def embeddings(self) -> EmbeddingRepository:
+        return EmbeddingRepository(self.session, self.actor)
 
     @cached_property
     def audit_events(self) -> AuditRepository:

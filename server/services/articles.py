@@ -24,6 +24,7 @@ from server.convert.articles import (
 from server.fairness import FairShare
 from server.paging import PageTokens, filter_key
 from server.protoconv import etag_version, timestamp
+from server.services.article_embeddings import EmbeddingsMixin, with_embedding
 from server.validation import (
     Violations,
     mask_paths,
@@ -34,7 +35,8 @@ from server.validation import (
 )
 from storage import rules
 from storage.actors import Actor
-from storage.errors import InvalidArgument, NotFound, Unavailable
+from storage.embeddings import DEFAULT_DIMENSIONS, Availability
+from storage.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from storage.queries import get_article, list_articles, search_articles
 from storage.repositories.article_reads import ORDER_BY
 from storage.repositories.articles import CONTENT_FIELDS, NewArticle, from_snapshot, with_derived
@@ -45,13 +47,14 @@ _BATCH_WAIT_SECONDS = 60.0
 _REQUEST_NAMESPACE = uuid.UUID("6b1d3a4e-2f57-4c1b-9a56-3e0f5d1c7b20")
 
 
-class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
+class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceServicer):
     def __init__(
         self, db, page_tokens: PageTokens, *, max_concurrent_batches: int = 2,
         slots: Callable[[int], threading.BoundedSemaphore] = threading.BoundedSemaphore,
-        batch_shares: FairShare,
+        batch_shares: FairShare, embeddings: Availability | None = None,
     ) -> None:  # fmt: skip
         self.db = db
+        self.embeddings = embeddings or Availability(DEFAULT_DIMENSIONS)
         # Each principal's share of the batch slots, counted while it waits for one too.
         self._batch_shares = batch_shares
         self.page_tokens = page_tokens
@@ -72,6 +75,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         caller = current_caller()
         v = Violations()
         values = self._new_article(v, "article.", request.article, caller.actor)
+        (embedding,) = self._embedding_inputs(v, ["article."], [request.article])
         v.raise_if_any()
         item = NewArticle(
             with_derived(values),
@@ -81,13 +85,16 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         def create(tx):
             _require_links(tx, [item])
             (article,) = tx.articles.create_many([item])
+            self._store_embeddings(tx, [(article, embedding)])
             tx.audit(
                 "article.create", "article", article.id, user_id=article.user_id, slug=article.slug
             )
             return article
 
         article = self.db.run(caller, create)
-        return articles_pb2.CreateArticleResponse(article=article_to_proto(article))
+        return articles_pb2.CreateArticleResponse(
+            article=with_embedding(article_to_proto(article), embedding)
+        )
 
     def BatchCreateArticles(
         self, request: articles_pb2.BatchCreateArticlesRequest, context: grpc.ServicerContext
@@ -121,6 +128,8 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
                 given_slugs.setdefault(key, i)
             request_id = uuid.uuid5(_REQUEST_NAMESPACE, f"{batch_id}:{i}") if batch_id else None
             items.append(NewArticle(values, request_id=request_id))
+        prefixes = [f"articles[{i}]." for i in range(len(request.articles))]
+        embeddings = self._embedding_inputs(v, prefixes, request.articles)
         v.raise_if_any()
         for item in items:
             item.values = with_derived(item.values)
@@ -128,6 +137,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         def create(tx):
             _require_links(tx, items)
             articles = tx.articles.create_many(items)
+            self._store_embeddings(tx, list(zip(articles, embeddings, strict=True)))
             by_owner: dict[Any, list[Any]] = {}
             for article in articles:
                 by_owner.setdefault(article.user_id, []).append(article)
@@ -140,7 +150,10 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         articles = self.db.run(caller, create)
         full = is_full(request.view, articles_pb2.ARTICLE_VIEW_BASIC)
         return articles_pb2.BatchCreateArticlesResponse(
-            articles=[article_to_proto(a, full=full) for a in articles]
+            articles=[
+                with_embedding(article_to_proto(a, full=full), e)
+                for a, e in zip(articles, embeddings, strict=True)
+            ]
         )
 
     def GetArticle(
@@ -211,9 +224,15 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
     ) -> articles_pb2.UpdateArticleResponse:
         caller = current_caller()
         article_id = parse_uuid("article.id", request.article.id)
-        paths = mask_paths(request.update_mask, mutable=MUTABLE, output_only=OUTPUT_ONLY)
+        paths = mask_paths(
+            request.update_mask, mutable=(*MUTABLE, "embedding"), output_only=OUTPUT_ONLY
+        )
         v = Violations()
-        changes = article_fields(v, "article.", request.article, paths)
+        changes = article_fields(v, "article.", request.article, paths - {"embedding"})
+        (embedding,) = (
+            self._embedding_inputs(v, ["article."], [request.article])
+            if "embedding" in paths else (None,)
+        )  # fmt: skip
         for required in ("slug", "status"):
             if required in paths and not changes[required]:
                 v.add(f"article.{required}", "is required")
@@ -224,7 +243,12 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             article = tx.articles.get(article_id)
             if changes.get("pipeline_id"):
                 tx.pipelines.require_owned({(article.user_id, changes["pipeline_id"])})
-            article = tx.articles.update(article, version, changes)
+            if changes:
+                article = tx.articles.update(article, version, changes)
+            elif version is not None and version != article.version:
+                raise Conflict("the article changed meanwhile (stale etag)")
+            if "embedding" in paths:  # an embedding alone changes no field: no revision
+                self._store_embeddings(tx, [(article, embedding)], remove=True)
             tx.audit(
                 "article.update", "article", article.id,
                 user_id=article.user_id, fields=sorted(paths),
@@ -232,7 +256,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             return article
 
         article = self.db.run(caller, update)
-        return articles_pb2.UpdateArticleResponse(article=article_to_proto(article))
+        return articles_pb2.UpdateArticleResponse(
+            article=with_embedding(article_to_proto(article), embedding)
+        )
 
     def PublishArticle(
         self, request: articles_pb2.PublishArticleRequest, context: grpc.ServicerContext

@@ -22,71 +22,85 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from blogstore.v1 import competitors_pb2 as blogstore_dot_v1_dot_competitors__pb2
+from blogstore.v1 import embeddings_pb2 as blogstore_dot_v1_dot_embeddings__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62logstore/v1/articles.proto\x12\x0c\x62logstore.v1\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xcc\x05\n\x07\x41rticle\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04slug\x18\x05 \x01(\t\x12\x18\n\x10\x63ontent_markdown\x18\x06 \x01(\t\x12\x14\n\x0c\x63ontent_html\x18\x07 \x01(\t\x12\x0f\n\x07\x65xcerpt\x18\x08 \x01(\t\x12\x12\n\nmeta_title\x18\t \x01(\t\x12\x18\n\x10meta_description\x18\n \x01(\t\x12\x17\n\x0fprimary_keyword\x18\x0b \x01(\t\x12\x1a\n\x12secondary_keywords\x18\x0c \x03(\t\x12\x0c\n\x04tags\x18\r \x03(\t\x12\x11\n\tseo_score\x18\x0e \x01(\x01\x12\x12\n\nwp_post_id\x18\x0f \x01(\x03\x12\x0e\n\x06wp_url\x18\x10 \x01(\t\x12\x11\n\twp_status\x18\x11 \x01(\t\x12+\n\x06status\x18\x12 \x01(\x0e\x32\x1b.blogstore.v1.ArticleStatus\x12\x12\n\nword_count\x18\x13 \x01(\x05\x12\x1c\n\x14reading_time_minutes\x18\x14 \x01(\x05\x12\x16\n\x0einternal_links\x18\x15 \x01(\x05\x12\x16\n\x0e\x65xternal_links\x18\x16 \x01(\x05\x12\x14\n\x0c\x63ontent_hash\x18\x17 \x01(\t\x12\x30\n\x0cpublish_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65lete_time\x18\x1b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x1c \x01(\t\"R\n\x14\x43reateArticleRequest\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"?\n\x15\x43reateArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"g\n\x11GetArticleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04slug\x18\x03 \x01(\t\x12\'\n\x04view\x18\x04 \x01(\x0e\x32\x19.blogstore.v1.ArticleView\"<\n\x12GetArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"\xe0\x03\n\x13ListArticlesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.blogstore.v1.ArticleStatus\x12\x17\n\x0fprimary_keyword\x18\x03 \x01(\t\x12\x0b\n\x03tag\x18\x04 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x05 \x01(\t\x12\x35\n\x11start_create_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x65nd_create_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12start_publish_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x65nd_publish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cshow_deleted\x18\n \x01(\x08\x12\x10\n\x08order_by\x18\x0b \x01(\t\x12\'\n\x04view\x18\x0c \x01(\x0e\x32\x19.blogstore.v1.ArticleView\x12\x11\n\tpage_size\x18\r \x01(\x05\x12\x12\n\npage_token\x18\x0e \x01(\t\"X\n\x14ListArticlesResponse\x12\'\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x15.blogstore.v1.Article\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"o\n\x14UpdateArticleRequest\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x15UpdateArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"h\n\x15PublishArticleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x12\n\nwp_post_id\x18\x03 \x01(\x03\x12\x0e\n\x06wp_url\x18\x04 \x01(\t\x12\x11\n\twp_status\x18\x05 \x01(\t\"@\n\x16PublishArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"0\n\x14\x44\x65leteArticleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"?\n\x15\x44\x65leteArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"$\n\x16UndeleteArticleRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x17UndeleteArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"\xc9\x03\n\x15SearchArticlesRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.blogstore.v1.ArticleStatus\x12\x17\n\x0fprimary_keyword\x18\x04 \x01(\t\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x06 \x01(\t\x12\x35\n\x11start_create_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x65nd_create_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12start_publish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x65nd_publish_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04view\x18\x0b \x01(\x0e\x32\x19.blogstore.v1.ArticleView\x12\x11\n\tpage_size\x18\x0c \x01(\x05\x12\x12\n\npage_token\x18\r \x01(\t\"U\n\x0cSearchResult\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\x12\x0c\n\x04rank\x18\x02 \x01(\x01\x12\x0f\n\x07snippet\x18\x03 \x01(\t\"^\n\x16SearchArticlesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.blogstore.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9c\x01\n\x0f\x41rticleRevision\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\narticle_id\x18\x02 \x01(\t\x12&\n\x07\x61rticle\x18\x03 \x01(\x0b\x32\x15.blogstore.v1.Article\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x63tor_id\x18\x05 \x01(\t\"X\n\x1bListArticleRevisionsRequest\x12\x12\n\narticle_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x1cListArticleRevisionsResponse\x12\x30\n\trevisions\x18\x01 \x03(\x0b\x32\x1d.blogstore.v1.ArticleRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x1dRestoreArticleRevisionRequest\x12\x12\n\narticle_id\x18\x01 \x01(\t\x12\x13\n\x0brevision_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"H\n\x1eRestoreArticleRevisionResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"\x82\x01\n\x1a\x42\x61tchCreateArticlesRequest\x12\'\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x15.blogstore.v1.Article\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\'\n\x04view\x18\x03 \x01(\x0e\x32\x19.blogstore.v1.ArticleView\"F\n\x1b\x42\x61tchCreateArticlesResponse\x12\'\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x15.blogstore.v1.Article*\x84\x01\n\rArticleStatus\x12\x1e\n\x1a\x41RTICLE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41RTICLE_STATUS_DRAFT\x10\x01\x12\x1c\n\x18\x41RTICLE_STATUS_PUBLISHED\x10\x02\x12\x1b\n\x17\x41RTICLE_STATUS_ARCHIVED\x10\x03*Z\n\x0b\x41rticleView\x12\x1c\n\x18\x41RTICLE_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41RTICLE_VIEW_BASIC\x10\x01\x12\x15\n\x11\x41RTICLE_VIEW_FULL\x10\x02\x32\xb1\x08\n\x0f\x41rticlesService\x12X\n\rCreateArticle\x12\".blogstore.v1.CreateArticleRequest\x1a#.blogstore.v1.CreateArticleResponse\x12O\n\nGetArticle\x12\x1f.blogstore.v1.GetArticleRequest\x1a .blogstore.v1.GetArticleResponse\x12U\n\x0cListArticles\x12!.blogstore.v1.ListArticlesRequest\x1a\".blogstore.v1.ListArticlesResponse\x12X\n\rUpdateArticle\x12\".blogstore.v1.UpdateArticleRequest\x1a#.blogstore.v1.UpdateArticleResponse\x12[\n\x0ePublishArticle\x12#.blogstore.v1.PublishArticleRequest\x1a$.blogstore.v1.PublishArticleResponse\x12X\n\rDeleteArticle\x12\".blogstore.v1.DeleteArticleRequest\x1a#.blogstore.v1.DeleteArticleResponse\x12^\n\x0fUndeleteArticle\x12$.blogstore.v1.UndeleteArticleRequest\x1a%.blogstore.v1.UndeleteArticleResponse\x12[\n\x0eSearchArticles\x12#.blogstore.v1.SearchArticlesRequest\x1a$.blogstore.v1.SearchArticlesResponse\x12m\n\x14ListArticleRevisions\x12).blogstore.v1.ListArticleRevisionsRequest\x1a*.blogstore.v1.ListArticleRevisionsResponse\x12s\n\x16RestoreArticleRevision\x12+.blogstore.v1.RestoreArticleRevisionRequest\x1a,.blogstore.v1.RestoreArticleRevisionResponse\x12j\n\x13\x42\x61tchCreateArticles\x12(.blogstore.v1.BatchCreateArticlesRequest\x1a).blogstore.v1.BatchCreateArticlesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x62logstore/v1/articles.proto\x12\x0c\x62logstore.v1\x1a\x1e\x62logstore/v1/competitors.proto\x1a\x1d\x62logstore/v1/embeddings.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x05\n\x07\x41rticle\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x0c\n\x04slug\x18\x05 \x01(\t\x12\x18\n\x10\x63ontent_markdown\x18\x06 \x01(\t\x12\x14\n\x0c\x63ontent_html\x18\x07 \x01(\t\x12\x0f\n\x07\x65xcerpt\x18\x08 \x01(\t\x12\x12\n\nmeta_title\x18\t \x01(\t\x12\x18\n\x10meta_description\x18\n \x01(\t\x12\x17\n\x0fprimary_keyword\x18\x0b \x01(\t\x12\x1a\n\x12secondary_keywords\x18\x0c \x03(\t\x12\x0c\n\x04tags\x18\r \x03(\t\x12\x11\n\tseo_score\x18\x0e \x01(\x01\x12\x12\n\nwp_post_id\x18\x0f \x01(\x03\x12\x0e\n\x06wp_url\x18\x10 \x01(\t\x12\x11\n\twp_status\x18\x11 \x01(\t\x12+\n\x06status\x18\x12 \x01(\x0e\x32\x1b.blogstore.v1.ArticleStatus\x12\x12\n\nword_count\x18\x13 \x01(\x05\x12\x1c\n\x14reading_time_minutes\x18\x14 \x01(\x05\x12\x16\n\x0einternal_links\x18\x15 \x01(\x05\x12\x16\n\x0e\x65xternal_links\x18\x16 \x01(\x05\x12\x14\n\x0c\x63ontent_hash\x18\x17 \x01(\t\x12\x30\n\x0cpublish_time\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x19 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x1a \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x64\x65lete_time\x18\x1b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x1c \x01(\t\x12*\n\tembedding\x18( \x01(\x0b\x32\x17.blogstore.v1.Embedding\"R\n\x14\x43reateArticleRequest\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"?\n\x15\x43reateArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"g\n\x11GetArticleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0c\n\x04slug\x18\x03 \x01(\t\x12\'\n\x04view\x18\x04 \x01(\x0e\x32\x19.blogstore.v1.ArticleView\"<\n\x12GetArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"\xe0\x03\n\x13ListArticlesRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12+\n\x06status\x18\x02 \x01(\x0e\x32\x1b.blogstore.v1.ArticleStatus\x12\x17\n\x0fprimary_keyword\x18\x03 \x01(\t\x12\x0b\n\x03tag\x18\x04 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x05 \x01(\t\x12\x35\n\x11start_create_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x65nd_create_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12start_publish_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x65nd_publish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cshow_deleted\x18\n \x01(\x08\x12\x10\n\x08order_by\x18\x0b \x01(\t\x12\'\n\x04view\x18\x0c \x01(\x0e\x32\x19.blogstore.v1.ArticleView\x12\x11\n\tpage_size\x18\r \x01(\x05\x12\x12\n\npage_token\x18\x0e \x01(\t\"X\n\x14ListArticlesResponse\x12\'\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x15.blogstore.v1.Article\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"o\n\x14UpdateArticleRequest\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"?\n\x15UpdateArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"h\n\x15PublishArticleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\x12\x12\n\nwp_post_id\x18\x03 \x01(\x03\x12\x0e\n\x06wp_url\x18\x04 \x01(\t\x12\x11\n\twp_status\x18\x05 \x01(\t\"@\n\x16PublishArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"0\n\x14\x44\x65leteArticleRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"?\n\x15\x44\x65leteArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"$\n\x16UndeleteArticleRequest\x12\n\n\x02id\x18\x01 \x01(\t\"A\n\x17UndeleteArticleResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"\xc9\x03\n\x15SearchArticlesRequest\x12\r\n\x05query\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12+\n\x06status\x18\x03 \x01(\x0e\x32\x1b.blogstore.v1.ArticleStatus\x12\x17\n\x0fprimary_keyword\x18\x04 \x01(\t\x12\x0b\n\x03tag\x18\x05 \x01(\t\x12\x13\n\x0bpipeline_id\x18\x06 \x01(\t\x12\x35\n\x11start_create_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0f\x65nd_create_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x36\n\x12start_publish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x65nd_publish_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x04view\x18\x0b \x01(\x0e\x32\x19.blogstore.v1.ArticleView\x12\x11\n\tpage_size\x18\x0c \x01(\x05\x12\x12\n\npage_token\x18\r \x01(\t\"U\n\x0cSearchResult\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\x12\x0c\n\x04rank\x18\x02 \x01(\x01\x12\x0f\n\x07snippet\x18\x03 \x01(\t\"^\n\x16SearchArticlesResponse\x12+\n\x07results\x18\x01 \x03(\x0b\x32\x1a.blogstore.v1.SearchResult\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x9c\x01\n\x0f\x41rticleRevision\x12\n\n\x02id\x18\x01 \x01(\t\x12\x12\n\narticle_id\x18\x02 \x01(\t\x12&\n\x07\x61rticle\x18\x03 \x01(\x0b\x32\x15.blogstore.v1.Article\x12/\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x61\x63tor_id\x18\x05 \x01(\t\"X\n\x1bListArticleRevisionsRequest\x12\x12\n\narticle_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"i\n\x1cListArticleRevisionsResponse\x12\x30\n\trevisions\x18\x01 \x03(\x0b\x32\x1d.blogstore.v1.ArticleRevision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"V\n\x1dRestoreArticleRevisionRequest\x12\x12\n\narticle_id\x18\x01 \x01(\t\x12\x13\n\x0brevision_id\x18\x02 \x01(\t\x12\x0c\n\x04\x65tag\x18\x03 \x01(\t\"H\n\x1eRestoreArticleRevisionResponse\x12&\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.Article\"\x82\x01\n\x1a\x42\x61tchCreateArticlesRequest\x12\'\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x15.blogstore.v1.Article\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\'\n\x04view\x18\x03 \x01(\x0e\x32\x19.blogstore.v1.ArticleView\"F\n\x1b\x42\x61tchCreateArticlesResponse\x12\'\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x15.blogstore.v1.Article\"|\n\rEmbeddingItem\x12\x14\n\narticle_id\x18\x01 \x01(\tH\x00\x12\x1f\n\x15\x63ompetitor_article_id\x18\x02 \x01(\tH\x00\x12*\n\tembedding\x18\x03 \x01(\x0b\x32\x17.blogstore.v1.EmbeddingB\x08\n\x06target\"B\n\x14SetEmbeddingsRequest\x12*\n\x05items\x18\x01 \x03(\x0b\x32\x1b.blogstore.v1.EmbeddingItem\"A\n\x15SetEmbeddingsResponse\x12\x11\n\tset_count\x18\x01 \x01(\x05\x12\x15\n\rremoved_count\x18\x02 \x01(\x05\"\xc5\x01\n\x1a\x46indSimilarArticlesRequest\x12\x12\n\narticle_id\x18\x01 \x01(\t\x12*\n\tembedding\x18\x02 \x01(\x0b\x32\x17.blogstore.v1.Embedding\x12\x0f\n\x07user_id\x18\x03 \x01(\t\x12\x1b\n\x13include_competitors\x18\x04 \x01(\x08\x12\r\n\x05limit\x18\x05 \x01(\x05\x12\x19\n\x0cmax_distance\x18\x06 \x01(\x01H\x00\x88\x01\x01\x42\x0f\n\r_max_distance\"\x93\x01\n\x0eSimilarArticle\x12(\n\x07\x61rticle\x18\x01 \x01(\x0b\x32\x15.blogstore.v1.ArticleH\x00\x12=\n\x12\x63ompetitor_article\x18\x02 \x01(\x0b\x32\x1f.blogstore.v1.CompetitorArticleH\x00\x12\x10\n\x08\x64istance\x18\x03 \x01(\x01\x42\x06\n\x04item\"[\n\x1b\x46indSimilarArticlesResponse\x12-\n\x07results\x18\x01 \x03(\x0b\x32\x1c.blogstore.v1.SimilarArticle\x12\r\n\x05model\x18\x02 \x01(\t*\x84\x01\n\rArticleStatus\x12\x1e\n\x1a\x41RTICLE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14\x41RTICLE_STATUS_DRAFT\x10\x01\x12\x1c\n\x18\x41RTICLE_STATUS_PUBLISHED\x10\x02\x12\x1b\n\x17\x41RTICLE_STATUS_ARCHIVED\x10\x03*Z\n\x0b\x41rticleView\x12\x1c\n\x18\x41RTICLE_VIEW_UNSPECIFIED\x10\x00\x12\x16\n\x12\x41RTICLE_VIEW_BASIC\x10\x01\x12\x15\n\x11\x41RTICLE_VIEW_FULL\x10\x02\x32\xf7\t\n\x0f\x41rticlesService\x12X\n\rCreateArticle\x12\".blogstore.v1.CreateArticleRequest\x1a#.blogstore.v1.CreateArticleResponse\x12O\n\nGetArticle\x12\x1f.blogstore.v1.GetArticleRequest\x1a .blogstore.v1.GetArticleResponse\x12U\n\x0cListArticles\x12!.blogstore.v1.ListArticlesRequest\x1a\".blogstore.v1.ListArticlesResponse\x12X\n\rUpdateArticle\x12\".blogstore.v1.UpdateArticleRequest\x1a#.blogstore.v1.UpdateArticleResponse\x12[\n\x0ePublishArticle\x12#.blogstore.v1.PublishArticleRequest\x1a$.blogstore.v1.PublishArticleResponse\x12X\n\rDeleteArticle\x12\".blogstore.v1.DeleteArticleRequest\x1a#.blogstore.v1.DeleteArticleResponse\x12^\n\x0fUndeleteArticle\x12$.blogstore.v1.UndeleteArticleRequest\x1a%.blogstore.v1.UndeleteArticleResponse\x12[\n\x0eSearchArticles\x12#.blogstore.v1.SearchArticlesRequest\x1a$.blogstore.v1.SearchArticlesResponse\x12m\n\x14ListArticleRevisions\x12).blogstore.v1.ListArticleRevisionsRequest\x1a*.blogstore.v1.ListArticleRevisionsResponse\x12s\n\x16RestoreArticleRevision\x12+.blogstore.v1.RestoreArticleRevisionRequest\x1a,.blogstore.v1.RestoreArticleRevisionResponse\x12j\n\x13\x42\x61tchCreateArticles\x12(.blogstore.v1.BatchCreateArticlesRequest\x1a).blogstore.v1.BatchCreateArticlesResponse\x12X\n\rSetEmbeddings\x12\".blogstore.v1.SetEmbeddingsRequest\x1a#.blogstore.v1.SetEmbeddingsResponse\x12j\n\x13\x46indSimilarArticles\x12(.blogstore.v1.FindSimilarArticlesRequest\x1a).blogstore.v1.FindSimilarArticlesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blogstore.v1.articles_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ARTICLESTATUS']._serialized_start=3657
-  _globals['_ARTICLESTATUS']._serialized_end=3789
-  _globals['_ARTICLEVIEW']._serialized_start=3791
-  _globals['_ARTICLEVIEW']._serialized_end=3881
-  _globals['_ARTICLE']._serialized_start=113
-  _globals['_ARTICLE']._serialized_end=829
-  _globals['_CREATEARTICLEREQUEST']._serialized_start=831
-  _globals['_CREATEARTICLEREQUEST']._serialized_end=913
-  _globals['_CREATEARTICLERESPONSE']._serialized_start=915
-  _globals['_CREATEARTICLERESPONSE']._serialized_end=978
-  _globals['_GETARTICLEREQUEST']._serialized_start=980
-  _globals['_GETARTICLEREQUEST']._serialized_end=1083
-  _globals['_GETARTICLERESPONSE']._serialized_start=1085
-  _globals['_GETARTICLERESPONSE']._serialized_end=1145
-  _globals['_LISTARTICLESREQUEST']._serialized_start=1148
-  _globals['_LISTARTICLESREQUEST']._serialized_end=1628
-  _globals['_LISTARTICLESRESPONSE']._serialized_start=1630
-  _globals['_LISTARTICLESRESPONSE']._serialized_end=1718
-  _globals['_UPDATEARTICLEREQUEST']._serialized_start=1720
-  _globals['_UPDATEARTICLEREQUEST']._serialized_end=1831
-  _globals['_UPDATEARTICLERESPONSE']._serialized_start=1833
-  _globals['_UPDATEARTICLERESPONSE']._serialized_end=1896
-  _globals['_PUBLISHARTICLEREQUEST']._serialized_start=1898
-  _globals['_PUBLISHARTICLEREQUEST']._serialized_end=2002
-  _globals['_PUBLISHARTICLERESPONSE']._serialized_start=2004
-  _globals['_PUBLISHARTICLERESPONSE']._serialized_end=2068
-  _globals['_DELETEARTICLEREQUEST']._serialized_start=2070
-  _globals['_DELETEARTICLEREQUEST']._serialized_end=2118
-  _globals['_DELETEARTICLERESPONSE']._serialized_start=2120
-  _globals['_DELETEARTICLERESPONSE']._serialized_end=2183
-  _globals['_UNDELETEARTICLEREQUEST']._serialized_start=2185
-  _globals['_UNDELETEARTICLEREQUEST']._serialized_end=2221
-  _globals['_UNDELETEARTICLERESPONSE']._serialized_start=2223
-  _globals['_UNDELETEARTICLERESPONSE']._serialized_end=2288
-  _globals['_SEARCHARTICLESREQUEST']._serialized_start=2291
-  _globals['_SEARCHARTICLESREQUEST']._serialized_end=2748
-  _globals['_SEARCHRESULT']._serialized_start=2750
-  _globals['_SEARCHRESULT']._serialized_end=2835
-  _globals['_SEARCHARTICLESRESPONSE']._serialized_start=2837
-  _globals['_SEARCHARTICLESRESPONSE']._serialized_end=2931
-  _globals['_ARTICLEREVISION']._serialized_start=2934
-  _globals['_ARTICLEREVISION']._serialized_end=3090
-  _globals['_LISTARTICLEREVISIONSREQUEST']._serialized_start=3092
-  _globals['_LISTARTICLEREVISIONSREQUEST']._serialized_end=3180
-  _globals['_LISTARTICLEREVISIONSRESPONSE']._serialized_start=3182
-  _globals['_LISTARTICLEREVISIONSRESPONSE']._serialized_end=3287
-  _globals['_RESTOREARTICLEREVISIONREQUEST']._serialized_start=3289
-  _globals['_RESTOREARTICLEREVISIONREQUEST']._serialized_end=3375
-  _globals['_RESTOREARTICLEREVISIONRESPONSE']._serialized_start=3377
-  _globals['_RESTOREARTICLEREVISIONRESPONSE']._serialized_end=3449
-  _globals['_BATCHCREATEARTICLESREQUEST']._serialized_start=3452
-  _globals['_BATCHCREATEARTICLESREQUEST']._serialized_end=3582
-  _globals['_BATCHCREATEARTICLESRESPONSE']._serialized_start=3584
-  _globals['_BATCHCREATEARTICLESRESPONSE']._serialized_end=3654
-  _globals['_ARTICLESSERVICE']._serialized_start=3884
-  _globals['_ARTICLESSERVICE']._serialized_end=4957
+  _globals['_ARTICLESTATUS']._serialized_start=4468
+  _globals['_ARTICLESTATUS']._serialized_end=4600
+  _globals['_ARTICLEVIEW']._serialized_start=4602
+  _globals['_ARTICLEVIEW']._serialized_end=4692
+  _globals['_ARTICLE']._serialized_start=176
+  _globals['_ARTICLE']._serialized_end=936
+  _globals['_CREATEARTICLEREQUEST']._serialized_start=938
+  _globals['_CREATEARTICLEREQUEST']._serialized_end=1020
+  _globals['_CREATEARTICLERESPONSE']._serialized_start=1022
+  _globals['_CREATEARTICLERESPONSE']._serialized_end=1085
+  _globals['_GETARTICLEREQUEST']._serialized_start=1087
+  _globals['_GETARTICLEREQUEST']._serialized_end=1190
+  _globals['_GETARTICLERESPONSE']._serialized_start=1192
+  _globals['_GETARTICLERESPONSE']._serialized_end=1252
+  _globals['_LISTARTICLESREQUEST']._serialized_start=1255
+  _globals['_LISTARTICLESREQUEST']._serialized_end=1735
+  _globals['_LISTARTICLESRESPONSE']._serialized_start=1737
+  _globals['_LISTARTICLESRESPONSE']._serialized_end=1825
+  _globals['_UPDATEARTICLEREQUEST']._serialized_start=1827
+  _globals['_UPDATEARTICLEREQUEST']._serialized_end=1938
+  _globals['_UPDATEARTICLERESPONSE']._serialized_start=1940
+  _globals['_UPDATEARTICLERESPONSE']._serialized_end=2003
+  _globals['_PUBLISHARTICLEREQUEST']._serialized_start=2005
+  _globals['_PUBLISHARTICLEREQUEST']._serialized_end=2109
+  _globals['_PUBLISHARTICLERESPONSE']._serialized_start=2111
+  _globals['_PUBLISHARTICLERESPONSE']._serialized_end=2175
+  _globals['_DELETEARTICLEREQUEST']._serialized_start=2177
+  _globals['_DELETEARTICLEREQUEST']._serialized_end=2225
+  _globals['_DELETEARTICLERESPONSE']._serialized_start=2227
+  _globals['_DELETEARTICLERESPONSE']._serialized_end=2290
+  _globals['_UNDELETEARTICLEREQUEST']._serialized_start=2292
+  _globals['_UNDELETEARTICLEREQUEST']._serialized_end=2328
+  _globals['_UNDELETEARTICLERESPONSE']._serialized_start=2330
+  _globals['_UNDELETEARTICLERESPONSE']._serialized_end=2395
+  _globals['_SEARCHARTICLESREQUEST']._serialized_start=2398
+  _globals['_SEARCHARTICLESREQUEST']._serialized_end=2855
+  _globals['_SEARCHRESULT']._serialized_start=2857
+  _globals['_SEARCHRESULT']._serialized_end=2942
+  _globals['_SEARCHARTICLESRESPONSE']._serialized_start=2944
+  _globals['_SEARCHARTICLESRESPONSE']._serialized_end=3038
+  _globals['_ARTICLEREVISION']._serialized_start=3041
+  _globals['_ARTICLEREVISION']._serialized_end=3197
+  _globals['_LISTARTICLEREVISIONSREQUEST']._serialized_start=3199
+  _globals['_LISTARTICLEREVISIONSREQUEST']._serialized_end=3287
+  _globals['_LISTARTICLEREVISIONSRESPONSE']._serialized_start=3289
+  _globals['_LISTARTICLEREVISIONSRESPONSE']._serialized_end=3394
+  _globals['_RESTOREARTICLEREVISIONREQUEST']._serialized_start=3396
+  _globals['_RESTOREARTICLEREVISIONREQUEST']._serialized_end=3482
+  _globals['_RESTOREARTICLEREVISIONRESPONSE']._serialized_start=3484
+  _globals['_RESTOREARTICLEREVISIONRESPONSE']._serialized_end=3556
+  _globals['_BATCHCREATEARTICLESREQUEST']._serialized_start=3559
+  _globals['_BATCHCREATEARTICLESREQUEST']._serialized_end=3689
+  _globals['_BATCHCREATEARTICLESRESPONSE']._serialized_start=3691
+  _globals['_BATCHCREATEARTICLESRESPONSE']._serialized_end=3761
+  _globals['_EMBEDDINGITEM']._serialized_start=3763
+  _globals['_EMBEDDINGITEM']._serialized_end=3887
+  _globals['_SETEMBEDDINGSREQUEST']._serialized_start=3889
+  _globals['_SETEMBEDDINGSREQUEST']._serialized_end=3955
+  _globals['_SETEMBEDDINGSRESPONSE']._serialized_start=3957
+  _globals['_SETEMBEDDINGSRESPONSE']._serialized_end=4022
+  _globals['_FINDSIMILARARTICLESREQUEST']._serialized_start=4025
+  _globals['_FINDSIMILARARTICLESREQUEST']._serialized_end=4222
+  _globals['_SIMILARARTICLE']._serialized_start=4225
+  _globals['_SIMILARARTICLE']._serialized_end=4372
+  _globals['_FINDSIMILARARTICLESRESPONSE']._serialized_start=4374
+  _globals['_FINDSIMILARARTICLESRESPONSE']._serialized_end=4465
+  _globals['_ARTICLESSERVICE']._serialized_start=4695
+  _globals['_ARTICLESSERVICE']._serialized_end=5966
 # @@protoc_insertion_point(module_scope)
