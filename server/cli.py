@@ -1,4 +1,5 @@
-"""`blogstore serve | migrate | create-admin | healthcheck | retention | import-json`."""
+"""`blogstore serve | migrate | create-admin | healthcheck | retention | import-json |
+enable-embeddings`."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from server.commands import add_data_dir_option, database_url
 from server.commands import backup as backup_commands
+from server.commands import embeddings as embeddings_commands
 from server.commands import healthcheck as healthcheck_commands
 from server.commands import import_json as import_json_commands
 from server.commands import retention as retention_commands
@@ -104,6 +106,7 @@ def _parser() -> argparse.ArgumentParser:
     backup_commands.register(commands)
     retention_commands.register(commands)
     import_json_commands.register(commands)
+    embeddings_commands.register(commands)
     return parser
 
 

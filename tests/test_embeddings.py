@@ -8,6 +8,7 @@ tests/test_embeddings_unavailable.py covers the server without it.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import math
 import random
@@ -25,6 +26,7 @@ from blogstore.v1 import embeddings_pb2 as epb
 from google.protobuf import field_mask_pb2
 from sqlalchemy import create_engine, text
 
+from server.commands.embeddings import enable_embeddings_command
 from storage import embeddings, migrate
 from storage.engine import normalize_url
 from storage.repositories import embeddings as embedding_repository
@@ -429,6 +431,11 @@ def test_migration_down_and_up_again(vector_admin_url):
         migrate.downgrade(url, "0012")
         with engine.connect() as conn:
             assert embeddings.column_dimensions(conn, embeddings.ARTICLE_TABLE) is None
+        # What an operator runs once pgvector is there: the tables come (back).
+        assert enable_embeddings_command(argparse.Namespace(), support.make_settings(url)) == 0
+        with engine.connect() as conn:
+            assert embeddings.column_dimensions(conn, embeddings.ARTICLE_TABLE) == DIM
+        migrate.downgrade(url, "0012")
         migrate.upgrade(url)
         with engine.connect() as conn:
             assert embeddings.column_dimensions(conn, embeddings.ARTICLE_TABLE) == DIM

@@ -4,6 +4,8 @@ health stays SERVING. tests/test_embeddings.py covers the server with it."""
 
 from __future__ import annotations
 
+import argparse
+
 import grpc
 import pytest
 from blogstore.v1 import articles_pb2 as pb
@@ -12,6 +14,7 @@ from blogstore.v1 import competitors_pb2 as cpb
 from blogstore.v1 import embeddings_pb2 as epb
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.commands.embeddings import enable_embeddings_command
 from storage import embeddings
 from tests.support import details_of, unique
 
@@ -41,10 +44,12 @@ def _refused(call) -> None:
     assert '"vector"' in details.message and "pgvector" in details.message
 
 
-def test_migrated_to_head_without_the_tables(owner_engine):
+def test_migrated_to_head_without_the_tables(owner_engine, settings, capsys):
     with owner_engine.connect() as conn:
         for table in embeddings.TABLES:
             assert embeddings.column_dimensions(conn, table) is None
+    assert enable_embeddings_command(argparse.Namespace(), settings) == 1
+    assert '"vector" extension (pgvector)' in capsys.readouterr().err
 
 
 def test_embedding_calls_are_failed_precondition_naming_the_extension(me, target):
