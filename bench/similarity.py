@@ -51,12 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--admin-url", help="a PostgreSQL with pgvector (default: pgserver)")
     parser.add_argument("--quick", action="store_true", help="2,000 x 64, 20 queries")
     parser.add_argument("--output", type=Path, help="JSON path (default: print only)")
+    parser.add_argument(
+        "--keep", type=float, default=0, help="seconds to keep the database (prints its URL)"
+    )
+    parser.add_argument("--vacuum", action="store_true", help="VACUUM after loading")
     args = parser.parse_args(argv)
     if args.quick:
         args.vectors, args.dims, args.queries = 2_000, 64, 20
     report = run(
         vectors=args.vectors, dims=args.dims, queries=args.queries, k=args.k,
         ef_searches=[int(x) for x in args.ef_search.split(",")], admin_url=args.admin_url,
+        keep=args.keep, vacuum=args.vacuum,
     )  # fmt: skip
     text_report = json.dumps(report, indent=1)
     if args.output:
@@ -79,7 +84,7 @@ def vector_server(admin_url: str | None) -> Iterator[str]:
 
 def run(
     *, vectors: int, dims: int, queries: int, k: int, ef_searches: list[int],
-    admin_url: str | None,
+    admin_url: str | None, keep: float = 0, vacuum: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     from storage import embeddings, migrate
     from storage.engine import normalize_url
@@ -104,11 +109,20 @@ def run(
                 )
                 report["postgres"] = conn.scalar(text("SHOW server_version"))
                 owners = _load(conn, vectors, dims, report)
+                if vacuum:  # what autovacuum does soon after a bulk load
+                    conn.commit()
+                    conn.connection.dbapi_connection.autocommit = True
+                    conn.execute(text("VACUUM ANALYZE article_embeddings"))
+                    conn.execute(text("VACUUM ANALYZE articles"))
+                    conn.connection.dbapi_connection.autocommit = False
                 _build_index(conn, report)
                 qs = _queries(conn, queries, dims, vectors)
                 _measure_sql(conn, qs, k, ef_searches, owners, report)
             engine.dispose()
             _measure_rpc(url, qs, k, owners, dims, report)
+            if keep:
+                print(f"kept for {keep} s: {url}", file=sys.stderr, flush=True)
+                time.sleep(keep)
         finally:
             with admin_engine.connect() as conn:
                 conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -35,8 +35,8 @@ from storage.models.articles import BASIC_COLUMNS
 from storage.repositories.base import owned_by
 
 EXACT_SCAN_MAX = 10_000
-OVERSAMPLE = 4
-MIN_EF_SEARCH = 40
+OVERSAMPLE = 10
+MIN_EF_SEARCH = 100
 MAX_EF_SEARCH = 1000  # pgvector's limit
 
 
