@@ -10,8 +10,9 @@ pgvector 0.6 (pgserver's) has no iterative scan. So, per table and query:
   MATERIALIZED CTE: the planner cannot swap in the HNSW index), recall 1.0;
 - more: the HNSW index, with ef_search raised so that the expected number of surviving
   candidates is OVERSAMPLE x the limit (ef_search = limit x OVERSAMPLE / share, share = the
-  user's vectors / the table's, capped at pgvector's 1000); with pgvector >= 0.8 also
-  `hnsw.iterative_scan = strict_order`, which keeps scanning until the limit is met.
+  user's vectors / the table's, at least MIN_EF_SEARCH, capped at pgvector's 1000); with
+  pgvector >= 0.8 also `hnsw.iterative_scan = strict_order`, which keeps scanning until the
+  limit is met.
 
 BENCHMARKS.md "Similarity search" has the latencies and recalls behind these numbers.
 """
