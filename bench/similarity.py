@@ -111,10 +111,11 @@ def run(
                 owners = _load(conn, vectors, dims, report)
                 if vacuum:  # what autovacuum does soon after a bulk load
                     conn.commit()
-                    conn.connection.dbapi_connection.autocommit = True
+                    raw: Any = conn.connection.dbapi_connection
+                    raw.autocommit = True
                     conn.execute(text("VACUUM ANALYZE article_embeddings"))
                     conn.execute(text("VACUUM ANALYZE articles"))
-                    conn.connection.dbapi_connection.autocommit = False
+                    raw.autocommit = False
                 _build_index(conn, report)
                 qs = _queries(conn, queries, dims, vectors)
                 _measure_sql(conn, qs, k, ef_searches, owners, report)

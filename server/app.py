@@ -96,8 +96,8 @@ class App:
                 status = schema_status(connection, self.settings.embedding_dimensions)
         except Exception:  # noqa: BLE001 - only a warning; health reports the database
             return
-        if status.problem:
-            log.warning("embeddings: %s", status.problem)
+        if status.problem:  # info: a server without pgvector is a supported set-up
+            log.info("embeddings are off: %s", status.problem)
 
     def stop(self, grace: float | None = None) -> None:
         """Drain: health NOT_SERVING, new calls refused, in-flight calls get `grace` seconds."""

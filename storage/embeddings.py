@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.types import UserDefinedType
 
 from storage import rls
-from storage.errors import FailedPrecondition
+from storage.errors import FailedPrecondition, SchemaNotReady
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,8 @@ class SchemaStatus:
 
 
 def schema_status(connection: Any, dimensions: int) -> SchemaStatus:
+    if connection.scalar(text("SELECT to_regclass('alembic_version')")) is None:
+        raise SchemaNotReady()  # never migrated: as every other call says, not "no pgvector"
     version = connection.scalar(
         text("SELECT extversion FROM pg_extension WHERE extname = :n"), {"n": EXTENSION}
     )
