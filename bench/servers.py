@@ -114,13 +114,14 @@ def start_server(
     metrics: bool = True,
     checkout: dict | None = None,
     extra_env: dict[str, str] | None = None,
+    port: int | None = None,
 ) -> Managed:
     """`python -m server serve --port P` on the bench database, with a service key.
 
     As deployed by default: metrics on (on a free port), tracing off (no OTEL_* variable).
-    `extra_env`: more variables (BLOGSTORE_* settings).
+    `extra_env`: more variables (BLOGSTORE_* settings). `port`: default a free one.
     """
-    port = free_port()
+    port = port or free_port()
     key = key or secrets.token_urlsafe(24)[:32]
     inherited = ("BLOGSTORE_", "DATABASE_", "OTEL_", "PROMETHEUS_")
     env = {

@@ -8,6 +8,7 @@ import time
 from alembic import context
 from sqlalchemy import create_engine, pool, text
 
+from storage import embeddings
 from storage.engine import normalize_url
 from storage.migrate import MIGRATION_LOCK_ID, record_compatibility, schema_compatibility
 from storage.models import Base
@@ -17,8 +18,10 @@ target_metadata = Base.metadata
 
 
 def include_name(name: str | None, type_: str, _parents: object) -> bool:
-    """Autogenerate and `alembic check` skip migration bookkeeping, as with alembic_version."""
-    return not (type_ == "table" and name == schema_compatibility.name)
+    """Autogenerate and `alembic check` skip migration bookkeeping, as with alembic_version,
+    and the embedding tables, which exist only where pgvector does (storage/embeddings.py)."""
+    skipped = (schema_compatibility.name, *embeddings.TABLES)
+    return not (type_ == "table" and name in skipped)
 
 
 # Every run keeps schema_compatibility in step (see storage/migrate.py).

@@ -41,6 +41,7 @@ from server.telemetry import Telemetry
 from server.tls import add_port
 from server.watch import WatchHub
 from storage import rls
+from storage.embeddings import Availability, schema_status
 from storage.engine import make_engine, mask_url
 from storage.migrate import CodeSchema
 from storage.repositories.usage import Limits
@@ -67,6 +68,7 @@ class App:
         self.server.start()
         if self.health.check_now():
             self._warn_without_leakproof()
+            self._warn_without_embeddings()
         self.health.start()
         self.watch_hub.start()
         self.telemetry.start()
@@ -88,6 +90,16 @@ class App:
                 "database: %s",
                 "; ".join(statements),
             )
+
+    def _warn_without_embeddings(self) -> None:
+        """Once, at start-up: why embedding calls will answer FAILED_PRECONDITION, if they will."""
+        try:
+            with self.db.engine.connect() as connection:
+                status = schema_status(connection, self.settings.embedding_dimensions)
+        except Exception:  # noqa: BLE001 - only a warning; health reports the database
+            return
+        if status.problem:  # info: a server without pgvector is a supported set-up
+            log.info("embeddings are off: %s", status.problem)
 
     def stop(self, grace: float | None = None) -> None:
         """Drain: health NOT_SERVING, new calls refused, in-flight calls get `grace` seconds."""
@@ -131,6 +143,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         role=settings.db_role,
     )
     page_tokens = PageTokens(settings.page_token_secret.get_secret_value())
+    embeddings = Availability(settings.embedding_dimensions)
     shares = Shares.from_settings(settings)
     passwords = PasswordHasher(settings.bcrypt_threads, settings.bcrypt_rounds)
     interceptor = RequestInterceptor(
@@ -171,6 +184,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
             max_concurrent_batches=settings.max_concurrent_batches,
             slots=telemetry.batch_slots,
             batch_shares=shares.batches,
+            embeddings=embeddings,
         ),
         server,
     )
@@ -183,7 +197,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         PipelinesServicer(db, page_tokens, watch_hub), server
     )
     competitors_pb2_grpc.add_CompetitorsServiceServicer_to_server(
-        CompetitorsServicer(db, page_tokens), server
+        CompetitorsServicer(db, page_tokens, embeddings), server
     )
     usage_pb2_grpc.add_UsageServiceServicer_to_server(
         UsageServicer(

@@ -1,5 +1,5 @@
 """`blogstore serve | migrate | create-admin | healthcheck | retention | import-json |
-rotate-secrets`."""
+rotate-secrets | enable-embeddings`."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from server.commands import add_data_dir_option, database_url
 from server.commands import backup as backup_commands
+from server.commands import embeddings as embeddings_commands
 from server.commands import healthcheck as healthcheck_commands
 from server.commands import import_json as import_json_commands
 from server.commands import retention as retention_commands
@@ -107,6 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     retention_commands.register(commands)
     import_json_commands.register(commands)
     secrets_commands.register(commands)
+    embeddings_commands.register(commands)
     return parser
 
 

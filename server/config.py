@@ -168,6 +168,9 @@ class Settings(BaseSettings):
     usage_log_text: bool = False
     usage_log_text_max_bytes: int = Field(65_536, ge=1, le=262_144)
     retention_usage_text_days: int = Field(30, ge=0, le=36_500)
+    # Values per embedding vector (storage/embeddings.py): the vector(n) columns are made with
+    # it, and calls with another length are INVALID_ARGUMENT. At most 2000 (pgvector's HNSW).
+    embedding_dimensions: int = Field(1536, ge=1, le=2000)
 
     @field_validator("service_keys", mode="before")
     @classmethod

@@ -42,6 +42,7 @@ from storage.repositories.articles import ArticleRepository
 from storage.repositories.audit import AuditRepository
 from storage.repositories.competitors import CompetitorRepository
 from storage.repositories.credentials import CredentialRepository
+from storage.repositories.embeddings import EmbeddingRepository
 from storage.repositories.pipelines import PipelineRepository
 from storage.repositories.tags import TagRepository
 from storage.repositories.usage import UsageRepository
@@ -144,6 +145,10 @@ class Tx:
     @cached_property
     def user_secrets(self) -> UserSecretRepository:
         return UserSecretRepository(self.session, self.actor)
+
+    @cached_property
+    def embeddings(self) -> EmbeddingRepository:
+        return EmbeddingRepository(self.session, self.actor)
 
     @cached_property
     def audit_events(self) -> AuditRepository:

@@ -45,3 +45,22 @@ def test_bench_quick_runs(tmp_path: Path) -> None:
             assert row[kind]["ok"] > 0, (row["scenario"], kind)
             assert not row[kind]["errors"], (row["scenario"], kind, row[kind]["errors"])
     assert not report["problems"]
+
+
+def test_similarity_bench_quick_runs(tmp_path: Path) -> None:
+    """`python -m bench.similarity --quick` (2,000 vectors of 64 dimensions, ~25 s)."""
+    output = tmp_path / "similarity.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.similarity", "--quick", "--output", str(output)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    report = json.loads(output.read_text())
+    assert report["index_build_seconds"] >= 0 and set(report["hnsw_all"]) == {"40", "100", "200"}
+    # The 1% user's search is exact (few vectors): it finds exactly what a full scan finds.
+    assert report["rpc_small_user"]["recall_at_k"] == 1.0
+    assert report["rpc_big_user"]["recall_at_k"] > 0.5

@@ -99,6 +99,10 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "ArticlesService.BatchCreateArticles": {
         "articles": [{"userId": USER, "title": "T", "slug": "t", "contentMarkdown": "x"}]
     },
+    "ArticlesService.SetEmbeddings": {
+        "items": [{"articleId": ID, "embedding": {"model": "m", "values": [1.0] * 1536}}]
+    },
+    "ArticlesService.FindSimilarArticles": {"articleId": ID},
     "PipelinesService.CreatePipeline": {"userId": USER},
     "PipelinesService.GetPipeline": {"id": ID},
     "PipelinesService.StartPipeline": {"id": ID},

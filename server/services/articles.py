@@ -29,6 +29,7 @@ from server.convert.articles import (
 from server.fairness import FairShare
 from server.paging import PageTokens, filter_key
 from server.protoconv import datetime_or_none, etag_version
+from server.services.article_embeddings import EmbeddingsMixin, with_embedding
 from server.validation import (
     Violations,
     mask_paths,
@@ -39,7 +40,8 @@ from server.validation import (
 )
 from storage import rules
 from storage.actors import Actor
-from storage.errors import InvalidArgument, NotFound, Unavailable
+from storage.embeddings import DEFAULT_DIMENSIONS, Availability
+from storage.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from storage.provenance import PipelineStep
 from storage.queries import get_article, list_articles, search_articles
 from storage.repositories.article_reads import ORDER_BY
@@ -51,13 +53,14 @@ _BATCH_WAIT_SECONDS = 60.0
 _REQUEST_NAMESPACE = uuid.UUID("6b1d3a4e-2f57-4c1b-9a56-3e0f5d1c7b20")
 
 
-class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
+class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceServicer):
     def __init__(
         self, db, page_tokens: PageTokens, *, max_concurrent_batches: int = 2,
         slots: Callable[[int], threading.BoundedSemaphore] = threading.BoundedSemaphore,
-        batch_shares: FairShare,
+        batch_shares: FairShare, embeddings: Availability | None = None,
     ) -> None:  # fmt: skip
         self.db = db
+        self.embeddings = embeddings or Availability(DEFAULT_DIMENSIONS)
         # Each principal's share of the batch slots, counted while it waits for one too.
         self._batch_shares = batch_shares
         self.page_tokens = page_tokens
@@ -82,6 +85,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         if stage and not values.get("pipeline_id"):
             v.add("pipeline_stage", "needs article.pipeline_id (the pipeline run of the stage)")
         policy = if_content_exists(v, request.if_content_exists)
+        (embedding,) = self._embedding_inputs(v, ["article."], [request.article])
         v.raise_if_any()
         item = NewArticle(
             with_derived(values),
@@ -93,6 +97,7 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             _require_links(tx, [item])
             (article,) = tx.articles.create_many([item], if_content_exists=policy)
             if article.id == item.id:  # not a retry, nor content that exists: written now
+                self._store_embeddings(tx, [(article, embedding)])
                 tx.audit(
                     "article.create", "article", article.id,
                     user_id=article.user_id, slug=article.slug,
@@ -100,7 +105,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             return article
 
         article = self.db.run(caller, create)
-        return articles_pb2.CreateArticleResponse(article=article_to_proto(article))
+        return articles_pb2.CreateArticleResponse(
+            article=with_embedding(article_to_proto(article), embedding)
+        )
 
     def BatchCreateArticles(
         self, request: articles_pb2.BatchCreateArticlesRequest, context: grpc.ServicerContext
@@ -139,6 +146,8 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
                 v.add(prefix + "pipeline_id", "is required with pipeline_stage")
             request_id = uuid.uuid5(_REQUEST_NAMESPACE, f"{batch_id}:{i}") if batch_id else None
             items.append(NewArticle(values, request_id=request_id, pipeline_stage=stage))
+        prefixes = [f"articles[{i}]." for i in range(len(request.articles))]
+        embeddings = self._embedding_inputs(v, prefixes, request.articles)
         v.raise_if_any()
         for item in items:
             item.values = with_derived(item.values)
@@ -146,6 +155,8 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         def create(tx):
             _require_links(tx, items)
             articles = tx.articles.create_many(items, if_content_exists=policy, batch=True)
+            written = zip(items, articles, embeddings, strict=True)
+            self._store_embeddings(tx, [(a, e) for item, a, e in written if a.id == item.id])
             by_owner: dict[Any, list[Any]] = {}
             for item, article in zip(items, articles, strict=True):
                 if article.id == item.id:  # written now (not a retry, nor existing content)
@@ -159,7 +170,10 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
         articles = self.db.run(caller, create)
         full = is_full(request.view, articles_pb2.ARTICLE_VIEW_BASIC)
         return articles_pb2.BatchCreateArticlesResponse(
-            articles=[article_to_proto(a, full=full) for a in articles]
+            articles=[
+                with_embedding(article_to_proto(a, full=full), e)
+                for a, e in zip(articles, embeddings, strict=True)
+            ]
         )
 
     def GetArticle(
@@ -230,9 +244,15 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
     ) -> articles_pb2.UpdateArticleResponse:
         caller = current_caller()
         article_id = parse_uuid("article.id", request.article.id)
-        paths = mask_paths(request.update_mask, mutable=MUTABLE, output_only=OUTPUT_ONLY)
+        paths = mask_paths(
+            request.update_mask, mutable=(*MUTABLE, "embedding"), output_only=OUTPUT_ONLY
+        )
         v = Violations()
-        changes = article_fields(v, "article.", request.article, paths)
+        changes = article_fields(v, "article.", request.article, paths - {"embedding"})
+        (embedding,) = (
+            self._embedding_inputs(v, ["article."], [request.article])
+            if "embedding" in paths else (None,)
+        )  # fmt: skip
         for required in ("slug", "status"):
             if required in paths and not changes[required]:
                 v.add(f"article.{required}", "is required")
@@ -247,7 +267,12 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
                 tx.pipelines.require_owned({(article.user_id, changes["pipeline_id"])})
             own = changes.get("pipeline_id", article.pipeline_id)
             step = _pipeline_step(tx, article.user_id, step_pipeline_id, own, stage)
-            article = tx.articles.update(article, version, changes, step=step)
+            if changes:
+                article = tx.articles.update(article, version, changes, step=step)
+            elif version is not None and version != article.version:
+                raise Conflict("the article changed meanwhile (stale etag)")
+            if "embedding" in paths:  # an embedding alone changes no field: no revision
+                self._store_embeddings(tx, [(article, embedding)], remove=True)
             tx.audit(
                 "article.update", "article", article.id,
                 user_id=article.user_id, fields=sorted(paths), **_step_details(step),
@@ -255,7 +280,9 @@ class ArticlesServicer(articles_pb2_grpc.ArticlesServiceServicer):
             return article
 
         article = self.db.run(caller, update)
-        return articles_pb2.UpdateArticleResponse(article=article_to_proto(article))
+        return articles_pb2.UpdateArticleResponse(
+            article=with_embedding(article_to_proto(article), embedding)
+        )
 
     def PublishArticle(
         self, request: articles_pb2.PublishArticleRequest, context: grpc.ServicerContext

@@ -11,6 +11,7 @@ from blogstore.v1 import competitors_pb2, competitors_pb2_grpc
 from google.protobuf import json_format, struct_pb2
 
 from server.context import current_caller
+from server.convert.embeddings import embedding_value
 from server.paging import PageTokens
 from server.protoconv import datetime_or_none, etag, etag_version, timestamp
 from server.validation import (
@@ -23,6 +24,7 @@ from server.validation import (
     parse_uuid,
     text_field,
 )
+from storage.embeddings import DEFAULT_DIMENSIONS, Availability
 from storage.errors import InvalidArgument
 from storage.models import Competitor, CompetitorArticle
 from storage.models.competitors import (
@@ -177,9 +179,12 @@ def article_input(
 
 
 class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
-    def __init__(self, db: Database, page_tokens: PageTokens) -> None:
+    def __init__(
+        self, db: Database, page_tokens: PageTokens, embeddings: Availability | None = None
+    ) -> None:
         self.db = db
         self.page_tokens = page_tokens
+        self.embeddings = embeddings or Availability(DEFAULT_DIMENSIONS)
 
     def CreateCompetitor(
         self, request: competitors_pb2.CreateCompetitorRequest, context: grpc.ServicerContext
@@ -410,12 +415,24 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             article_input(v, f"articles[{i}]", article)
             for i, article in enumerate(request.articles)
         ]
+        embeddings = {  # by normalized URL: a later article's wins, as in merge_by_url
+            articles[i].url: value
+            for i, article in enumerate(request.articles)
+            if article.HasField("embedding")
+            and (value := embedding_value(
+                v, f"articles[{i}].embedding.", article.embedding, self.embeddings.dimensions
+            )) is not None
+        }  # fmt: skip
         v.raise_if_any()
         merged = merge_by_url(articles)
 
         def upsert(tx: Tx):
             competitor = tx.competitors.get(competitor_id, lock="key_share")
+            if embeddings:
+                self.embeddings.require(tx.session)
             result = tx.competitors.upsert_articles(competitor_id, merged)
+            if embeddings:
+                tx.embeddings.set_for_competitor_urls(competitor_id, competitor.user_id, embeddings)
             tx.audit(
                 "competitor.upsert_articles",
                 "competitor",

@@ -1,6 +1,8 @@
 import datetime
 
 from blogstore.v1 import common_pb2 as _common_pb2
+from blogstore.v1 import competitors_pb2 as _competitors_pb2
+from blogstore.v1 import embeddings_pb2 as _embeddings_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
@@ -44,7 +46,7 @@ IF_CONTENT_EXISTS_RETURN_EXISTING: IfContentExists
 IF_CONTENT_EXISTS_FAIL: IfContentExists
 
 class Article(_message.Message):
-    __slots__ = ("id", "user_id", "pipeline_id", "title", "slug", "content_markdown", "content_html", "excerpt", "meta_title", "meta_description", "primary_keyword", "secondary_keywords", "tags", "seo_score", "wp_post_id", "wp_url", "wp_status", "status", "word_count", "reading_time_minutes", "internal_links", "external_links", "content_hash", "publish_time", "create_time", "update_time", "delete_time", "etag", "provenance", "wp_modified_time", "wp_synced_version")
+    __slots__ = ("id", "user_id", "pipeline_id", "title", "slug", "content_markdown", "content_html", "excerpt", "meta_title", "meta_description", "primary_keyword", "secondary_keywords", "tags", "seo_score", "wp_post_id", "wp_url", "wp_status", "status", "word_count", "reading_time_minutes", "internal_links", "external_links", "content_hash", "publish_time", "create_time", "update_time", "delete_time", "etag", "provenance", "wp_modified_time", "wp_synced_version", "embedding")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PIPELINE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +78,7 @@ class Article(_message.Message):
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
     WP_MODIFIED_TIME_FIELD_NUMBER: _ClassVar[int]
     WP_SYNCED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     id: str
     user_id: str
     pipeline_id: str
@@ -107,7 +110,8 @@ class Article(_message.Message):
     provenance: Provenance
     wp_modified_time: _timestamp_pb2.Timestamp
     wp_synced_version: int
-    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., title: _Optional[str] = ..., slug: _Optional[str] = ..., content_markdown: _Optional[str] = ..., content_html: _Optional[str] = ..., excerpt: _Optional[str] = ..., meta_title: _Optional[str] = ..., meta_description: _Optional[str] = ..., primary_keyword: _Optional[str] = ..., secondary_keywords: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., seo_score: _Optional[float] = ..., wp_post_id: _Optional[int] = ..., wp_url: _Optional[str] = ..., wp_status: _Optional[str] = ..., status: _Optional[_Union[ArticleStatus, str]] = ..., word_count: _Optional[int] = ..., reading_time_minutes: _Optional[int] = ..., internal_links: _Optional[int] = ..., external_links: _Optional[int] = ..., content_hash: _Optional[str] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., wp_modified_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., wp_synced_version: _Optional[int] = ...) -> None: ...
+    embedding: _embeddings_pb2.Embedding
+    def __init__(self, id: _Optional[str] = ..., user_id: _Optional[str] = ..., pipeline_id: _Optional[str] = ..., title: _Optional[str] = ..., slug: _Optional[str] = ..., content_markdown: _Optional[str] = ..., content_html: _Optional[str] = ..., excerpt: _Optional[str] = ..., meta_title: _Optional[str] = ..., meta_description: _Optional[str] = ..., primary_keyword: _Optional[str] = ..., secondary_keywords: _Optional[_Iterable[str]] = ..., tags: _Optional[_Iterable[str]] = ..., seo_score: _Optional[float] = ..., wp_post_id: _Optional[int] = ..., wp_url: _Optional[str] = ..., wp_status: _Optional[str] = ..., status: _Optional[_Union[ArticleStatus, str]] = ..., word_count: _Optional[int] = ..., reading_time_minutes: _Optional[int] = ..., internal_links: _Optional[int] = ..., external_links: _Optional[int] = ..., content_hash: _Optional[str] = ..., publish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., delete_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., etag: _Optional[str] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., wp_modified_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., wp_synced_version: _Optional[int] = ..., embedding: _Optional[_Union[_embeddings_pb2.Embedding, _Mapping]] = ...) -> None: ...
 
 class CreateArticleRequest(_message.Message):
     __slots__ = ("article", "request_id", "pipeline_stage", "if_content_exists")
@@ -462,3 +466,61 @@ class ListTagsResponse(_message.Message):
     tags: _containers.RepeatedCompositeFieldContainer[Tag]
     next_page_token: str
     def __init__(self, tags: _Optional[_Iterable[_Union[Tag, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class EmbeddingItem(_message.Message):
+    __slots__ = ("article_id", "competitor_article_id", "embedding")
+    ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPETITOR_ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    article_id: str
+    competitor_article_id: str
+    embedding: _embeddings_pb2.Embedding
+    def __init__(self, article_id: _Optional[str] = ..., competitor_article_id: _Optional[str] = ..., embedding: _Optional[_Union[_embeddings_pb2.Embedding, _Mapping]] = ...) -> None: ...
+
+class SetEmbeddingsRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[EmbeddingItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[EmbeddingItem, _Mapping]]] = ...) -> None: ...
+
+class SetEmbeddingsResponse(_message.Message):
+    __slots__ = ("set_count", "removed_count")
+    SET_COUNT_FIELD_NUMBER: _ClassVar[int]
+    REMOVED_COUNT_FIELD_NUMBER: _ClassVar[int]
+    set_count: int
+    removed_count: int
+    def __init__(self, set_count: _Optional[int] = ..., removed_count: _Optional[int] = ...) -> None: ...
+
+class FindSimilarArticlesRequest(_message.Message):
+    __slots__ = ("article_id", "embedding", "user_id", "include_competitors", "limit", "max_distance")
+    ARTICLE_ID_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_COMPETITORS_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    MAX_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    article_id: str
+    embedding: _embeddings_pb2.Embedding
+    user_id: str
+    include_competitors: bool
+    limit: int
+    max_distance: float
+    def __init__(self, article_id: _Optional[str] = ..., embedding: _Optional[_Union[_embeddings_pb2.Embedding, _Mapping]] = ..., user_id: _Optional[str] = ..., include_competitors: _Optional[bool] = ..., limit: _Optional[int] = ..., max_distance: _Optional[float] = ...) -> None: ...
+
+class SimilarArticle(_message.Message):
+    __slots__ = ("article", "competitor_article", "distance")
+    ARTICLE_FIELD_NUMBER: _ClassVar[int]
+    COMPETITOR_ARTICLE_FIELD_NUMBER: _ClassVar[int]
+    DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    article: Article
+    competitor_article: _competitors_pb2.CompetitorArticle
+    distance: float
+    def __init__(self, article: _Optional[_Union[Article, _Mapping]] = ..., competitor_article: _Optional[_Union[_competitors_pb2.CompetitorArticle, _Mapping]] = ..., distance: _Optional[float] = ...) -> None: ...
+
+class FindSimilarArticlesResponse(_message.Message):
+    __slots__ = ("results", "model")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SimilarArticle]
+    model: str
+    def __init__(self, results: _Optional[_Iterable[_Union[SimilarArticle, _Mapping]]] = ..., model: _Optional[str] = ...) -> None: ...

@@ -105,6 +105,16 @@ class ArticlesServiceStub:
                 request_serializer=blogstore_dot_v1_dot_articles__pb2.ListTagsRequest.SerializeToString,
                 response_deserializer=blogstore_dot_v1_dot_articles__pb2.ListTagsResponse.FromString,
                 _registered_method=True)
+        self.SetEmbeddings = channel.unary_unary(
+                '/blogstore.v1.ArticlesService/SetEmbeddings',
+                request_serializer=blogstore_dot_v1_dot_articles__pb2.SetEmbeddingsRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_articles__pb2.SetEmbeddingsResponse.FromString,
+                _registered_method=True)
+        self.FindSimilarArticles = channel.unary_unary(
+                '/blogstore.v1.ArticlesService/FindSimilarArticles',
+                request_serializer=blogstore_dot_v1_dot_articles__pb2.FindSimilarArticlesRequest.SerializeToString,
+                response_deserializer=blogstore_dot_v1_dot_articles__pb2.FindSimilarArticlesResponse.FromString,
+                _registered_method=True)
 
 
 class ArticlesServiceServicer:
@@ -210,6 +220,22 @@ class ArticlesServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetEmbeddings(self, request, context):
+        """Sets or removes the embeddings of up to 1000 articles and competitor articles in one
+        transaction: all or nothing. Needs the "vector" extension (else FAILED_PRECONDITION).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindSimilarArticles(self, request, context):
+        """The user's live articles, and optionally its competitors' articles, nearest by cosine
+        distance to an article's embedding or to a vector, nearest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ArticlesServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -282,6 +308,16 @@ def add_ArticlesServiceServicer_to_server(servicer, server):
                     servicer.ListTags,
                     request_deserializer=blogstore_dot_v1_dot_articles__pb2.ListTagsRequest.FromString,
                     response_serializer=blogstore_dot_v1_dot_articles__pb2.ListTagsResponse.SerializeToString,
+            ),
+            'SetEmbeddings': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetEmbeddings,
+                    request_deserializer=blogstore_dot_v1_dot_articles__pb2.SetEmbeddingsRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_articles__pb2.SetEmbeddingsResponse.SerializeToString,
+            ),
+            'FindSimilarArticles': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindSimilarArticles,
+                    request_deserializer=blogstore_dot_v1_dot_articles__pb2.FindSimilarArticlesRequest.FromString,
+                    response_serializer=blogstore_dot_v1_dot_articles__pb2.FindSimilarArticlesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -663,6 +699,60 @@ class ArticlesService:
             '/blogstore.v1.ArticlesService/ListTags',
             blogstore_dot_v1_dot_articles__pb2.ListTagsRequest.SerializeToString,
             blogstore_dot_v1_dot_articles__pb2.ListTagsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.ArticlesService/SetEmbeddings',
+            blogstore_dot_v1_dot_articles__pb2.SetEmbeddingsRequest.SerializeToString,
+            blogstore_dot_v1_dot_articles__pb2.SetEmbeddingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindSimilarArticles(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/blogstore.v1.ArticlesService/FindSimilarArticles',
+            blogstore_dot_v1_dot_articles__pb2.FindSimilarArticlesRequest.SerializeToString,
+            blogstore_dot_v1_dot_articles__pb2.FindSimilarArticlesResponse.FromString,
             options,
             channel_credentials,
             insecure,

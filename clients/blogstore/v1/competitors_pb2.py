@@ -22,60 +22,61 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from blogstore.v1 import embeddings_pb2 as blogstore_dot_v1_dot_embeddings__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62logstore/v1/competitors.proto\x12\x0c\x62logstore.v1\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x04\n\nCompetitor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x16\n\tis_active\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12\x1d\n\x15\x63heck_frequency_hours\x18\x06 \x01(\x05\x12\x33\n\x0flast_check_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_check_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x1c\n\x14total_articles_found\x18\n \x01(\x03\x12\x18\n\x10new_articles_30d\x18\x0b \x01(\x03\x12\x34\n\x0ftrending_topics\x18\x0c \x03(\x0b\x32\x1b.blogstore.v1.TrendingTopic\x12)\n\x08metadata\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x10 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\n\n_is_active\"-\n\rTrendingTopic\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\xde\x02\n\x11\x43ompetitorArticle\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rcompetitor_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x30\n\x0cpublish_date\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x06 \x01(\t\x12\x12\n\nword_count\x18\x07 \x01(\x05\x12\x13\n\x0bmain_topics\x18\x08 \x03(\t\x12\x10\n\x08keywords\x18\t \x03(\t\x12\x15\n\rsocial_shares\x18\n \x01(\x03\x12\x11\n\tbacklinks\x18\x0b \x01(\x03\x12\x31\n\rdiscover_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x61nalyze_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"[\n\x17\x43reateCompetitorRequest\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x18\x43reateCompetitorResponse\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\"\"\n\x14GetCompetitorRequest\x12\n\n\x02id\x18\x01 \x01(\t\"E\n\x15GetCompetitorResponse\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\"v\n\x16ListCompetitorsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x0c\n\n_is_active\"a\n\x17ListCompetitorsResponse\x12-\n\x0b\x63ompetitors\x18\x01 \x03(\x0b\x32\x18.blogstore.v1.Competitor\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n\x17UpdateCompetitorRequest\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"H\n\x18UpdateCompetitorResponse\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\"3\n\x17\x44\x65leteCompetitorRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"H\n\x18\x44\x65leteCompetitorResponse\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\"B\n\x1a\x43laimDueCompetitorsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x15\n\rlease_seconds\x18\x02 \x01(\x05\"L\n\x1b\x43laimDueCompetitorsResponse\x12-\n\x0b\x63ompetitors\x18\x01 \x03(\x0b\x32\x18.blogstore.v1.Competitor\"t\n\x1cRecordCompetitorCheckRequest\x12\x15\n\rcompetitor_id\x18\x01 \x01(\t\x12.\n\ncheck_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"M\n\x1dRecordCompetitorCheckResponse\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\"k\n\x1fUpsertCompetitorArticlesRequest\x12\x15\n\rcompetitor_id\x18\x01 \x01(\t\x12\x31\n\x08\x61rticles\x18\x02 \x03(\x0b\x32\x1f.blogstore.v1.CompetitorArticle\"P\n UpsertCompetitorArticlesResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\x05\x12\x15\n\rupdated_count\x18\x02 \x01(\x05\"\xdc\x01\n\x1dListCompetitorArticlesRequest\x12\x15\n\rcompetitor_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x36\n\x12start_publish_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x65nd_publish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07keyword\x18\x06 \x01(\t\"l\n\x1eListCompetitorArticlesResponse\x12\x31\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x1f.blogstore.v1.CompetitorArticle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc5\x07\n\x12\x43ompetitorsService\x12\x61\n\x10\x43reateCompetitor\x12%.blogstore.v1.CreateCompetitorRequest\x1a&.blogstore.v1.CreateCompetitorResponse\x12X\n\rGetCompetitor\x12\".blogstore.v1.GetCompetitorRequest\x1a#.blogstore.v1.GetCompetitorResponse\x12^\n\x0fListCompetitors\x12$.blogstore.v1.ListCompetitorsRequest\x1a%.blogstore.v1.ListCompetitorsResponse\x12\x61\n\x10UpdateCompetitor\x12%.blogstore.v1.UpdateCompetitorRequest\x1a&.blogstore.v1.UpdateCompetitorResponse\x12\x61\n\x10\x44\x65leteCompetitor\x12%.blogstore.v1.DeleteCompetitorRequest\x1a&.blogstore.v1.DeleteCompetitorResponse\x12j\n\x13\x43laimDueCompetitors\x12(.blogstore.v1.ClaimDueCompetitorsRequest\x1a).blogstore.v1.ClaimDueCompetitorsResponse\x12p\n\x15RecordCompetitorCheck\x12*.blogstore.v1.RecordCompetitorCheckRequest\x1a+.blogstore.v1.RecordCompetitorCheckResponse\x12y\n\x18UpsertCompetitorArticles\x12-.blogstore.v1.UpsertCompetitorArticlesRequest\x1a..blogstore.v1.UpsertCompetitorArticlesResponse\x12s\n\x16ListCompetitorArticles\x12+.blogstore.v1.ListCompetitorArticlesRequest\x1a,.blogstore.v1.ListCompetitorArticlesResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x62logstore/v1/competitors.proto\x12\x0c\x62logstore.v1\x1a\x1d\x62logstore/v1/embeddings.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x04\n\nCompetitor\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07user_id\x18\x02 \x01(\t\x12\x0e\n\x06\x64omain\x18\x03 \x01(\t\x12\x0c\n\x04name\x18\x04 \x01(\t\x12\x16\n\tis_active\x18\x05 \x01(\x08H\x00\x88\x01\x01\x12\x1d\n\x15\x63heck_frequency_hours\x18\x06 \x01(\x05\x12\x33\n\x0flast_check_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0fnext_check_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_error\x18\t \x01(\t\x12\x1c\n\x14total_articles_found\x18\n \x01(\x03\x12\x18\n\x10new_articles_30d\x18\x0b \x01(\x03\x12\x34\n\x0ftrending_topics\x18\x0c \x03(\x0b\x32\x1b.blogstore.v1.TrendingTopic\x12)\n\x08metadata\x18\r \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0b\x63reate_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0c\n\x04\x65tag\x18\x10 \x01(\t\x12\x35\n\x11lease_expire_time\x18\x11 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0c\n\n_is_active\"-\n\rTrendingTopic\x12\r\n\x05topic\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"\x8a\x03\n\x11\x43ompetitorArticle\x12\n\n\x02id\x18\x01 \x01(\t\x12\x15\n\rcompetitor_id\x18\x02 \x01(\t\x12\x0b\n\x03url\x18\x03 \x01(\t\x12\r\n\x05title\x18\x04 \x01(\t\x12\x30\n\x0cpublish_date\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x61uthor\x18\x06 \x01(\t\x12\x12\n\nword_count\x18\x07 \x01(\x05\x12\x13\n\x0bmain_topics\x18\x08 \x03(\t\x12\x10\n\x08keywords\x18\t \x03(\t\x12\x15\n\rsocial_shares\x18\n \x01(\x03\x12\x11\n\tbacklinks\x18\x0b \x01(\x03\x12\x31\n\rdiscover_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x61nalyze_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\tembedding\x18\x0e \x01(\x0b\x32\x17.blogstore.v1.Embedding\"[\n\x17\x43reateCompetitorRequest\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x18\x43reateCompetitorResponse\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\"\"\n\x14GetCompetitorRequest\x12\n\n\x02id\x18\x01 \x01(\t\"E\n\x15GetCompetitorResponse\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\"v\n\x16ListCompetitorsRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x16\n\tis_active\x18\x04 \x01(\x08H\x00\x88\x01\x01\x42\x0c\n\n_is_active\"a\n\x17ListCompetitorsResponse\x12-\n\x0b\x63ompetitors\x18\x01 \x03(\x0b\x32\x18.blogstore.v1.Competitor\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"x\n\x17UpdateCompetitorRequest\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"H\n\x18UpdateCompetitorResponse\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\"3\n\x17\x44\x65leteCompetitorRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04\x65tag\x18\x02 \x01(\t\"H\n\x18\x44\x65leteCompetitorResponse\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\"B\n\x1a\x43laimDueCompetitorsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x15\n\rlease_seconds\x18\x02 \x01(\x05\"L\n\x1b\x43laimDueCompetitorsResponse\x12-\n\x0b\x63ompetitors\x18\x01 \x03(\x0b\x32\x18.blogstore.v1.Competitor\"t\n\x1cRecordCompetitorCheckRequest\x12\x15\n\rcompetitor_id\x18\x01 \x01(\t\x12.\n\ncheck_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"M\n\x1dRecordCompetitorCheckResponse\x12,\n\ncompetitor\x18\x01 \x01(\x0b\x32\x18.blogstore.v1.Competitor\"k\n\x1fUpsertCompetitorArticlesRequest\x12\x15\n\rcompetitor_id\x18\x01 \x01(\t\x12\x31\n\x08\x61rticles\x18\x02 \x03(\x0b\x32\x1f.blogstore.v1.CompetitorArticle\"P\n UpsertCompetitorArticlesResponse\x12\x15\n\rcreated_count\x18\x01 \x01(\x05\x12\x15\n\rupdated_count\x18\x02 \x01(\x05\"\xdc\x01\n\x1dListCompetitorArticlesRequest\x12\x15\n\rcompetitor_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x36\n\x12start_publish_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x34\n\x10\x65nd_publish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07keyword\x18\x06 \x01(\t\"l\n\x1eListCompetitorArticlesResponse\x12\x31\n\x08\x61rticles\x18\x01 \x03(\x0b\x32\x1f.blogstore.v1.CompetitorArticle\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t2\xc5\x07\n\x12\x43ompetitorsService\x12\x61\n\x10\x43reateCompetitor\x12%.blogstore.v1.CreateCompetitorRequest\x1a&.blogstore.v1.CreateCompetitorResponse\x12X\n\rGetCompetitor\x12\".blogstore.v1.GetCompetitorRequest\x1a#.blogstore.v1.GetCompetitorResponse\x12^\n\x0fListCompetitors\x12$.blogstore.v1.ListCompetitorsRequest\x1a%.blogstore.v1.ListCompetitorsResponse\x12\x61\n\x10UpdateCompetitor\x12%.blogstore.v1.UpdateCompetitorRequest\x1a&.blogstore.v1.UpdateCompetitorResponse\x12\x61\n\x10\x44\x65leteCompetitor\x12%.blogstore.v1.DeleteCompetitorRequest\x1a&.blogstore.v1.DeleteCompetitorResponse\x12j\n\x13\x43laimDueCompetitors\x12(.blogstore.v1.ClaimDueCompetitorsRequest\x1a).blogstore.v1.ClaimDueCompetitorsResponse\x12p\n\x15RecordCompetitorCheck\x12*.blogstore.v1.RecordCompetitorCheckRequest\x1a+.blogstore.v1.RecordCompetitorCheckResponse\x12y\n\x18UpsertCompetitorArticles\x12-.blogstore.v1.UpsertCompetitorArticlesRequest\x1a..blogstore.v1.UpsertCompetitorArticlesResponse\x12s\n\x16ListCompetitorArticles\x12+.blogstore.v1.ListCompetitorArticlesRequest\x1a,.blogstore.v1.ListCompetitorArticlesResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'blogstore.v1.competitors_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMPETITOR']._serialized_start=146
-  _globals['_COMPETITOR']._serialized_end=732
-  _globals['_TRENDINGTOPIC']._serialized_start=734
-  _globals['_TRENDINGTOPIC']._serialized_end=779
-  _globals['_COMPETITORARTICLE']._serialized_start=782
-  _globals['_COMPETITORARTICLE']._serialized_end=1132
-  _globals['_CREATECOMPETITORREQUEST']._serialized_start=1134
-  _globals['_CREATECOMPETITORREQUEST']._serialized_end=1225
-  _globals['_CREATECOMPETITORRESPONSE']._serialized_start=1227
-  _globals['_CREATECOMPETITORRESPONSE']._serialized_end=1299
-  _globals['_GETCOMPETITORREQUEST']._serialized_start=1301
-  _globals['_GETCOMPETITORREQUEST']._serialized_end=1335
-  _globals['_GETCOMPETITORRESPONSE']._serialized_start=1337
-  _globals['_GETCOMPETITORRESPONSE']._serialized_end=1406
-  _globals['_LISTCOMPETITORSREQUEST']._serialized_start=1408
-  _globals['_LISTCOMPETITORSREQUEST']._serialized_end=1526
-  _globals['_LISTCOMPETITORSRESPONSE']._serialized_start=1528
-  _globals['_LISTCOMPETITORSRESPONSE']._serialized_end=1625
-  _globals['_UPDATECOMPETITORREQUEST']._serialized_start=1627
-  _globals['_UPDATECOMPETITORREQUEST']._serialized_end=1747
-  _globals['_UPDATECOMPETITORRESPONSE']._serialized_start=1749
-  _globals['_UPDATECOMPETITORRESPONSE']._serialized_end=1821
-  _globals['_DELETECOMPETITORREQUEST']._serialized_start=1823
-  _globals['_DELETECOMPETITORREQUEST']._serialized_end=1874
-  _globals['_DELETECOMPETITORRESPONSE']._serialized_start=1876
-  _globals['_DELETECOMPETITORRESPONSE']._serialized_end=1948
-  _globals['_CLAIMDUECOMPETITORSREQUEST']._serialized_start=1950
-  _globals['_CLAIMDUECOMPETITORSREQUEST']._serialized_end=2016
-  _globals['_CLAIMDUECOMPETITORSRESPONSE']._serialized_start=2018
-  _globals['_CLAIMDUECOMPETITORSRESPONSE']._serialized_end=2094
-  _globals['_RECORDCOMPETITORCHECKREQUEST']._serialized_start=2096
-  _globals['_RECORDCOMPETITORCHECKREQUEST']._serialized_end=2212
-  _globals['_RECORDCOMPETITORCHECKRESPONSE']._serialized_start=2214
-  _globals['_RECORDCOMPETITORCHECKRESPONSE']._serialized_end=2291
-  _globals['_UPSERTCOMPETITORARTICLESREQUEST']._serialized_start=2293
-  _globals['_UPSERTCOMPETITORARTICLESREQUEST']._serialized_end=2400
-  _globals['_UPSERTCOMPETITORARTICLESRESPONSE']._serialized_start=2402
-  _globals['_UPSERTCOMPETITORARTICLESRESPONSE']._serialized_end=2482
-  _globals['_LISTCOMPETITORARTICLESREQUEST']._serialized_start=2485
-  _globals['_LISTCOMPETITORARTICLESREQUEST']._serialized_end=2705
-  _globals['_LISTCOMPETITORARTICLESRESPONSE']._serialized_start=2707
-  _globals['_LISTCOMPETITORARTICLESRESPONSE']._serialized_end=2815
-  _globals['_COMPETITORSSERVICE']._serialized_start=2818
-  _globals['_COMPETITORSSERVICE']._serialized_end=3783
+  _globals['_COMPETITOR']._serialized_start=177
+  _globals['_COMPETITOR']._serialized_end=763
+  _globals['_TRENDINGTOPIC']._serialized_start=765
+  _globals['_TRENDINGTOPIC']._serialized_end=810
+  _globals['_COMPETITORARTICLE']._serialized_start=813
+  _globals['_COMPETITORARTICLE']._serialized_end=1207
+  _globals['_CREATECOMPETITORREQUEST']._serialized_start=1209
+  _globals['_CREATECOMPETITORREQUEST']._serialized_end=1300
+  _globals['_CREATECOMPETITORRESPONSE']._serialized_start=1302
+  _globals['_CREATECOMPETITORRESPONSE']._serialized_end=1374
+  _globals['_GETCOMPETITORREQUEST']._serialized_start=1376
+  _globals['_GETCOMPETITORREQUEST']._serialized_end=1410
+  _globals['_GETCOMPETITORRESPONSE']._serialized_start=1412
+  _globals['_GETCOMPETITORRESPONSE']._serialized_end=1481
+  _globals['_LISTCOMPETITORSREQUEST']._serialized_start=1483
+  _globals['_LISTCOMPETITORSREQUEST']._serialized_end=1601
+  _globals['_LISTCOMPETITORSRESPONSE']._serialized_start=1603
+  _globals['_LISTCOMPETITORSRESPONSE']._serialized_end=1700
+  _globals['_UPDATECOMPETITORREQUEST']._serialized_start=1702
+  _globals['_UPDATECOMPETITORREQUEST']._serialized_end=1822
+  _globals['_UPDATECOMPETITORRESPONSE']._serialized_start=1824
+  _globals['_UPDATECOMPETITORRESPONSE']._serialized_end=1896
+  _globals['_DELETECOMPETITORREQUEST']._serialized_start=1898
+  _globals['_DELETECOMPETITORREQUEST']._serialized_end=1949
+  _globals['_DELETECOMPETITORRESPONSE']._serialized_start=1951
+  _globals['_DELETECOMPETITORRESPONSE']._serialized_end=2023
+  _globals['_CLAIMDUECOMPETITORSREQUEST']._serialized_start=2025
+  _globals['_CLAIMDUECOMPETITORSREQUEST']._serialized_end=2091
+  _globals['_CLAIMDUECOMPETITORSRESPONSE']._serialized_start=2093
+  _globals['_CLAIMDUECOMPETITORSRESPONSE']._serialized_end=2169
+  _globals['_RECORDCOMPETITORCHECKREQUEST']._serialized_start=2171
+  _globals['_RECORDCOMPETITORCHECKREQUEST']._serialized_end=2287
+  _globals['_RECORDCOMPETITORCHECKRESPONSE']._serialized_start=2289
+  _globals['_RECORDCOMPETITORCHECKRESPONSE']._serialized_end=2366
+  _globals['_UPSERTCOMPETITORARTICLESREQUEST']._serialized_start=2368
+  _globals['_UPSERTCOMPETITORARTICLESREQUEST']._serialized_end=2475
+  _globals['_UPSERTCOMPETITORARTICLESRESPONSE']._serialized_start=2477
+  _globals['_UPSERTCOMPETITORARTICLESRESPONSE']._serialized_end=2557
+  _globals['_LISTCOMPETITORARTICLESREQUEST']._serialized_start=2560
+  _globals['_LISTCOMPETITORARTICLESREQUEST']._serialized_end=2780
+  _globals['_LISTCOMPETITORARTICLESRESPONSE']._serialized_start=2782
+  _globals['_LISTCOMPETITORARTICLESRESPONSE']._serialized_end=2890
+  _globals['_COMPETITORSSERVICE']._serialized_start=2893
+  _globals['_COMPETITORSSERVICE']._serialized_end=3858
 # @@protoc_insertion_point(module_scope)

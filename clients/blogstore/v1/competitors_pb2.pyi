@@ -1,5 +1,6 @@
 import datetime
 
+from blogstore.v1 import embeddings_pb2 as _embeddings_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -58,7 +59,7 @@ class TrendingTopic(_message.Message):
     def __init__(self, topic: _Optional[str] = ..., count: _Optional[int] = ...) -> None: ...
 
 class CompetitorArticle(_message.Message):
-    __slots__ = ("id", "competitor_id", "url", "title", "publish_date", "author", "word_count", "main_topics", "keywords", "social_shares", "backlinks", "discover_time", "analyze_time")
+    __slots__ = ("id", "competitor_id", "url", "title", "publish_date", "author", "word_count", "main_topics", "keywords", "social_shares", "backlinks", "discover_time", "analyze_time", "embedding")
     ID_FIELD_NUMBER: _ClassVar[int]
     COMPETITOR_ID_FIELD_NUMBER: _ClassVar[int]
     URL_FIELD_NUMBER: _ClassVar[int]
@@ -72,6 +73,7 @@ class CompetitorArticle(_message.Message):
     BACKLINKS_FIELD_NUMBER: _ClassVar[int]
     DISCOVER_TIME_FIELD_NUMBER: _ClassVar[int]
     ANALYZE_TIME_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     id: str
     competitor_id: str
     url: str
@@ -85,7 +87,8 @@ class CompetitorArticle(_message.Message):
     backlinks: int
     discover_time: _timestamp_pb2.Timestamp
     analyze_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., competitor_id: _Optional[str] = ..., url: _Optional[str] = ..., title: _Optional[str] = ..., publish_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., author: _Optional[str] = ..., word_count: _Optional[int] = ..., main_topics: _Optional[_Iterable[str]] = ..., keywords: _Optional[_Iterable[str]] = ..., social_shares: _Optional[int] = ..., backlinks: _Optional[int] = ..., discover_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., analyze_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    embedding: _embeddings_pb2.Embedding
+    def __init__(self, id: _Optional[str] = ..., competitor_id: _Optional[str] = ..., url: _Optional[str] = ..., title: _Optional[str] = ..., publish_date: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., author: _Optional[str] = ..., word_count: _Optional[int] = ..., main_topics: _Optional[_Iterable[str]] = ..., keywords: _Optional[_Iterable[str]] = ..., social_shares: _Optional[int] = ..., backlinks: _Optional[int] = ..., discover_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., analyze_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., embedding: _Optional[_Union[_embeddings_pb2.Embedding, _Mapping]] = ...) -> None: ...
 
 class CreateCompetitorRequest(_message.Message):
     __slots__ = ("competitor", "request_id")
