@@ -405,7 +405,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
 
         def get(tx):
             tx.users.require_visible({user_id})
-            return tx.user_settings.get(user_id)
+            return tx.user_settings.get_stored(user_id)
 
         row = self.db.run(caller, get)
         return users_pb2.GetUserSettingsResponse(settings=settings_to_proto(user_id, row))
@@ -502,7 +502,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
 
         def reveal(tx):  # opened inside: a value that does not open is not audited as read
             tx.users.require_visible({user_id})
-            row = tx.user_secrets.get(user_id, name)
+            row = tx.user_secrets.get_named(user_id, name)
             value = keyring.open_stored(row)
             tx.audit("user_secret.reveal", "user_secret", name, user_id=str(user_id),
                      key_id=row.key_id)  # fmt: skip

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar, Generic, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, Select, bindparam, select
+from sqlalchemy import ColumnElement, Delete, Select, Update, bindparam, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
@@ -19,6 +19,7 @@ from storage.actors import Actor
 from storage.errors import InvalidArgument, NotFound
 
 M = TypeVar("M")
+Statement = TypeVar("Statement", Select, Update, Delete)
 Lock = Literal["update", "key_share"]
 
 # The owner as a parameter of a prepared statement (storage/queries.py).
@@ -30,7 +31,7 @@ def owned_by(column: Any, owner: uuid.UUID | Any) -> ColumnElement[bool]:
     return column == owner
 
 
-def scope(stmt: Select, column: Any, owner: uuid.UUID | None) -> Select:
+def scope(stmt: Statement, column: Any, owner: uuid.UUID | None) -> Statement:
     """`stmt` limited to `owner`'s rows; None (an admin or service actor) sees every user's."""
     return stmt if owner is None else stmt.where(owned_by(column, owner))
 
@@ -57,7 +58,7 @@ class ScopedRepository(Generic[M]):
         self.session = session
         self.actor = actor
 
-    def scoped(self, stmt: Select) -> Select:
+    def scoped(self, stmt: Statement) -> Statement:
         return scope(stmt, getattr(self.model, self.owner_column), self.actor.owner_scope())
 
     def get(self, row_id: uuid.UUID, *, lock: Lock | None = None) -> M:

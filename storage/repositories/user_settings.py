@@ -1,7 +1,8 @@
 """User settings (one row per user, absent until first changed) and write-only secrets.
 
 Callers check the owner first (server/validation.owner_id, UserRepository.require_visible);
-row-level security keeps a user principal's transactions to its own rows besides. Secret rows
+both repositories also apply the owner predicate (ScopedRepository), and row-level security
+keeps a user principal's transactions to its own rows besides. Secret rows
 hold ciphertext only: sealing and opening is storage/secrets.py's, in the caller.
 """
 
@@ -11,13 +12,12 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, tuple_
+from sqlalchemy import Select, delete, func, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.orm import Session
 
-from storage.actors import Actor
 from storage.errors import Conflict, NotFound, QuotaExceeded
 from storage.models import User, UserSecret, UserSettings
+from storage.repositories.base import ScopedRepository
 from storage.repositories.changes import apply_changes
 from storage.repositories.paging import Page, to_page
 from storage.secrets import Sealed
@@ -31,14 +31,14 @@ _RESEAL = text(
 )
 
 
-class UserSettingsRepository:
-    def __init__(self, session: Session, actor: Actor) -> None:
-        self.session = session
-        self.actor = actor
+class UserSettingsRepository(ScopedRepository[UserSettings]):
+    model = UserSettings
+    resource = "settings"
 
-    def get(self, user_id: uuid.UUID) -> UserSettings | None:
+    def get_stored(self, user_id: uuid.UUID) -> UserSettings | None:
         """The stored settings, or None: the user never changed the defaults."""
-        return self.session.get(UserSettings, user_id)
+        stmt = self.scoped(select(UserSettings).where(UserSettings.user_id == user_id))
+        return self.session.scalars(stmt).one_or_none()
 
     def update(
         self, user_id: uuid.UUID, etag_version: int | None, changes: dict[str, Any]
@@ -54,31 +54,37 @@ class UserSettingsRepository:
             .on_conflict_do_nothing(index_elements=["user_id"])
         )
         row = self.session.scalars(
-            select(UserSettings)
-            .where(UserSettings.user_id == user_id)
+            self.scoped(select(UserSettings).where(UserSettings.user_id == user_id))
             .with_for_update()
             .execution_options(populate_existing=True)
-        ).one()
+        ).one_or_none()
+        if row is None:
+            raise NotFound("user", user_id)
         if etag_version is not None and etag_version != row.version:
             raise Conflict("the settings changed meanwhile (stale etag)")
         # Always an UPDATE (even when nothing differs): the version moves past 0.
         return apply_changes(self.session, row, {**changes, "update_time": func.now()})
 
 
-class UserSecretRepository:
-    def __init__(self, session: Session, actor: Actor) -> None:
-        self.session = session
-        self.actor = actor
+class UserSecretRepository(ScopedRepository[UserSecret]):
+    model = UserSecret
+    resource = "secret"
+
+    def _named(self, user_id: uuid.UUID, name: str) -> Select:
+        """`user_id`'s secret `name`, within the actor's scope."""
+        return self.scoped(select(UserSecret)).where(
+            UserSecret.user_id == user_id, UserSecret.name == name
+        )
 
     def list(self, user_id: uuid.UUID, *, after: str | None, limit: int) -> Page[UserSecret]:
-        stmt = select(UserSecret).where(UserSecret.user_id == user_id)
+        stmt = self.scoped(select(UserSecret)).where(UserSecret.user_id == user_id)
         if after is not None:
             stmt = stmt.where(UserSecret.name > after)
         rows = self.session.scalars(stmt.order_by(UserSecret.name).limit(limit + 1)).all()
         return to_page(rows, limit, key=lambda secret: (secret.name,))
 
-    def get(self, user_id: uuid.UUID, name: str) -> UserSecret:
-        row = self.session.get(UserSecret, (user_id, name))
+    def get_named(self, user_id: uuid.UUID, name: str) -> UserSecret:
+        row = self.session.scalars(self._named(user_id, name)).one_or_none()
         if row is None:
             raise NotFound("secret", repr(name))
         return row
@@ -96,10 +102,7 @@ class UserSecretRepository:
             select(User.id).where(User.id == user_id).with_for_update(key_share=True)
         )
         existing = self.session.scalars(
-            select(UserSecret)
-            .where(UserSecret.user_id == user_id, UserSecret.name == name)
-            .with_for_update()
-            .execution_options(populate_existing=True)
+            self._named(user_id, name).with_for_update().execution_options(populate_existing=True)
         ).one_or_none()
         values = {
             "key_id": sealed.key_id, "nonce": sealed.nonce, "ciphertext": sealed.ciphertext,
@@ -108,7 +111,9 @@ class UserSecretRepository:
         if existing is not None:
             return apply_changes(self.session, existing, values), False
         count = self.session.scalar(
-            select(func.count()).select_from(UserSecret).where(UserSecret.user_id == user_id)
+            self.scoped(select(func.count()).select_from(UserSecret)).where(
+                UserSecret.user_id == user_id
+            )
         )
         if (count or 0) >= max_per_user:
             raise QuotaExceeded(
@@ -122,7 +127,7 @@ class UserSecretRepository:
 
     def delete(self, user_id: uuid.UUID, name: str) -> UserSecret:
         row = self.session.scalars(
-            delete(UserSecret)
+            self.scoped(delete(UserSecret))
             .where(UserSecret.user_id == user_id, UserSecret.name == name)
             .returning(UserSecret)
             .execution_options(synchronize_session=False)
