@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from storage.credentials import digest
+from storage.embeddings import DEFAULT_DIMENSIONS, MAX_DIMENSIONS
 from storage.rls import APP_ROLE
 from storage.secrets import Keyring, parse_keyring, parse_keys
 
@@ -170,7 +171,7 @@ class Settings(BaseSettings):
     retention_usage_text_days: int = Field(30, ge=0, le=36_500)
     # Values per embedding vector (storage/embeddings.py): the vector(n) columns are made with
     # it, and calls with another length are INVALID_ARGUMENT. At most 2000 (pgvector's HNSW).
-    embedding_dimensions: int = Field(1536, ge=1, le=2000)
+    embedding_dimensions: int = Field(DEFAULT_DIMENSIONS, ge=1, le=MAX_DIMENSIONS)
 
     @field_validator("service_keys", mode="before")
     @classmethod

@@ -50,10 +50,11 @@ MAX_FULL_PAGE_SIZE = 100  # events with their texts (up to 2 x 256 KiB each) per
 
 @dataclass(frozen=True)
 class TextLog:
-    """Whether RecordUsage keeps input_text and output_text, and their longest length."""
+    """Whether RecordUsage keeps input_text and output_text, and their longest length
+    (BLOGSTORE_USAGE_LOG_TEXT and BLOGSTORE_USAGE_LOG_TEXT_MAX_BYTES)."""
 
-    enabled: bool = False
-    max_bytes: int = 65_536
+    enabled: bool
+    max_bytes: int
 
 
 def event_to_proto(e: Any, *, texts: bool = True) -> usage_pb2.UsageEvent:

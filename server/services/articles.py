@@ -40,7 +40,7 @@ from server.validation import (
 )
 from storage import rules
 from storage.actors import Actor
-from storage.embeddings import DEFAULT_DIMENSIONS, Availability
+from storage.embeddings import Availability
 from storage.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from storage.provenance import PipelineStep
 from storage.queries import get_article, list_articles, search_articles
@@ -57,10 +57,10 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
     def __init__(
         self, db, page_tokens: PageTokens, *, max_concurrent_batches: int = 2,
         slots: Callable[[int], threading.BoundedSemaphore] = threading.BoundedSemaphore,
-        batch_shares: FairShare, embeddings: Availability | None = None,
+        batch_shares: FairShare, embeddings: Availability,
     ) -> None:  # fmt: skip
         self.db = db
-        self.embeddings = embeddings or Availability(DEFAULT_DIMENSIONS)
+        self.embeddings = embeddings
         # Each principal's share of the batch slots, counted while it waits for one too.
         self._batch_shares = batch_shares
         self.page_tokens = page_tokens

@@ -24,7 +24,7 @@ from server.validation import (
     parse_uuid,
     text_field,
 )
-from storage.embeddings import DEFAULT_DIMENSIONS, Availability
+from storage.embeddings import Availability
 from storage.errors import InvalidArgument
 from storage.models import Competitor, CompetitorArticle
 from storage.models.competitors import (
@@ -179,12 +179,10 @@ def article_input(
 
 
 class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
-    def __init__(
-        self, db: Database, page_tokens: PageTokens, embeddings: Availability | None = None
-    ) -> None:
+    def __init__(self, db: Database, page_tokens: PageTokens, embeddings: Availability) -> None:
         self.db = db
         self.page_tokens = page_tokens
-        self.embeddings = embeddings or Availability(DEFAULT_DIMENSIONS)
+        self.embeddings = embeddings
 
     def CreateCompetitor(
         self, request: competitors_pb2.CreateCompetitorRequest, context: grpc.ServicerContext

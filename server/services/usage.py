@@ -32,12 +32,12 @@ from storage.uow import Database
 class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
     def __init__(
         self, db: Database, page_tokens: PageTokens, *, default_limits: Limits,
-        text_log: TextLog | None = None,
+        text_log: TextLog,
     ) -> None:  # fmt: skip
         self.db = db
         self.page_tokens = page_tokens
         self.default_limits = default_limits
-        self.text_log = text_log or TextLog()
+        self.text_log = text_log
 
     def _limits(self, tx, user_id: uuid.UUID) -> Limits:
         return self._effective(*tx.usage.limits_override(user_id))
