@@ -151,9 +151,7 @@ def record_usage(
 def get_article(db: Database, caller: Caller, article_id: uuid.UUID) -> Any | None:
     """The article, if it exists and the caller may see it."""
     owner = caller.actor.owner_scope()
-    # As text: psycopg2 quotes a str in C, a UUID through its Python adapter; $1 is uuid.
-    owner_text = None if owner is None else str(owner)
-    rows = db.query(caller, _GET_ARTICLE, {"id": str(article_id), "owner": owner_text})
+    rows = db.query(caller, _GET_ARTICLE, {"id": article_id, "owner": owner})
     return rows[0] if rows else None
 
 
