@@ -235,8 +235,11 @@ class RequestInterceptor(grpc.ServerInterceptor):
             principal = self._principal(call.method, metadata, request_id, deadline)
             call.caller = Caller(principal, request_id, deadline)
             set_caller(call.caller)
-            with self.calls.holding(principal, deadline):  # its share of the request threads
+            self.calls.take(principal, deadline)  # its share of the request threads
+            try:
                 yield
+            finally:
+                self.calls.release(principal)
         except GeneratorExit:  # a blocking stream whose client went away
             call.code = grpc.StatusCode.CANCELLED
             raise

@@ -69,12 +69,20 @@ def current() -> Budget | None:
 @contextlib.contextmanager
 def budget(deadline: float) -> Any:
     """Run the body under a budget ending at `deadline` (time.monotonic())."""
-    spent = Budget(deadline)
-    token = _current.set(spent)
+    token = enter(deadline)
     try:
-        yield spent
+        yield _current.get()
     finally:
         _current.reset(token)
+
+
+def enter(deadline: float) -> Any:
+    """budget() without the generator, for the per-call path: the token to reset() after."""
+    return _current.set(Budget(deadline))
+
+
+def reset(token: Any) -> None:
+    _current.reset(token)
 
 
 def connect_timeout(configured: int) -> int:

@@ -191,7 +191,9 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
         else:
             raise InvalidArgument({"id": "give an id, or a user_id and slug"})
         full = is_full(request.view, articles_pb2.ARTICLE_VIEW_FULL)
-        return articles_pb2.GetArticleResponse(article=article_to_proto(article, full=full))
+        # Built in place from its fields: Article(...) then GetArticleResponse(article=...)
+        # would copy the whole message (its markdown and HTML) a second time.
+        return articles_pb2.GetArticleResponse(article=proto_fields(article, full=full))
 
     def ListArticles(
         self, request: articles_pb2.ListArticlesRequest, context: grpc.ServicerContext
