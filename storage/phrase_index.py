@@ -10,6 +10,11 @@ the table. The same SQL picks it when it exists; the planner also uses it for th
 queries the single-column index served, so it replaces that index (one index to keep up on
 writes, not two). Where `btree_gin` is missing (the embedded PostgreSQL ships no contrib
 modules) the single-column index stays and searches are bounded as before.
+
+It is opt-in (`blogstore enable-phrase-index`), not a migration: building it reads every
+article's search_vector (minutes at a million articles, writes to articles waiting), and on
+a small table just written the planner may prefer another index for a user's word search
+until VACUUM has filled the GIN statistics (it holds one more entry per article).
 The RUM extension was measured as the alternative and lost (BENCHMARKS.md, issue 17).
 """
 
@@ -56,7 +61,7 @@ def ensure(connection: Any) -> str:
         raise RuntimeError(
             f"CREATE EXTENSION {EXTENSION} failed ({type(error).__name__}): a superuser must "
             f"run `CREATE EXTENSION {EXTENSION}` in this database, then "
-            "`blogstore enable-phrase-index`"
+            "`blogstore enable-phrase-index` again"
         ) from None
     connection.execute(text(_CREATE))
     connection.execute(text(f"DROP INDEX IF EXISTS {FALLBACK_INDEX}"))
@@ -64,6 +69,6 @@ def ensure(connection: Any) -> str:
 
 
 def drop(connection: Any) -> None:
-    """Back to the single-column index; the extension stays (other objects may use it)."""
+    """Back to the single-column index (tests); the extension stays."""
     connection.execute(text(_CREATE_FALLBACK))
     connection.execute(text(f"DROP INDEX IF EXISTS {INDEX}"))

@@ -1,6 +1,5 @@
-"""`blogstore enable-phrase-index`: the GIN index over (search_vector, create_time), for a
-database migrated before the `btree_gin` extension could be created (see
-storage/phrase_index.py). Migration 0019 creates it where it can."""
+"""`blogstore enable-phrase-index`: the opt-in GIN index over (search_vector, create_time)
+that bounds a phrase search's index work to its scope (storage/phrase_index.py)."""
 
 from __future__ import annotations
 
