@@ -8,6 +8,8 @@ embedded PostgreSQL) only the fallback is checked.
 
 from __future__ import annotations
 
+import argparse
+
 import psycopg2
 import pytest
 from blogstore.v1 import articles_pb2 as pb
@@ -15,6 +17,7 @@ from blogstore.v1 import articles_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from sqlalchemy import create_engine
 
+from server.commands.phrase_index import enable_phrase_index_command
 from storage import phrase_index
 from storage.engine import libpq_dsn, normalize_url
 from storage.queries import _prepare
@@ -90,18 +93,23 @@ def test_searches_answer_the_same_with_and_without_the_index(herons, engine):
 
 
 def test_a_bounded_phrase_search_reads_the_index_with_its_time_range(herons, engine, settings):
-    try:
-        with engine.begin() as connection:
-            phrase_index.ensure(connection)
-            assert phrase_index.enabled(connection)
-            assert (
-                connection.exec_driver_sql(
-                    f"SELECT to_regclass('{phrase_index.FALLBACK_INDEX}')"
-                ).scalar()
-                is None
-            )  # replaced, not added: one GIN index to keep up on writes
-    except RuntimeError as error:
-        pytest.skip(f"no phrase index here: {error}")
+    """Through the command; where btree_gin is missing it refuses and changes nothing."""
+    with engine.begin() as connection:
+        phrase_index.drop(connection)
+        available = connection.exec_driver_sql(
+            f"SELECT 1 FROM pg_available_extensions WHERE name = '{phrase_index.EXTENSION}'"
+        ).scalar()
+    args = argparse.Namespace(data_dir=None)
+    if not available:
+        assert enable_phrase_index_command(args, settings) == 1
+        pytest.skip("no btree_gin here: the command refuses, searches keep the fallback")
+    assert enable_phrase_index_command(args, settings) == 0
+    assert enable_phrase_index_command(args, settings) == 0  # safe to run again
+    with engine.begin() as connection:
+        assert phrase_index.enabled(connection)
+        fallback = f"SELECT to_regclass('{phrase_index.FALLBACK_INDEX}')"
+        # Replaced, not added: one GIN index to keep up on writes.
+        assert connection.exec_driver_sql(fallback).scalar() is None
     _, _, old, _ = herons
     since = old[-1].create_time.ToDatetime()
     statement = search_rank_statement(ArticleFilters(), None, after=False, phrase_since=True)
