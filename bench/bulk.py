@@ -1,11 +1,12 @@
 """The bulk path for big datasets (1M articles): COPY rows straight into `articles`.
 
-One spawned process generates the rows (markdown from the corpus, derived fields from
-`storage.content.derive`, exactly what the server would store) while this one COPYs the
-previous chunk, so generation and PostgreSQL overlap on the two cores. PostgreSQL computes
-the generated `search_vector` itself; that and the GIN index cost ~4 ms of its CPU per article
-on the reference machine, which bounds the rate (~200-250 articles/s there: ~1 h for 1M).
-Rows are committed per chunk, and create times are spread over two years, oldest first.
+`streams` spawned processes (2 by default) each generate a chunk (markdown from the corpus,
+derived fields from `storage.content.derive`, exactly what the server would store) and COPY
+it on their own connection, niced, so generation and PostgreSQL's own work (the generated
+`search_vector`, ~4 ms of CPU per article) overlap on both cores. The GIN indexes are built
+once at the end. 872k articles loaded at 360/s this way (issue 17) against 183/s in one
+stream with the indexes kept up row by row. Rows are committed per chunk; create times are
+spread over two years and chunks go newest first (see load_articles_bulk).
 """
 
 from __future__ import annotations
