@@ -32,6 +32,15 @@ def main(argv: list[str] | None = None) -> int:
         help="COPY articles straight into the table (the path for 1M)",
     )
     load.add_argument("--replace", action="store_true", help="drop the database first")
+    load.add_argument(
+        "--streams", type=int, default=2, help="with --bulk: parallel generate+COPY processes"
+    )
+    load.add_argument(
+        "--time-limit",
+        type=float,
+        default=0,
+        help="with --bulk: stop after this many seconds (newest articles are loaded first)",
+    )
     load.add_argument("--seed", type=int, default=7)
     load.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
 
@@ -134,6 +143,8 @@ def _load(args: argparse.Namespace) -> int:
             bulk=args.bulk,
             seed=args.seed,
             server=server,
+            streams=args.streams,
+            time_limit=args.time_limit,
         )
     finally:
         if server is not None:

@@ -1,15 +1,17 @@
 """The bulk path for big datasets (1M articles): COPY rows straight into `articles`.
 
-One spawned process generates the rows (markdown from the corpus, derived fields from
-`storage.content.derive`, exactly what the server would store) while this one COPYs the
-previous chunk, so generation and PostgreSQL overlap on the two cores. PostgreSQL computes
-the generated `search_vector` itself; that and the GIN index cost ~4 ms of its CPU per article
-on the reference machine, which bounds the rate (~200-250 articles/s there: ~1 h for 1M).
-Rows are committed per chunk, and create times are spread over two years, oldest first.
+`streams` spawned processes (2 by default) each generate a chunk (markdown from the corpus,
+derived fields from `storage.content.derive`, exactly what the server would store) and COPY
+it on their own connection, niced, so generation and PostgreSQL's own work (the generated
+`search_vector`, ~4 ms of CPU per article) overlap on both cores. The GIN indexes are built
+once at the end. 872k articles loaded at 360/s this way (issue 17) against 183/s in one
+stream with the indexes kept up row by row. Rows are committed per chunk; create times are
+spread over two years and chunks go newest first (see load_articles_bulk).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import io
 import json
@@ -30,6 +32,8 @@ ARTICLE_COLUMNS = (
     "create_time", "update_time",
 )  # fmt: skip
 _corpus: Any = None
+_conn: Any = None
+NICE = 10  # the load shares the machine: its processes and backends yield to others
 
 
 def copy_rows(cur: Any, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:
@@ -91,39 +95,96 @@ def _rows(task: tuple) -> list[tuple]:
     return rows
 
 
-def load_articles_bulk(conn: Any, plan: Any, seed: int) -> dict:
+def _stream_init(seed: int, url: str) -> None:
+    """A stream: its own corpus and connection; the process and its backend run niced."""
+    global _conn
+    import os
+
+    import psycopg2
+
+    _init(seed)
+    os.nice(max(0, NICE - os.nice(0)))  # NICE in all, whatever the parent's
+    _conn = psycopg2.connect(url)
+    with _conn.cursor() as cur:
+        cur.execute("SET synchronous_commit = off")
+        cur.execute("SELECT pg_backend_pid()")
+        pid = cur.fetchone()[0]
+    _conn.commit()
+    with contextlib.suppress(OSError):  # PostgreSQL on another host or user: not ours to renice
+        os.setpriority(os.PRIO_PROCESS, pid, NICE)
+
+
+def _stream_chunk(task: tuple) -> int:
+    rows = _rows(task)
+    with _conn.cursor() as cur:
+        copy_rows(cur, "articles", ARTICLE_COLUMNS, rows)
+    _conn.commit()
+    return len(rows)
+
+
+def _deferred_indexes(cur: Any) -> list[tuple[str, str]]:
+    """The GIN indexes of `articles` (name, definition): built once at the end, not per row."""
+    cur.execute(
+        "SELECT c.relname, pg_get_indexdef(i.indexrelid) FROM pg_index i "
+        "JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam "
+        "WHERE i.indrelid = 'articles'::regclass AND am.amname = 'gin'"
+    )
+    return list(cur.fetchall())
+
+
+def load_articles_bulk(
+    conn: Any, plan: Any, seed: int, *, url: str, streams: int = 2, time_limit: float = 0
+) -> dict:
+    """`streams` processes each generate a chunk and COPY it on their own connection.
+
+    Chunks go newest first: a load stopped by `time_limit` (seconds) holds the newest
+    articles at the density of the full plan, so the newest N look as they would at full
+    size (only the oldest are missing). Every chunk's rows are fixed by the seed and its
+    position, whatever the order or the stream. The GIN indexes are dropped first and built
+    at the end with a large `maintenance_work_mem` (faster than growing them row by row).
+    """
     count = len(plan.owners)
     now = dt.datetime.now(dt.UTC)
-    tasks = (
+    tasks = [
         (seed, first, count, plan.owners[first : first + CHUNK],
          plan.pipelines[first : first + CHUNK], now)
-        for first in range(0, count, CHUNK)
-    )  # fmt: skip
-    copy_seconds, started = 0.0, time.perf_counter()
+        for first in reversed(range(0, count, CHUNK))
+    ]  # fmt: skip
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        deferred = _deferred_indexes(cur)
+        for name, _ in deferred:
+            cur.execute(f'DROP INDEX "{name}"')
+    conn.commit()
     context = multiprocessing.get_context("spawn")
-    with context.Pool(1, initializer=_init, initargs=(seed,)) as pool, conn.cursor() as cur:
-        cur.execute("SET synchronous_commit = off")
+    done = 0
+    with context.Pool(streams, initializer=_stream_init, initargs=(seed, url)) as pool:
         pending: deque = deque()
-        done = 0
-        for task in [*tasks, None]:
-            if task is not None:
-                pending.append(pool.apply_async(_rows, (task,)))
-            # At most two chunks ahead: generation is faster than COPY and must not pile up.
-            while pending and (len(pending) > 2 or task is None):
-                rows = pending.popleft().get()
-                t0 = time.perf_counter()
-                copy_rows(cur, "articles", ARTICLE_COLUMNS, rows)
-                conn.commit()
-                copy_seconds += time.perf_counter() - t0
-                done += len(rows)
-                if done % 50_000 < CHUNK:
-                    rate = done / (time.perf_counter() - started)
-                    print(f"[bench] {done} articles, {rate:.0f}/s", flush=True)
+        queue = deque(tasks)
+        while queue or pending:
+            expired = time_limit and time.perf_counter() - started > time_limit
+            while queue and len(pending) < streams * 2 and not expired:
+                pending.append(pool.apply_async(_stream_chunk, (queue.popleft(),)))
+            if expired:
+                queue.clear()
+            done += pending.popleft().get()
+            if done % 25_000 < CHUNK:
+                rate = done / (time.perf_counter() - started)
+                print(f"[bench] {done} articles, {rate:.0f}/s", flush=True)
+    copied = time.perf_counter() - started
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("SET maintenance_work_mem = '1GB'")
+        for _, definition in deferred:
+            cur.execute(definition)
+    conn.autocommit = False
     wall = time.perf_counter() - started
     return {
-        "path": "COPY",
-        "articles": count,
-        "copy_seconds": round(copy_seconds, 2),
+        "path": f"COPY, {streams} streams",
+        "articles": done,
+        "planned": count,
+        "copy_seconds": round(copied, 2),
+        "index_seconds": round(wall - copied, 2),
         "wall_seconds": round(wall, 2),
-        "articles_per_s": round(count / wall, 1),
+        "articles_per_s": round(done / wall, 1),
     }

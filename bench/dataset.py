@@ -380,7 +380,15 @@ def finish(conn: Any) -> None:
 
 
 def load(
-    url: str, *, articles: int, users: int | None, bulk: bool, seed: int, server: Any = None
+    url: str,
+    *,
+    articles: int,
+    users: int | None,
+    bulk: bool,
+    seed: int,
+    server: Any = None,
+    streams: int = 2,
+    time_limit: float = 0,
 ) -> dict:
     """Load a dataset into a migrated database; `server` is a running bench server (or None
     with bulk and no competitors). Returns the figures of each step."""
@@ -399,7 +407,9 @@ def load(
     stats["pipelines"] = insert_pipelines(conn, plan, rng)
     stats["setup_seconds"] = round(time.perf_counter() - t0, 2)
     if bulk:
-        stats["load"] = load_articles_bulk(conn, plan, seed)
+        stats["load"] = load_articles_bulk(
+            conn, plan, seed, url=url, streams=streams, time_limit=time_limit
+        )
     else:
         stats["load"] = load_articles_grpc(server.target, server.key, corpus, plan, rng)
     t0 = time.perf_counter()

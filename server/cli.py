@@ -1,5 +1,5 @@
 """`blogstore serve | migrate | create-admin | healthcheck | retention | import-json |
-rotate-secrets | enable-embeddings`."""
+rotate-secrets | enable-embeddings | enable-phrase-index`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from server.commands import backup as backup_commands
 from server.commands import embeddings as embeddings_commands
 from server.commands import healthcheck as healthcheck_commands
 from server.commands import import_json as import_json_commands
+from server.commands import phrase_index as phrase_index_commands
 from server.commands import retention as retention_commands
 from server.commands import secrets as secrets_commands
 from server.logs import configure_logging
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     import_json_commands.register(commands)
     secrets_commands.register(commands)
     embeddings_commands.register(commands)
+    phrase_index_commands.register(commands)
     return parser
 
 
