@@ -264,7 +264,9 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
         version = etag_version("article.etag", request.article.etag)
 
         def update(tx):  # off the ORM (storage/repositories/article_updates.py)
-            article = article_updates.load(tx.session, caller.actor, article_id)
+            article = article_updates.load(
+                tx.session, caller.actor, article_id, content=article_updates.needs_content(changes)
+            )
             if changes.get("pipeline_id"):
                 tx.pipelines.require_owned({(article.user_id, changes["pipeline_id"])})
             own = changes.get("pipeline_id", article.pipeline_id)

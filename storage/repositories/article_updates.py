@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import re
 import uuid
+from types import SimpleNamespace
 from typing import Any
 
 from psycopg2.extras import Json
@@ -26,12 +27,23 @@ from storage.errors import Conflict, NotFound
 from storage.models import Article, ArticleRevision, AuditEvent
 from storage.models.articles import ARTICLE_COLUMNS
 from storage.provenance import PipelineStep
-from storage.repositories.articles import planned_update
+from storage.repositories.articles import DERIVED_INPUTS, planned_update
 
 _DIALECT = postgresql.dialect()  # type: ignore[attr-defined]
 _COLUMNS = ", ".join(c.name for c in ARTICLE_COLUMNS)
-_LOAD = f"SELECT {_COLUMNS} FROM articles WHERE id = %(id)s"
-_LOAD_OWNED = _LOAD + " AND user_id = %(owner)s"
+_CONTENT = ("content_markdown", "content_html")
+# The content (tens of KB) is read only when the change derives from it: the revision's
+# snapshot takes it from the old row inside the statement, the reply from RETURNING.
+_LOAD = {
+    content: "SELECT "
+    + ", ".join(c.name for c in ARTICLE_COLUMNS if content or c.name not in _CONTENT)
+    + " FROM articles WHERE id = %(id)s"
+    for content in (False, True)
+}
+_OLD_CONTENT = (
+    "(SELECT jsonb_build_object('content_markdown', content_markdown, 'content_html', "
+    "content_html) FROM articles WHERE id = %(id)s)"
+)
 _REVISION_COLUMNS = (
     "article_id", "article_version", "snapshot", "actor_id", "made_by_kind", "made_by_id",
     "made_by_name", "made_request_id", "made_pipeline_id", "made_pipeline_stage",
@@ -42,10 +54,11 @@ _AUDIT_COLUMNS = (
 )  # fmt: skip
 
 
-def load(session: Session, actor: Actor, article_id: uuid.UUID) -> Any:
-    """The article (a row of ARTICLE_COLUMNS); another user's is NotFound, as with get()."""
+def load(session: Session, actor: Actor, article_id: uuid.UUID, *, content: bool) -> Any:
+    """The article (a row of ARTICLE_COLUMNS, without the content unless `content`);
+    another user's is NotFound, as with get()."""
     owner = actor.owner_scope()
-    sql = _LOAD if owner is None else _LOAD_OWNED
+    sql = _LOAD[content] + ("" if owner is None else " AND user_id = %(owner)s")
     row = session.connection().exec_driver_sql(sql, {"id": article_id, "owner": owner}).first()
     if row is None:
         raise NotFound("article", article_id)
@@ -58,6 +71,8 @@ def update(
 ) -> Any:  # fmt: skip
     """ArticleRepository.update (with a revision) and the audit event `audit` (event_values)
     in one statement; returns the updated row."""
+    if not hasattr(article, "content_markdown"):  # loaded without: the statement adds it
+        article = SimpleNamespace(**article._mapping, **dict.fromkeys(_CONTENT))
     values, kept = planned_update(
         article, version, changes, caller=caller, actor=caller.actor, revision=True,
         publish_now=False, step=step,
@@ -88,7 +103,12 @@ def _statement(given: tuple[str, ...], computed: tuple[tuple[str, str], ...]) ->
     sets = [f"{name} = {_cast(Article, name, 'v_' + name)}" for name in given]
     sets += [f"{name} = {sql}" for name, sql in computed]
     sets.append("version = version + 1")  # the ORM's version_id_col, as its flush does
-    revision = ", ".join(_cast(ArticleRevision, n, "r_" + n) for n in _REVISION_COLUMNS)
+    revision = ", ".join(
+        f"{_cast(ArticleRevision, n, 'r_' + n)} || {_OLD_CONTENT}"
+        if n == "snapshot"
+        else _cast(ArticleRevision, n, "r_" + n)
+        for n in _REVISION_COLUMNS
+    )
     audit = ", ".join(_cast(AuditEvent, n, "a_" + n) for n in _AUDIT_COLUMNS)
     return (
         f"WITH u AS (UPDATE articles SET {', '.join(sets)} "
@@ -98,6 +118,12 @@ def _statement(given: tuple[str, ...], computed: tuple[tuple[str, str], ...]) ->
         f"a AS (INSERT INTO audit_events ({', '.join(_AUDIT_COLUMNS)}) SELECT {audit} FROM u) "
         "SELECT * FROM u"
     )
+
+
+def needs_content(changes: dict[str, Any]) -> bool:
+    """Whether load() must read the content: the change derives fields from it, or there is
+    no change (the reply is then the row as read)."""
+    return not changes or bool(DERIVED_INPUTS & changes.keys())
 
 
 def _cast(model: Any, column: str, param: str) -> str:

@@ -46,7 +46,7 @@ SNAPSHOT_FIELDS = (
     "content_hash", "publish_time", "create_time", "update_time", "delete_time", "version",
     "wp_modified_time", "wp_synced_version",
 )  # fmt: skip
-_DERIVED_INPUTS = {"content_markdown", "content_html", "wp_url"}
+DERIVED_INPUTS = {"content_markdown", "content_html", "wp_url"}
 _INSERT_CHUNK = 100
 _SLUG_ROUNDS = 20
 
@@ -332,7 +332,7 @@ def planned_update(
     column values (SQL expressions for the database's clock) and the revision row, if any."""
     if version is not None and version != article.version:
         raise Conflict("the article changed meanwhile (stale etag)")
-    if _DERIVED_INPUTS & changes.keys():
+    if DERIVED_INPUTS & changes.keys():
         merged = {
             "content_markdown": article.content_markdown,
             "wp_url": article.wp_url,
