@@ -52,6 +52,9 @@ def params(
             raise SystemExit("the database holds no bench dataset: run `python -m bench load`")
         out["article_ids"] = ids
         out["update_ids"] = ids[-64:]  # one article per in-flight UpdateArticle slot
+        if "record" in need:  # one competitor per in-flight RecordCompetitorCheck slot
+            cur.execute("SELECT id FROM competitors ORDER BY id DESC LIMIT 64")
+            out["record_ids"] = [str(r[0]) for r in cur.fetchall()]
         out["user_ids"] = [str(u[0]) for u in users]
         out["usage_user_id"] = str(users[0][0])
         out["auth_login"] = users[0][1]

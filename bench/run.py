@@ -200,9 +200,10 @@ class Harness:
         names = ["Authenticate"] if self.opts.login_flood else names
         names = ["GetArticle", "ListArticles first page"] if self.opts.rls_compare else names
         chosen = [s for s in CATALOG if s.name in names]
-        if "claim" in {s.client for s in chosen} and not dataset.competitors_served():
-            self.log("ClaimDueCompetitors skipped: CompetitorsService is not served")
-            chosen = [s for s in chosen if s.client != "claim"]
+        jobs = {"claim", "record"}
+        if jobs & {s.client for s in chosen} and not dataset.competitors_served():
+            self.log("competitor scenarios skipped: CompetitorsService is not served")
+            chosen = [s for s in chosen if s.client not in jobs]
         return chosen
 
     def prepare(self) -> None:

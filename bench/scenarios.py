@@ -47,6 +47,7 @@ CATALOG = [
     Scenario("RecordUsage", "usage"),
     Scenario("RecordUsage (call log)", "usage_log"),
     Scenario("ClaimDueCompetitors", "claim"),
+    Scenario("RecordCompetitorCheck", "record"),
     Scenario("Authenticate", "auth", apart=True),
     # Last: its 1000-article calls leave the server process large for the rest of its life.
     Scenario("BatchCreateArticles", "batch", items_per_call=BATCH_SIZE),
@@ -301,6 +302,30 @@ class Claim(Client):
         return self.request_cls(limit=10, lease_seconds=CLAIM_LEASE_SECONDS)
 
 
+class Record(Client):
+    """RecordCompetitorCheck: each slot records checks of its own competitor (no row lock
+    shared between slots); one check in ten failed."""
+
+    method = "/blogstore.v1.CompetitorsService/RecordCompetitorCheck"
+
+    def __init__(self, params: dict, worker: int, slots: int) -> None:
+        super().__init__(params, worker, slots)
+        from blogstore.v1 import competitors_pb2  # type: ignore[attr-defined]
+
+        self.request_cls = competitors_pb2.RecordCompetitorCheckRequest
+        self.response_cls = competitors_pb2.RecordCompetitorCheckResponse
+        self.first_slot = worker * slots
+
+    async def setup(self, slot: int, channel: Any, metadata: tuple | None) -> Any:
+        return {"id": self.params["record_ids"][self.first_slot + slot], "n": 0}
+
+    def request(self, state: Any) -> Any:
+        state = state or {"id": self.params["record_ids"][-1], "n": 0}  # a captured reply
+        state["n"] += 1
+        error = "fetch timed out" if state["n"] % 10 == 0 else ""
+        return self.request_cls(competitor_id=state["id"], error=error)
+
+
 CLIENTS: dict[str, type[Client]] = {
     "get": Get,
     "list_first": ListFirst,
@@ -317,4 +342,5 @@ CLIENTS: dict[str, type[Client]] = {
     "auth_flood": AuthFlood,  # bench/flood.py (not in CATALOG)
     "current_user": CurrentUser,  # bench/flood.py (not in CATALOG)
     "claim": Claim,
+    "record": Record,
 }

@@ -14,7 +14,6 @@ import contextlib
 import functools
 import random
 import time
-import uuid
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from storage import deadlines, rls
-from storage.actors import ActorKind, Caller
+from storage.actors import Caller
 from storage.errors import (
     DeadlineExceeded,
     DomainError,
@@ -39,7 +38,7 @@ from storage.errors import (
 )
 from storage.models import AuditEvent
 from storage.repositories.articles import ArticleRepository
-from storage.repositories.audit import AuditRepository
+from storage.repositories.audit import AuditRepository, event_values
 from storage.repositories.competitors import CompetitorRepository
 from storage.repositories.credentials import CredentialRepository
 from storage.repositories.embeddings import EmbeddingRepository
@@ -163,30 +162,12 @@ class Tx:
         user_id: object = None,
         **details: Any,
     ) -> None:
-        """Record a mutation; it commits or rolls back with the change itself.
-
-        `user_id` is the user whose resource it is (that user may read the event). Left out,
-        it is the resource itself for a user, else the calling user for a user principal
-        (which only ever touches its own rows); admins and services acting for a user name it.
-        """
-        if user_id is None and resource_type == "user":
-            user_id = resource_id
-        elif user_id is None and self.actor.kind is ActorKind.USER:
-            user_id = self.actor.user_id
-        owner = None if user_id is None else uuid.UUID(str(user_id))
-        self.session.add(
-            AuditEvent(
-                actor_kind=self.actor.kind.value,
-                actor_id=self.actor.user_id,
-                actor_name=self.actor.name,
-                action=action,
-                resource_type=resource_type,
-                resource_id=str(resource_id),
-                request_id=self.caller.request_id,
-                details=details,
-                user_id=owner,
-            )
+        """Record a mutation; it commits or rolls back with the change itself (the values:
+        storage.repositories.audit.event_values)."""
+        values = event_values(
+            self.caller, action, resource_type, resource_id, user_id=user_id, details=details
         )
+        self.session.add(AuditEvent(**values))
 
 
 def _under_budget(method: Callable[..., T]) -> Callable[..., T]:

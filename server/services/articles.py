@@ -44,8 +44,10 @@ from storage.embeddings import Availability
 from storage.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from storage.provenance import PipelineStep
 from storage.queries import get_article, list_articles, search_articles
+from storage.repositories import article_updates
 from storage.repositories.article_reads import ORDER_BY
 from storage.repositories.articles import CONTENT_FIELDS, NewArticle, from_snapshot, with_derived
+from storage.repositories.audit import event_values
 
 MAX_BATCH = 1000
 MAX_QUERY_CHARS = 1000
@@ -263,22 +265,31 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
         v.raise_if_any()
         version = etag_version("article.etag", request.article.etag)
 
-        def update(tx):
-            article = tx.articles.get(article_id)
+        def update(tx):  # off the ORM (storage/repositories/article_updates.py)
+            article = article_updates.load(
+                tx.session, caller.actor, article_id, content=article_updates.needs_content(changes)
+            )
             if changes.get("pipeline_id"):
                 tx.pipelines.require_owned({(article.user_id, changes["pipeline_id"])})
             own = changes.get("pipeline_id", article.pipeline_id)
             step = _pipeline_step(tx, article.user_id, step_pipeline_id, own, stage)
+            event = event_values(
+                caller, "article.update", "article", article.id, user_id=article.user_id,
+                details={"fields": sorted(paths), **_step_details(step)},
+            )  # fmt: skip
             if changes:
-                article = tx.articles.update(article, version, changes, step=step)
+                article = article_updates.update(
+                    tx.session, caller, article, version, changes, step=step, audit=event
+                )
             elif version is not None and version != article.version:
                 raise Conflict("the article changed meanwhile (stale etag)")
             if "embedding" in paths:  # an embedding alone changes no field: no revision
                 self._store_embeddings(tx, [(article, embedding)], remove=True)
-            tx.audit(
-                "article.update", "article", article.id,
-                user_id=article.user_id, fields=sorted(paths), **_step_details(step),
-            )  # fmt: skip
+            if not changes:
+                tx.audit(
+                    "article.update", "article", article.id,
+                    user_id=article.user_id, **event["details"],
+                )  # fmt: skip
             return article
 
         article = self.db.run(caller, update)

@@ -35,6 +35,7 @@ from storage.models.competitors import (
     MIN_CHECK_FREQUENCY_HOURS,
 )
 from storage.normalize import normalize_domain, normalize_terms, normalize_url
+from storage.repositories import competitor_jobs
 from storage.repositories.competitors import ArticleInput, CompetitorStats, merge_by_url
 from storage.uow import Database, Tx
 
@@ -345,21 +346,9 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
         )
         v.raise_if_any()
 
-        def claim(tx: Tx):
-            claimed = tx.competitors.claim_due(
-                limit=request.limit, lease_seconds=request.lease_seconds
-            )
-            for competitor in claimed:
-                tx.audit(
-                    "competitor.claim",
-                    "competitor",
-                    competitor.id,
-                    user_id=competitor.user_id,
-                    lease_seconds=request.lease_seconds,
-                )
-            return with_stats(tx, claimed)
-
-        items = self.db.run(caller, claim)
+        items = competitor_jobs.claim_due(
+            self.db, caller, limit=request.limit, lease_seconds=request.lease_seconds
+        )
         return competitors_pb2.ClaimDueCompetitorsResponse(
             competitors=[competitor_to_proto(c, s) for c, s in items]
         )
@@ -384,17 +373,9 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
         )
         v.raise_if_any()
 
-        def record(tx: Tx):
-            competitor = tx.competitors.record_check(
-                tx.competitors.get(competitor_id), check_time, error
-            )
-            tx.audit(
-                "competitor.record_check", "competitor", competitor_id,
-                user_id=competitor.user_id, failed=bool(error),
-            )  # fmt: skip
-            return with_stats(tx, [competitor])[0]
-
-        competitor, stats = self.db.run(caller, record)
+        competitor, stats = competitor_jobs.record_check(
+            self.db, caller, competitor_id, check_time, error
+        )
         return competitors_pb2.RecordCompetitorCheckResponse(
             competitor=competitor_to_proto(competitor, stats)
         )

@@ -46,7 +46,7 @@ SNAPSHOT_FIELDS = (
     "content_hash", "publish_time", "create_time", "update_time", "delete_time", "version",
     "wp_modified_time", "wp_synced_version",
 )  # fmt: skip
-_DERIVED_INPUTS = {"content_markdown", "content_html", "wp_url"}
+DERIVED_INPUTS = {"content_markdown", "content_html", "wp_url"}
 _INSERT_CHUNK = 100
 _SLUG_ROUNDS = 20
 
@@ -270,30 +270,12 @@ class ArticleRepository(ScopedRepository[Article]):
         content changes) the provenance stays.
         Becoming PUBLISHED stamps publish_time once; `publish_now` (PublishArticle) restamps it.
         """
-        if version is not None and version != article.version:
-            raise Conflict("the article changed meanwhile (stale etag)")
-        if _DERIVED_INPUTS & changes.keys():
-            merged = {
-                "content_markdown": article.content_markdown,
-                "wp_url": article.wp_url,
-                # New markdown without new HTML is re-rendered; otherwise the HTML stays.
-                "content_html": "" if "content_markdown" in changes else article.content_html,
-                **changes,
-            }
-            changes = with_derived(merged)
-        if revision:
-            self.session.add(
-                ArticleRevision(
-                    article_id=article.id,
-                    article_version=article.version,
-                    snapshot=snapshot(article),
-                    actor_id=self.actor.user_id,
-                    **provenance_of(article),
-                )
-            )
-            changes = {**changes, **made_by(self.caller, step)}
-        if publish_now or (changes.get("status") == "published" and not article.publish_time):
-            changes = {**changes, "publish_time": func.now()}
+        changes, kept = planned_update(
+            article, version, changes, caller=self.caller, actor=self.actor, revision=revision,
+            publish_now=publish_now, step=step,
+        )  # fmt: skip
+        if kept is not None:
+            self.session.add(ArticleRevision(**kept))
         return apply_changes(self.session, article, changes)
 
     def publish(
@@ -340,6 +322,38 @@ class ArticleRepository(ScopedRepository[Article]):
         if revision is None:
             raise NotFound("revision", revision_id)
         return revision
+
+
+def planned_update(
+    article: Any, version: int | None, changes: dict[str, Any], *, caller: Caller, actor: Actor,
+    revision: bool, publish_now: bool, step: PipelineStep | None,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:  # fmt: skip
+    """What ArticleRepository.update and the path off the ORM (article_updates.py) write: the
+    column values (SQL expressions for the database's clock) and the revision row, if any."""
+    if version is not None and version != article.version:
+        raise Conflict("the article changed meanwhile (stale etag)")
+    if DERIVED_INPUTS & changes.keys():
+        merged = {
+            "content_markdown": article.content_markdown,
+            "wp_url": article.wp_url,
+            # New markdown without new HTML is re-rendered; otherwise the HTML stays.
+            "content_html": "" if "content_markdown" in changes else article.content_html,
+            **changes,
+        }
+        changes = with_derived(merged)
+    kept = None
+    if revision:
+        kept = {
+            "article_id": article.id,
+            "article_version": article.version,
+            "snapshot": snapshot(article),
+            "actor_id": actor.user_id,
+            **provenance_of(article),
+        }
+        changes = {**changes, **made_by(caller, step)}
+    if publish_now or (changes.get("status") == "published" and not article.publish_time):
+        changes = {**changes, "publish_time": func.now()}
+    return changes, kept
 
 
 def _creating_step(item: NewArticle) -> PipelineStep | None:

@@ -1,17 +1,47 @@
-"""Reading the audit trail (writes: Tx.audit, in the transaction of the change itself)."""
+"""The audit trail: the values of one event (written by Tx.audit, or inside the statement of the
+change itself on the paths off the ORM), and reading it back."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import ColumnElement, Select, select, union
 from sqlalchemy.orm import Session
 
-from storage.actors import Actor
+from storage.actors import Actor, ActorKind, Caller
 from storage.models import AuditEvent
 from storage.repositories.paging import Page, newest_first, to_page
+
+
+def event_values(
+    caller: Caller, action: str, resource_type: str, resource_id: object, *,
+    user_id: object = None, details: dict[str, Any],
+) -> dict[str, Any]:  # fmt: skip
+    """The audit_events column values of one event (create_time and id: the database's).
+
+    `user_id` is the user whose resource it is (that user may read the event). Left out,
+    it is the resource itself for a user, else the calling user for a user principal
+    (which only ever touches its own rows); admins and services acting for a user name it.
+    """
+    actor = caller.actor
+    if user_id is None and resource_type == "user":
+        user_id = resource_id
+    elif user_id is None and actor.kind is ActorKind.USER:
+        user_id = actor.user_id
+    return {
+        "actor_kind": actor.kind.value,
+        "actor_id": actor.user_id,
+        "actor_name": actor.name,
+        "action": action,
+        "resource_type": resource_type,
+        "resource_id": str(resource_id),
+        "request_id": caller.request_id,
+        "details": details,
+        "user_id": None if user_id is None else uuid.UUID(str(user_id)),
+    }
 
 
 @dataclass(frozen=True)

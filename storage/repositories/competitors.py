@@ -10,18 +10,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
-    DateTime,
     any_,
     case,
     delete,
-    distinct,
     func,
     literal,
     literal_column,
     or_,
     select,
+    text,
     tuple_,
-    update,
 )
 from sqlalchemy.dialects.postgresql import insert
 
@@ -137,64 +135,7 @@ class CompetitorRepository(ScopedRepository[Competitor]):
         if etag_version is not None and etag_version != competitor.version:
             raise Conflict("the competitor changed meanwhile (stale etag)")
 
-    # -- crawler leases --------------------------------------------------------------------
-
-    def claim_due(self, *, limit: int, lease_seconds: int) -> Sequence[Competitor]:
-        """Lease up to `limit` due competitors in one statement.
-
-        The SELECT locks candidate rows with FOR UPDATE SKIP LOCKED, so concurrent claims
-        skip each other's rows instead of waiting; a row that another claim leased meanwhile
-        fails the re-checked lease condition. The lease is bookkeeping, not an edit: version
-        (etag) and update_time stay as they are.
-        """
-        now = func.now()
-        due = (
-            select(Competitor.id)
-            .where(
-                Competitor.is_active,
-                Competitor.next_check_time <= now,
-                or_(Competitor.lease_expire_time.is_(None), Competitor.lease_expire_time <= now),
-            )
-            .order_by(Competitor.next_check_time)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        # MATERIALIZED: the locking SELECT runs once, whatever the plan. Inlined, the planner
-        # may choose a nested loop that re-runs it per row and leases rows beyond `limit`.
-        chosen = self.scoped(due).cte("due").prefix_with("MATERIALIZED")
-        stmt = (
-            update(Competitor)
-            .where(Competitor.id.in_(select(chosen.c.id)))
-            .values(
-                lease_expire_time=now + func.make_interval(0, 0, 0, 0, 0, 0, lease_seconds),
-                update_time=Competitor.update_time,
-            )
-            .returning(Competitor)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        )
-        rows = self.session.scalars(stmt).all()
-        return sorted(rows, key=lambda c: (c.next_check_time, c.id))
-
-    def record_check(
-        self, competitor: Competitor, check_time: dt.datetime | None, error: str
-    ) -> Competitor:
-        """Stamp a finished check, schedule the next one and release the lease."""
-        checked = func.now() if check_time is None else literal(check_time, DateTime(timezone=True))
-        stmt = (
-            update(Competitor)
-            .where(Competitor.id == competitor.id)
-            .values(
-                last_check_time=checked,
-                last_error=error,
-                next_check_time=checked
-                + func.make_interval(0, 0, 0, 0, Competitor.check_frequency_hours),
-                lease_expire_time=None,
-                version=Competitor.version + 1,
-            )
-            .returning(Competitor)
-            .execution_options(synchronize_session=False, populate_existing=True)
-        )
-        return self.session.scalars(stmt).one()
+    # -- crawler leases: storage/repositories/competitor_jobs.py (one statement each) ------
 
     # -- articles --------------------------------------------------------------------------
 
@@ -290,58 +231,48 @@ class CompetitorRepository(ScopedRepository[Competitor]):
     # -- statistics ------------------------------------------------------------------------
 
     def stats(self, competitor_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, CompetitorStats]:
-        """Statistics for a whole page of competitors in two aggregate queries (no N+1).
-
-        Trending topics count each article once per topic, whether the topic is among its
-        main_topics, its keywords or both; ties are broken by the topic's byte order.
-        """
+        """Statistics for a whole page of competitors in one statement (no N+1)."""
         if not competitor_ids:
             return {}
-        article = CompetitorArticle
-        recent = article.discover_time >= func.now() - RECENT
-        counts = self.session.execute(
-            select(
-                article.competitor_id,
-                func.count(),
-                func.count().filter(recent),
-            )
-            .where(article.competitor_id.in_(competitor_ids))
-            .group_by(article.competitor_id)
-        ).all()
-        per_article = (
-            select(
-                article.competitor_id,
-                article.id.label("article_id"),
-                func.unnest(func.array_cat(article.main_topics, article.keywords)).label("topic"),
-            )
-            .where(article.competitor_id.in_(competitor_ids), recent)
-            .subquery()
+        rows = self.session.execute(
+            text(
+                f"SELECT c.id, {STATS_COLUMNS} FROM unnest(CAST(:ids AS uuid[])) AS c(id) "
+                + stats_joins("c.id", ":recent")
+            ),
+            {"ids": list(competitor_ids), "recent": RECENT},
         )
-        articles = func.count(distinct(per_article.c.article_id))
-        ranked = (
-            select(
-                per_article.c.competitor_id,
-                per_article.c.topic,
-                articles.label("articles"),
-                func.row_number()
-                .over(
-                    partition_by=per_article.c.competitor_id,
-                    order_by=(articles.desc(), per_article.c.topic.collate("C")),
-                )
-                .label("rank"),
-            )
-            .group_by(per_article.c.competitor_id, per_article.c.topic)
-            .subquery()
-        )
-        trending = self.session.execute(
-            select(ranked.c.competitor_id, ranked.c.topic, ranked.c.articles)
-            .where(ranked.c.rank <= TRENDING_TOPICS)
-            .order_by(ranked.c.competitor_id, ranked.c.rank)
-        ).all()
-        topics: dict[uuid.UUID, list[tuple[str, int]]] = {}
-        for competitor_id, topic, count in trending:
-            topics.setdefault(competitor_id, []).append((topic, count))
-        return {
-            competitor_id: CompetitorStats(total, new, tuple(topics.get(competitor_id, ())))
-            for competitor_id, total, new in counts
-        }
+        return {row.id: stats_of(row) for row in rows}
+
+
+# A competitor's statistics as columns beside it, for any statement that has its id (stats()
+# above, and the lease statements of storage/repositories/competitor_jobs.py).
+# Trending topics count each recent article once per topic, whether the topic is among its
+# main_topics, its keywords or both; ties are broken by the topic's byte order.
+STATS_COLUMNS = (
+    "counts.total_articles, counts.new_articles_30d, "
+    "trending.topics AS trending_topics, trending.topic_counts AS trending_counts"
+)
+
+
+def stats_joins(competitor_id: str, recent: str) -> str:
+    """The LATERAL joins behind STATS_COLUMNS; `competitor_id` and `recent` (the RECENT
+    interval) are SQL expressions of the enclosing statement."""
+    newer = f"a.discover_time >= now() - {recent}"
+    order = 't.articles DESC, t.topic COLLATE "C"'
+    return (
+        " LEFT JOIN LATERAL (SELECT count(*) AS total_articles, "
+        f"count(*) FILTER (WHERE {newer}) AS new_articles_30d "
+        f"FROM competitor_articles a WHERE a.competitor_id = {competitor_id}) counts ON true"
+        f" LEFT JOIN LATERAL (SELECT array_agg(t.topic ORDER BY {order}) AS topics, "
+        f"array_agg(t.articles ORDER BY {order}) AS topic_counts FROM ("
+        "SELECT topic, count(DISTINCT a.id) AS articles FROM competitor_articles a "
+        "CROSS JOIN LATERAL unnest(array_cat(a.main_topics, a.keywords)) AS topic "
+        f"WHERE a.competitor_id = {competitor_id} AND {newer} GROUP BY topic "
+        f'ORDER BY articles DESC, topic COLLATE "C" LIMIT {TRENDING_TOPICS}) t) trending ON true'
+    )
+
+
+def stats_of(row: Any) -> CompetitorStats:
+    """The statistics in a row with STATS_COLUMNS."""
+    topics = zip(row.trending_topics or (), row.trending_counts or (), strict=True)
+    return CompetitorStats(row.total_articles, row.new_articles_30d, tuple(topics))
