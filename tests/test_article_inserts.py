@@ -89,9 +89,13 @@ def test_create_article_writes_its_audit_event_in_the_same_statement(new_account
     stub = articles_pb2_grpc.ArticlesServiceStub(connect(account.token))
     article = stub.CreateArticle(pb.CreateArticleRequest(article=pb.Article(
         title=f"Audited {unique()}", content_markdown="x"))).article  # fmt: skip
-    events = users_pb2_grpc.UsersServiceStub(connect(account.token)).ListAuditEvents(
-        users_pb2.ListAuditEventsRequest(resource_type="article", resource_id=article.id)
-    ).events
+    events = (
+        users_pb2_grpc.UsersServiceStub(connect(account.token))
+        .ListAuditEvents(
+            users_pb2.ListAuditEventsRequest(resource_type="article", resource_id=article.id)
+        )
+        .events
+    )
     assert [e.action for e in events] == ["article.create"]
     assert events[0].details["slug"] == article.slug
 
