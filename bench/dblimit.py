@@ -1,4 +1,5 @@
-"""The database limit: the SQL blogstore runs for List and Search, issued through psycopg2.
+"""The database limit: the SQL blogstore runs for List and Search, issued through psycopg2
+(and, for BatchCreateArticles, the batch's rows by one COPY: bench/copylimit.py).
 
 The statements are written by hand from storage/repositories/article_reads.py (checked
 against the statement log of a scratch run with `log_statement = all`). The server runs them
@@ -15,8 +16,9 @@ from typing import Any
 import psycopg2
 import psycopg2.extras
 
+from bench import copylimit
 from bench.jobs import Job, Recorder, cpu_seconds
-from bench.scenarios import LIST_PAGE_SIZE, SEARCH_PAGE_SIZE
+from bench.scenarios import BATCH_SIZE, LIST_PAGE_SIZE, SEARCH_PAGE_SIZE
 from storage.repositories.article_reads import (
     MAY_BE_BOUNDED,
     PHRASE_OPERATOR,
@@ -111,7 +113,7 @@ WHERE articles.id = ANY(%(ids)s::uuid[])
 """
 
 
-def call_for(client: str, params: dict) -> Any:
+def call_for(client: str, params: dict, worker: int = 0) -> Any:
     """A function(cursor) doing what the server does in the database for one call."""
     if client == "list_first":
         args = {"limit": LIST_PAGE_SIZE + 1}
@@ -123,6 +125,9 @@ def call_for(client: str, params: dict) -> Any:
     if client.startswith("search_"):
         query = params[client.replace("search_", "") + "_query"]
         return lambda cur: search(cur, query)
+    if client == "batch":  # PostgreSQL's own cost of the batch's rows (bench/copylimit.py)
+        rows = copylimit.Rows(params, worker, BATCH_SIZE)
+        return lambda cur: copylimit.copy_batch(cur, rows.batch())
     raise ValueError(f"no database limit for {client}")
 
 
@@ -148,11 +153,14 @@ def search(cur: Any, query: str) -> list:
 
 def run_job(job: Job, conn: Any) -> dict:
     """`job.slots` threads, one connection each, calls back to back; same protocol as gRPC."""
-    call = call_for(job.client, job.params)
+    call = call_for(job.client, job.params, job.worker)
     connections = []
     for _ in range(job.slots):
-        db = psycopg2.connect(job.target, application_name="bench-dblimit")
-        db.autocommit = True
+        if job.client == "batch":
+            db = copylimit.connect(job.target)
+        else:
+            db = psycopg2.connect(job.target, application_name="bench-dblimit")
+            db.autocommit = True
         connections.append(db)
     try:
         for db in connections:

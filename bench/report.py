@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+COPY_TARGET = 0.8  # BatchCreateArticles / one COPY of the same rows (issue 17)
 
 
 def percentile(sorted_values: list[float], p: float) -> float | None:
@@ -116,7 +117,13 @@ def row_line(row: dict) -> str:
     if row.get("window"):
         line += f"  ({row['window']})"
     if row.get("items_per_call", 1) > 1:
-        line += f"  ({s['calls_per_s'] * row['items_per_call']:.0f} items/s)"
+        line += f"  ({s['calls_per_s'] * row['items_per_call']:.0f} items/s"
+        if row.get("db") and row.get("db_ratio") is not None:
+            line += (
+                f"; one COPY: {row['db']['calls_per_s'] * row['items_per_call']:.0f} items/s, "
+                f"x {row['db_ratio']:.2f} (target >= {COPY_TARGET})"
+            )
+        line += ")"
     return line
 
 

@@ -45,6 +45,7 @@ from storage.errors import Conflict, InvalidArgument, NotFound, Unavailable
 from storage.provenance import PipelineStep
 from storage.queries import get_article, list_articles, search_articles
 from storage.repositories import article_updates
+from storage.repositories.article_dedupe import IfContentExists
 from storage.repositories.article_reads import ORDER_BY
 from storage.repositories.articles import CONTENT_FIELDS, NewArticle, from_snapshot, with_derived
 from storage.repositories.audit import event_values
@@ -96,6 +97,11 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
         )
 
         def create(tx):
+            if policy is IfContentExists.CREATE:  # one round trip, audit event included
+                article = tx.articles.create_one(item)
+                if article is not None:
+                    self._store_embeddings(tx, [(article, embedding)])
+                    return article
             _require_links(tx, [item])
             (article,) = tx.articles.create_many([item], if_content_exists=policy)
             if article.id == item.id:  # not a retry, nor content that exists: written now

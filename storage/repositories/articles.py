@@ -29,7 +29,7 @@ from storage.errors import AlreadyExists, Conflict, FailedPrecondition, NotFound
 from storage.models import Article, ArticleRevision
 from storage.models.articles import BASIC_COLUMNS
 from storage.provenance import PipelineStep, made_by, provenance_of
-from storage.repositories import article_dedupe
+from storage.repositories import article_dedupe, article_inserts
 from storage.repositories.article_dedupe import IfContentExists
 from storage.repositories.base import ScopedRepository, check_replay
 from storage.repositories.changes import apply_changes
@@ -149,6 +149,17 @@ class ArticleRepository(ScopedRepository[Article]):
             results[later] = results[earlier]
         return [results[item.id] for item in items]
 
+    def create_one(self, item: NewArticle) -> Any | None:
+        """CreateArticle's common case in one round trip (article_inserts.insert_one): the
+        article written now, with its `article.create` audit event, or None when the item
+        needs create_many (which then runs as if this had not been tried: nothing was
+        written). A derived slug is tried as create_many's first round would (the bare base)."""
+        if not article_inserts.fits_one(item):
+            return None
+        if not item.slug_given:
+            self._assign_slugs([item], {item.id}, first_round=True)
+        return article_inserts.insert_one(self.session, self.caller, item)
+
     def _refuse_taken_posts(self, items: Sequence[NewArticle]) -> None:
         """ALREADY_EXISTS when an item's wp_post_id is on a live article of its owner (ON
         CONFLICT DO NOTHING skipped it as it would a taken slug)."""
@@ -167,33 +178,28 @@ class ArticleRepository(ScopedRepository[Article]):
             raise AlreadyExists("article", "wp_post_id")
 
     def _insert(self, items: Sequence[NewArticle]) -> dict[uuid.UUID, Any]:
-        """INSERT ... ON CONFLICT DO NOTHING in chunks of _INSERT_CHUNK rows; the inserted
-        articles by id.
+        """INSERT ... ON CONFLICT DO NOTHING; the inserted articles by id.
 
-        One statement compiled once and executed with many parameter sets (SQLAlchemy's
-        insertmanyvalues sends each chunk as one multi-row INSERT): compiling a fresh
-        100-row VALUES statement per chunk was 60% of a batch's server CPU. RETURNING leaves
-        out the content, which the caller already holds and which is taken from the item.
+        A round of at least COPY_MIN_ROWS rows is streamed by COPY through a temporary table
+        (article_inserts.copy_insert: PostgreSQL's own speed, no batch-sized SQL text).
+        Smaller ones: one statement compiled once and executed with many parameter sets
+        (SQLAlchemy's insertmanyvalues sends each chunk as one multi-row INSERT): compiling a
+        fresh 100-row VALUES statement per chunk was 60% of a batch's server CPU. RETURNING
+        leaves out the content, which the caller already holds and which is taken from the
+        item.
         """
         now = self.session.scalar(select(func.now()))  # the transaction's clock: publish_time
         # Sorted by (user, slug): concurrent imports then take the unique index's row locks in
         # one order, so two batches with colliding slugs queue instead of deadlocking.
         items = sorted(items, key=lambda i: (str(i.values["user_id"]), i.values["slug"]))
+        if len(items) >= article_inserts.COPY_MIN_ROWS:
+            return article_inserts.copy_insert(self.session, self.caller, items, now)
         stmt = insert(Article).on_conflict_do_nothing().returning(*BASIC_COLUMNS)
         by_id = {i.id: i for i in items}
         inserted: dict[uuid.UUID, Any] = {}
         for start in range(0, len(items), _INSERT_CHUNK):
             rows = [
-                {
-                    **i.values,
-                    **made_by(self.caller, _creating_step(i)),
-                    "id": i.id,
-                    "create_request_id": i.request_id,
-                    # Imports bring their own (storage/lifecycle/legacy_import.py).
-                    "publish_time": i.values.get(
-                        "publish_time", now if i.values.get("status") == "published" else None
-                    ),
-                }
+                article_inserts.row_values(self.caller, i, now)
                 for i in items[start : start + _INSERT_CHUNK]
             ]
             for row in self.session.execute(stmt, rows):
@@ -354,11 +360,6 @@ def planned_update(
     if publish_now or (changes.get("status") == "published" and not article.publish_time):
         changes = {**changes, "publish_time": func.now()}
     return changes, kept
-
-
-def _creating_step(item: NewArticle) -> PipelineStep | None:
-    pipeline_id = item.values.get("pipeline_id")
-    return PipelineStep(pipeline_id, item.pipeline_stage) if pipeline_id else None
 
 
 def revision_article(revision: ArticleRevision) -> Article:
