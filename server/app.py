@@ -24,8 +24,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.auth import Authenticator
 from server.config import Settings
-from server.credential_cache import CredentialCache, UsageCounts
 from server.convert.usage import TextLog
+from server.credential_cache import CredentialCache, UsageCounts
 from server.fairness import Shares
 from server.health import LIVENESS, SERVING, HealthMonitor, HealthServicer
 from server.interceptors import RequestInterceptor
@@ -42,9 +42,9 @@ from server.telemetry import Telemetry
 from server.tls import add_port
 from server.watch import WatchHub
 from storage import rls
+from storage.actors import SYSTEM, Caller
 from storage.embeddings import Availability, schema_status
 from storage.engine import make_engine, mask_url
-from storage.actors import SYSTEM, Caller
 from storage.migrate import CodeSchema
 from storage.notify import ChangeListener
 from storage.repositories.usage import Limits
@@ -263,6 +263,6 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     return App(
         server=server, port=port, health=health, watch_hub=watch_hub, listener=listener,
-        usage_counts=usage_counts, credentials=credentials, db=db, settings=settings, telemetry=telemetry,
-        passwords=passwords,
+        usage_counts=usage_counts, credentials=credentials, db=db, settings=settings,
+        telemetry=telemetry, passwords=passwords,
     )  # fmt: skip

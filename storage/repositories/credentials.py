@@ -15,7 +15,6 @@ from storage.models import AccessToken, ApiKey, User
 from storage.repositories.base import scope
 from storage.repositories.paging import Cursor, Page, newest_first, to_page
 
-
 # One statement for every credential used since the last flush, both tables at once.
 _RECORD_USES = text("""
 WITH uses AS (
