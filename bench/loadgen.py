@@ -43,7 +43,8 @@ async def _grpc_job(job: Job, conn: Any) -> dict:
     try:
         for channel in channels:
             await asyncio.wait_for(channel.channel_ready(), 15)
-        metadata = (("authorization", f"Bearer {job.key}"),) if client.metadata else None
+        key = job.params[client.key_param] if client.key_param else job.key
+        metadata = (("authorization", f"Bearer {key}"),) if client.metadata else None
         calls = [
             channel.unary_unary(
                 client.method,

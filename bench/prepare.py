@@ -16,6 +16,7 @@ from blogstore.v1 import articles_pb2, articles_pb2_grpc, usage_pb2, usage_pb2_g
 from bench.corpus import Corpus
 from bench.dataset import BENCH_PASSWORD
 from bench.scenarios import CHANNEL_OPTIONS, LIST_PAGE_SIZE
+from storage.credentials import API_KEY_DISPLAY_LENGTH, API_KEY_PREFIX, digest, new_secret
 from storage.lifecycle.pgtools import one_row
 
 DEEP_PAGES = 1000
@@ -59,6 +60,8 @@ def params(
         out["usage_user_id"] = str(users[0][0])
         out["auth_login"] = users[0][1]
         out["auth_logins"] = [u[1] for u in users]
+        if "get_user" in need:
+            out.update(user_key(cur))
         if need & {"search_common", "search_rare", "search_phrase"}:
             cur.execute(
                 # Ordered by content, not id (ids are random): the same seed and size pick the
@@ -133,6 +136,26 @@ def queries(
     facts["rare_query"] = f"{rare!r} matches {rare_df}"
     facts["phrase_query"] = f"{phrase} matches {phrase_df}"
     return {"common_query": common, "rare_query": rare or common, "phrase_query": phrase or common}
+
+
+def user_key(cur: Any) -> dict:
+    """A new API key of the bench user owning the most articles, and up to 5,000 of them."""
+    cur.execute(
+        "SELECT user_id FROM articles WHERE delete_time IS NULL AND user_id IS NOT NULL "
+        "GROUP BY user_id ORDER BY count(*) DESC LIMIT 1"
+    )
+    (owner,) = one_row(cur)
+    key = new_secret(API_KEY_PREFIX)
+    cur.execute(
+        "INSERT INTO api_keys (user_id, name, prefix, secret_hash) VALUES (%s, 'bench', %s, %s)",
+        (owner, key[:API_KEY_DISPLAY_LENGTH], digest(key)),
+    )
+    cur.execute(
+        "SELECT id FROM articles WHERE user_id = %s AND delete_time IS NULL "
+        "ORDER BY random() LIMIT 5000",
+        (owner,),
+    )
+    return {"user_key": key, "user_article_ids": [str(r[0]) for r in cur.fetchall()]}
 
 
 def deep_page(stub: Any, metadata: tuple, total: int, facts: dict) -> dict:

@@ -37,6 +37,8 @@ class Scenario:
 
 CATALOG = [
     Scenario("GetArticle", "get", db_limit="grpc"),
+    # The same calls the way users make them: an API key of the articles' owner (issue 17).
+    Scenario("GetArticle (user key)", "get_user"),
     Scenario("ListArticles first page", "list_first", db_limit=True),
     Scenario("ListArticles deep page", "list_deep", db_limit=True),
     Scenario("SearchArticles common word", "search_common", db_limit=True),
@@ -63,6 +65,7 @@ class Client:
     request_cls: Any = None
     response_cls: Any = None
     metadata = True  # send the service key
+    key_param = ""  # else the key in params[key_param] (bench/prepare.py)
 
     def __init__(self, params: dict, worker: int, slots: int) -> None:
         self.params = params
@@ -85,6 +88,13 @@ class Get(Client):
 
     def request(self, state: Any) -> Any:
         return self.request_cls(id=self.rng.choice(self.params["article_ids"]))
+
+
+class GetAsUser(Get):
+    key_param = "user_key"
+
+    def request(self, state: Any) -> Any:
+        return self.request_cls(id=self.rng.choice(self.params["user_article_ids"]))
 
 
 class ListFirst(Client):
@@ -329,6 +339,7 @@ class Record(Client):
 
 CLIENTS: dict[str, type[Client]] = {
     "get": Get,
+    "get_user": GetAsUser,
     "list_first": ListFirst,
     "list_deep": ListDeep,
     "search_common": SearchCommon,

@@ -25,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server.auth import Authenticator
 from server.config import Settings
 from server.convert.usage import TextLog
+from server.credential_cache import CredentialCache, UsageCounts
 from server.fairness import Shares
 from server.health import LIVENESS, SERVING, HealthMonitor, HealthServicer
 from server.interceptors import RequestInterceptor
@@ -41,9 +42,11 @@ from server.telemetry import Telemetry
 from server.tls import add_port
 from server.watch import WatchHub
 from storage import rls
+from storage.actors import SYSTEM, Caller
 from storage.embeddings import Availability, schema_status
 from storage.engine import make_engine, mask_url
 from storage.migrate import CodeSchema
+from storage.notify import ChangeListener
 from storage.repositories.usage import Limits
 from storage.secrets import Keyring
 from storage.uow import Database
@@ -59,6 +62,9 @@ class App:
     port: int
     health: HealthMonitor
     watch_hub: WatchHub
+    listener: ChangeListener  # the process's one LISTEN connection (watch hub, credentials)
+    usage_counts: UsageCounts
+    credentials: CredentialCache
     db: Database
     settings: Settings
     telemetry: Telemetry
@@ -70,7 +76,8 @@ class App:
             self._warn_without_leakproof()
             self._warn_without_embeddings()
         self.health.start()
-        self.watch_hub.start()
+        self.listener.start()
+        self.usage_counts.start()
         self.telemetry.start()
         log.info("blogstore listening on %s:%d", self.settings.host, self.port)
 
@@ -105,8 +112,10 @@ class App:
         """Drain: health NOT_SERVING, new calls refused, in-flight calls get `grace` seconds."""
         grace = self.settings.shutdown_grace_seconds if grace is None else grace
         self.health.stop()
+        self.listener.stop()
         self.watch_hub.stop()
         self.server.stop(grace).wait()
+        self.usage_counts.stop()  # the last counts, after the last call
         self.passwords.shutdown()
         self.db.dispose()
         self.telemetry.stop()
@@ -146,8 +155,18 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
     embeddings = Availability(settings.embedding_dimensions)
     shares = Shares.from_settings(settings)
     passwords = PasswordHasher(settings.bcrypt_threads, settings.bcrypt_rounds)
+    listener = ChangeListener(database_url)
+    usage_counts = UsageCounts(
+        lambda uses: db.run(
+            Caller(SYSTEM, "credential-usage", None), lambda tx: tx.credentials.record_uses(uses)
+        )
+    )
+    credentials = CredentialCache(
+        settings.credential_cache_size, settings.credential_cache_ttl_seconds, listener
+    )
+    authenticator = Authenticator(db, settings.service_keys, cache=credentials, usage=usage_counts)
     interceptor = RequestInterceptor(
-        Authenticator(db, settings.service_keys),
+        authenticator,
         allow_registration=settings.allow_registration,
         telemetry=telemetry,
         calls=shares.calls,
@@ -174,6 +193,8 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
             throttle=login_throttle(db, settings),
             token_ttl_seconds=settings.access_token_ttl_seconds,
             keyring=_secret_keyring(settings),
+            credentials_changed=authenticator.credentials_changed,
+            flush_usage=usage_counts.flush,
         ),
         server,
     )
@@ -189,7 +210,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         server,
     )
     watch_hub = WatchHub(
-        db, database_url, max_watchers=settings.max_watchers,
+        db, listener, max_watchers=settings.max_watchers,
         to_message=lambda p: pipelines_pb2.WatchPipelineResponse(pipeline=pipeline_to_proto(p)),
         shares=shares.watchers,
     )  # fmt: skip
@@ -241,6 +262,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
     if port == 0:
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     return App(
-        server=server, port=port, health=health, watch_hub=watch_hub, db=db, settings=settings,
+        server=server, port=port, health=health, watch_hub=watch_hub, listener=listener,
+        usage_counts=usage_counts, credentials=credentials, db=db, settings=settings,
         telemetry=telemetry, passwords=passwords,
     )  # fmt: skip

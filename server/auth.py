@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hmac
+import uuid
 
 from server.config import ServiceKey
+from server.credential_cache import CredentialCache, Resolved, UsageCounts
 from storage.actors import ANONYMOUS, SYSTEM, Actor, ActorKind, Caller
 from storage.credentials import ACCESS_TOKEN_PREFIX, API_KEY_PREFIX, digest
 from storage.errors import DomainError, Unauthenticated
@@ -28,9 +30,26 @@ def bearer_token(metadata: object) -> str | None:
 
 
 class Authenticator:
-    def __init__(self, db: Database, service_keys: tuple[ServiceKey, ...]) -> None:
+    """`cache`: live credentials kept in memory (None: every call reads the database).
+    `usage`: where each use is counted (None: uses are not counted, as in unit set-ups)."""
+
+    def __init__(
+        self,
+        db: Database,
+        service_keys: tuple[ServiceKey, ...],
+        *,
+        cache: CredentialCache | None = None,
+        usage: UsageCounts | None = None,
+    ) -> None:
         self.db = db
         self.service_keys = service_keys
+        self.cache = cache
+        self.usage = usage
+
+    def credentials_changed(self, user_id: uuid.UUID) -> None:
+        """After a commit that revoked, expired or disabled credentials of `user_id`."""
+        if self.cache is not None:
+            self.cache.evict_user(user_id)
 
     def resolve(self, token: str, request_id: str, deadline: float | None) -> Actor:
         """The principal behind `token`; unknown, expired, revoked, inactive: Unauthenticated.
@@ -46,14 +65,29 @@ class Authenticator:
         model = _MODELS.get(token[:4])
         if model is None:
             raise Unauthenticated(reason="unknown")
-        caller = Caller(SYSTEM, request_id, deadline)
-        holder = resolve_credential(self.db, caller, model, token_digest)
+        holder, generation = (None, -1) if self.cache is None else self.cache.get(token_digest)
         if holder is None:
-            raise Unauthenticated(reason=self._failure_reason(caller, model, token_digest))
-        if not hmac.compare_digest(bytes(holder.secret_hash), token_digest):
+            holder = self._lookup(model, token_digest, request_id, deadline)
+            if self.cache is not None:
+                self.cache.put(token_digest, holder, generation)
+        if not hmac.compare_digest(holder.secret_hash, token_digest):
             raise Unauthenticated(reason="unknown")
+        if self.usage is not None:
+            self.usage.add(holder)
         kind = ActorKind.ADMIN if holder.is_admin else ActorKind.USER
         return Actor(kind, holder.user_id)
+
+    def _lookup(
+        self, model: type, token_digest: bytes, request_id: str, deadline: float | None
+    ) -> Resolved:
+        caller = Caller(SYSTEM, request_id, deadline)
+        row = resolve_credential(self.db, caller, model, token_digest)
+        if row is None:
+            raise Unauthenticated(reason=self._failure_reason(caller, model, token_digest))
+        return Resolved(
+            model.__tablename__, row.id, bytes(row.secret_hash), row.user_id, row.is_admin,
+            row.expire_time,
+        )  # fmt: skip
 
     def service_or_anonymous(self, metadata: object) -> Actor:
         """For public methods: a service key's principal, else anonymous (nothing refused)."""

@@ -172,6 +172,11 @@ class Settings(BaseSettings):
     # Values per embedding vector (storage/embeddings.py): the vector(n) columns are made with
     # it, and calls with another length are INVALID_ARGUMENT. At most 2000 (pgvector's HNSW).
     embedding_dimensions: int = Field(DEFAULT_DIMENSIONS, ge=1, le=MAX_DIMENSIONS)
+    # Live API keys and access tokens kept in memory per process (server/credential_cache.py):
+    # at most this many, each at most this many seconds (0 in either: every call reads the
+    # database). Revocations reach every process by NOTIFY.
+    credential_cache_size: int = Field(10_000, ge=0, le=1_000_000)
+    credential_cache_ttl_seconds: int = Field(60, ge=0, le=86_400)
 
     @field_validator("service_keys", mode="before")
     @classmethod

@@ -51,7 +51,7 @@ class WatchHub:
     def __init__(
         self,
         db: Database,
-        database_url: str,
+        listener: ChangeListener,
         *,
         max_watchers: int,
         to_message: Callable[[Pipeline], Any],
@@ -65,20 +65,15 @@ class WatchHub:
         self._watchers: dict[uuid.UUID, set[Watcher]] = {}
         self._count = 0
         self._deliveries = ThreadPoolExecutor(max_workers=4, thread_name_prefix="watch")
-        self._listener = ChangeListener(
-            database_url, NOTIFY_CHANNEL, self._on_change, self._on_reconnect
-        )
+        self._listener = listener  # shared: started and stopped by server/app.py
+        listener.subscribe(NOTIFY_CHANNEL, self._on_change, self._on_reconnect)
 
     @property
     def open_watchers(self) -> int:
         return self._count
 
-    def start(self) -> None:
-        self._listener.start()
-
     def stop(self) -> None:
-        """End every stream with UNAVAILABLE (clients reconnect elsewhere) and stop listening."""
-        self._listener.stop()
+        """End every stream with UNAVAILABLE (clients reconnect elsewhere)."""
         with self._lock:
             watchers = [w for group in self._watchers.values() for w in group]
         for watcher in watchers:

@@ -1,4 +1,8 @@
-"""One LISTEN connection per process, turning PostgreSQL notifications into callbacks."""
+"""One LISTEN connection per process, turning PostgreSQL notifications into callbacks.
+
+Every channel a process follows (pipelines for WatchHub, credentials for the credential
+cache) shares that one connection: server/app.py makes it and hands it to each subscriber.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ import logging
 import select
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg2
@@ -16,39 +21,50 @@ from storage.engine import libpq_dsn
 log = logging.getLogger(__name__)
 
 
-class ChangeListener:
-    """Listens on `channel` in a daemon thread; reconnects with backoff when the link drops.
+@dataclass(frozen=True)
+class Subscriber:
+    on_change: Callable[[dict[str, Any]], None]
+    on_reconnect: Callable[[], None]
 
-    `on_change` gets each payload (parsed JSON). `on_reconnect` runs after a reconnect, since
-    notifications sent while disconnected are lost and listeners must re-read what they follow.
+
+class ChangeListener:
+    """One connection LISTENing on every subscribed channel, in a daemon thread; reconnects
+    with backoff when the link drops.
+
+    Each channel's `on_change` gets its payloads (parsed JSON). `on_reconnect` runs after a
+    reconnect, before `connected` is set again, since notifications sent while disconnected
+    are lost and subscribers must re-read (or forget) what they follow.
     """
 
-    def __init__(
+    def __init__(self, database_url: str, *, poll_seconds: float = 1.0) -> None:
+        self._dsn = libpq_dsn(database_url)
+        self.poll_seconds = poll_seconds
+        self._subscribers: dict[str, list[Subscriber]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="listen", daemon=True)
+        self.connected = threading.Event()
+
+    def subscribe(
         self,
-        database_url: str,
         channel: str,
         on_change: Callable[[dict[str, Any]], None],
         on_reconnect: Callable[[], None],
-        *,
-        poll_seconds: float = 1.0,
     ) -> None:
+        """Before start(): deliver `channel`'s notifications to `on_change`."""
         if not channel.isidentifier():
             raise ValueError("channel must be a plain identifier")
-        self._dsn = libpq_dsn(database_url)
-        self.channel = channel
-        self.on_change = on_change
-        self.on_reconnect = on_reconnect
-        self.poll_seconds = poll_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"listen-{channel}", daemon=True)
-        self.connected = threading.Event()
+        if self._thread.is_alive():
+            raise RuntimeError("subscribe before start()")
+        self._subscribers.setdefault(channel, []).append(Subscriber(on_change, on_reconnect))
 
     def start(self) -> None:
-        self._thread.start()
+        if not self._thread.is_alive() and not self._stop.is_set():
+            self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         backoff, first = 0.5, True
@@ -67,10 +83,12 @@ class ChangeListener:
             try:
                 connection.autocommit = True
                 with connection.cursor() as cursor:
-                    cursor.execute(f"LISTEN {self.channel}")
-                self.connected.set()
+                    for channel in self._subscribers:
+                        cursor.execute(f"LISTEN {channel}")
                 if not first:
-                    self.on_reconnect()
+                    for subscriber in self._all():
+                        subscriber.on_reconnect()
+                self.connected.set()
                 first, backoff = False, 0.5
                 self._listen(connection)
             except (psycopg2.Error, OSError) as error:
@@ -78,6 +96,9 @@ class ChangeListener:
             finally:
                 self.connected.clear()
                 connection.close()
+
+    def _all(self) -> list[Subscriber]:
+        return [s for group in self._subscribers.values() for s in group]
 
     def _listen(self, connection: Any) -> None:
         while not self._stop.is_set():
@@ -87,7 +108,8 @@ class ChangeListener:
             connection.poll()
             while connection.notifies:
                 notification = connection.notifies.pop(0)
-                try:
-                    self.on_change(json.loads(notification.payload))
-                except Exception:  # one bad delivery must not stop listening
-                    log.exception("change handler failed")
+                for subscriber in self._subscribers.get(notification.channel, ()):
+                    try:
+                        subscriber.on_change(json.loads(notification.payload))
+                    except Exception:  # one bad delivery must not stop listening
+                        log.exception("change handler failed")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, literal_column, or_, select, update
+from sqlalchemy import bindparam, func, or_, select
 from sqlalchemy.dialects import postgresql
 
 from storage.actors import Caller
@@ -78,26 +78,23 @@ _GET_ARTICLE = _prepare(
 
 
 def _resolve(model: type[ApiKey] | type[AccessToken]) -> Prepared:
-    """Count a use of a live credential and return its active user, in one UPDATE.
-
-    Not durable (Prepared.durable): every authenticated call makes this write, and waiting
-    for its WAL flush would put an fsync on every read.
-    """
+    """A live credential of an active user, read only: its use is counted apart, in batches
+    (server/credential_cache.py UsageCounts)."""
     return _prepare(
         f"resolve_{model.__tablename__}",
-        update(model)
+        select(
+            model.id, model.secret_hash, model.expire_time, User.id.label("user_id"),
+            User.is_admin,
+        )
+        .join(User, User.id == model.user_id)
         .where(
             model.secret_hash == bindparam("secret_hash"),
             model.revoke_time.is_(None),
             (model.expire_time.is_(None)) | (model.expire_time > func.now()),
-            User.id == model.user_id,
             User.is_active,
-        )
-        .values(last_used_time=func.now(), usage_count=model.usage_count + literal_column("1"))
-        .returning(model.secret_hash, User.id.label("user_id"), User.is_admin),
-        options={"durable": False},
+        ),
         secret_hash="bytea",  # noqa: S106 - a SQL type name, not a secret
-    )
+    )  # fmt: skip
 
 
 _RESOLVE = {ApiKey: _resolve(ApiKey), AccessToken: _resolve(AccessToken)}
@@ -246,6 +243,7 @@ def _prepared_shape(shape: tuple[Any, ...], build: Callable[[], Any]) -> Prepare
 def resolve_credential(
     db: Database, caller: Caller, model: type[ApiKey] | type[AccessToken], secret_hash: bytes
 ) -> Any | None:
-    """The (secret_hash, user_id, is_admin) behind a live credential of an active user."""
+    """The (id, secret_hash, expire_time, user_id, is_admin) of a live credential of an active
+    user."""
     rows = db.query(caller, _RESOLVE[model], {"secret_hash": secret_hash})
     return rows[0] if rows else None

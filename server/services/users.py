@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 
 import grpc
 from blogstore.v1 import common_pb2, users_pb2, users_pb2_grpc
@@ -73,9 +74,16 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         throttle: LoginThrottle,
         token_ttl_seconds: int,
         keyring: Keyring | None = None,
+        credentials_changed: Callable[[uuid.UUID], None] = lambda user_id: None,
+        flush_usage: Callable[[], None] = lambda: None,
     ) -> None:
-        """`keyring`: the keys of user secrets (None: secret RPCs are FAILED_PRECONDITION)."""
+        """`keyring`: the keys of user secrets (None: secret RPCs are FAILED_PRECONDITION).
+        `credentials_changed(user_id)`: after a commit that may stop a credential resolving
+        (this process's credential cache forgets the user's at once; others hear the NOTIFY).
+        `flush_usage`: write the batched usage counts, so this process reads exact ones."""
         self.keyring = keyring
+        self.credentials_changed = credentials_changed
+        self.flush_usage = flush_usage
         self.db = db
         self.page_tokens = page_tokens
         self.passwords = passwords
@@ -193,6 +201,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             return user
 
         user = self.db.run(caller, update)
+        self.credentials_changed(user.id)  # is_active or is_admin may have changed
         return users_pb2.UpdateUserResponse(user=user_to_proto(user))
 
     def DeleteUser(
@@ -216,6 +225,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             return user
 
         user = self.db.run(caller, delete)
+        self.credentials_changed(user_id)
         return users_pb2.DeleteUserResponse(user=user_to_proto(user))
 
     def ChangePassword(
@@ -247,6 +257,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             return changed, revoked
 
         changed, revoked = self.db.run(caller, change)
+        self.credentials_changed(user_id)
         return users_pb2.ChangePasswordResponse(
             user=user_to_proto(changed), revoked_token_count=revoked
         )
@@ -361,6 +372,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
                 user_id, after=after, limit=limit, show_revoked=request.show_revoked
             )
 
+        self.flush_usage()
         page = self.db.run(caller, list_keys)
         return users_pb2.ListApiKeysResponse(
             api_keys=[api_key_to_proto(k) for k in page.items],
@@ -379,6 +391,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             return key
 
         key = self.db.run(caller, revoke)
+        self.credentials_changed(key.user_id)
         return users_pb2.RevokeApiKeyResponse(key=api_key_to_proto(key))
 
     def ListAuditEvents(

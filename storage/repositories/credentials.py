@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from typing import cast
 
-from sqlalchemy import CursorResult, func, select, update
+from sqlalchemy import CursorResult, func, select, text, update
 from sqlalchemy.orm import Session
 
 from storage.actors import Actor
@@ -14,6 +14,22 @@ from storage.errors import NotFound
 from storage.models import AccessToken, ApiKey, User
 from storage.repositories.base import scope
 from storage.repositories.paging import Cursor, Page, newest_first, to_page
+
+# One statement for every credential used since the last flush, both tables at once.
+_RECORD_USES = text("""
+WITH uses AS (
+    SELECT * FROM unnest(CAST(:tables AS text[]), CAST(:ids AS uuid[]),
+                         CAST(:counts AS bigint[]), CAST(:times AS timestamptz[]))
+        AS u(tbl, id, n, at)
+), keys AS (
+    UPDATE api_keys SET usage_count = usage_count + uses.n,
+        last_used_time = GREATEST(last_used_time, uses.at)
+    FROM uses WHERE uses.tbl = 'api_keys' AND api_keys.id = uses.id
+)
+UPDATE sessions SET usage_count = usage_count + uses.n,
+    last_used_time = GREATEST(last_used_time, uses.at)
+FROM uses WHERE uses.tbl = 'sessions' AND sessions.id = uses.id
+""")
 
 
 class CredentialRepository:
@@ -36,6 +52,14 @@ class CredentialRepository:
             .values(revoke_time=func.now())
         )
         return cast(CursorResult, result).rowcount  # an UPDATE answers with a CursorResult
+
+    def record_uses(self, uses: list[tuple[str, uuid.UUID, int, dt.datetime]]) -> None:
+        """Add (table, id, count, last used) to usage_count / last_used_time, in one UPDATE."""
+        tables, ids, counts, times = (list(column) for column in zip(*uses, strict=True))
+        self.session.execute(text("SET LOCAL synchronous_commit = off"))  # counts, not money
+        self.session.execute(
+            _RECORD_USES, {"tables": tables, "ids": ids, "counts": counts, "times": times}
+        )
 
     def create_api_key(
         self,
