@@ -126,6 +126,7 @@ class UsageCounts:
         self._pending: dict[tuple[str, uuid.UUID], tuple[int, dt.datetime]] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="usage-counts", daemon=True)
+        self._failing = False  # the last write failed (logged once until one succeeds)
 
     def add(self, resolved: Resolved) -> None:
         key = (resolved.table, resolved.id)
@@ -142,8 +143,12 @@ class UsageCounts:
                 return
             try:
                 self._write([(t, i, n, last) for (t, i), (n, last) in pending.items()])
-            except Exception:  # the database may be down: keep the counts for the next try
-                log.warning("writing credential usage counts failed; will retry", exc_info=True)
+                self._failing = False
+            except Exception as error:  # noqa: BLE001 - the database may be down or read-only
+                if not self._failing:  # once per outage, no traceback: not a bug
+                    log.warning("writing credential usage counts failed (%s); will retry",
+                                type(error).__name__)  # fmt: skip
+                self._failing = True
                 with self._lock:
                     for key, (count, last) in pending.items():
                         more, later = self._pending.get(key, (0, last))

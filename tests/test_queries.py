@@ -60,12 +60,17 @@ def test_an_expired_deadline_never_reaches_the_database(db):
 
 
 def test_credential_bookkeeping_skips_the_flush_only_for_itself(db):
-    """resolve_credential's UPDATE commits without waiting for the WAL flush; the setting is
-    the implicit transaction's own, so the pooled connection keeps synchronous_commit on."""
+    """The batched usage counts (server/credential_cache.UsageCounts) commit without waiting
+    for the WAL flush; the setting is the transaction's own, so the pooled connection keeps
+    synchronous_commit on. The credential check itself only reads."""
+    import datetime as dt
+
     from storage.models import ApiKey
     from storage.queries import _RESOLVE, resolve_credential
 
-    assert "set_config('synchronous_commit', 'off', true)" in _RESOLVE[ApiKey].sql(prepare=False)
+    assert "UPDATE" not in _RESOLVE[ApiKey].sql(prepare=False).upper()
     assert resolve_credential(db, Caller(SYSTEM), ApiKey, b"\0" * 32) is None
+    uses = [("api_keys", uuid.uuid4(), 1, dt.datetime.now(dt.UTC))]
+    db.run(Caller(SYSTEM), lambda tx: tx.credentials.record_uses(uses))
     with db.engine.connect() as connection:  # the same (only) pooled connection
         assert connection.scalar(text("SHOW synchronous_commit")) == "on"

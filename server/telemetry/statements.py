@@ -25,6 +25,11 @@ log = logging.getLogger("blogstore.slow_query")
 _VERB = re.compile(r"^\s*(?:/\*.*?\*/\s*)*(\w+)", re.DOTALL)
 _TABLE = re.compile(r'\b(?:FROM|INTO|UPDATE|JOIN)\s+"?(\w+)', re.IGNORECASE)
 _FUNCTION = re.compile(r"(\w+)\s*\(")
+# A WITH statement is named for its first write (`WITH ... AS (INSERT INTO articles ...)`).
+_WRITE = re.compile(
+    r'\b(INSERT)\s+INTO\s+"?(\w+)|(?<!FOR )\b(UPDATE)\s+"?(\w+)|\b(DELETE)\s+FROM\s+"?(\w+)',
+    re.IGNORECASE,
+)
 _NAMES: dict[str, str] = {}
 _MAX_NAMES = 1024
 
@@ -34,9 +39,14 @@ def statement_name(sql: str) -> str:
     name = _NAMES.get(sql)
     if name is None:
         verb = _VERB.match(sql)
-        target = _TABLE.search(sql) or _FUNCTION.search(sql, verb.end() if verb else 0)
-        name = verb.group(1).upper() if verb else "SQL"
-        name = f"{name} {target.group(1)}" if target else name
+        write = _WRITE.search(sql) if verb and verb.group(1).upper() == "WITH" else None
+        if write is not None:
+            found = [g for g in write.groups() if g]
+            name = f"{found[0].upper()} {found[1]}"
+        else:
+            target = _TABLE.search(sql) or _FUNCTION.search(sql, verb.end() if verb else 0)
+            name = verb.group(1).upper() if verb else "SQL"
+            name = f"{name} {target.group(1)}" if target else name
         if len(_NAMES) < _MAX_NAMES:
             _NAMES[sql] = name
     return name

@@ -136,9 +136,9 @@ def insert_one(session: Session, caller: Caller, item: Any) -> Any | None:
         actor_kind=actor.kind.value, actor_id=None if actor.user_id is None else str(actor.user_id),
         actor_name=actor.name, audit_request_id=caller.request_id,
     )  # fmt: skip
-    with _dbapi(session).cursor() as cursor:
-        cursor.execute(INSERT_ONE, params)
-        row = cursor.fetchone()
+    # Through the session's connection (not its raw cursor): the engine's statement events
+    # (slow-query log, spans, metrics) see it like every other statement.
+    row = session.connection().exec_driver_sql(INSERT_ONE, params).fetchone()
     if row is None:
         return None
     return Row(RETURNED, row, item.values)
@@ -162,17 +162,16 @@ def copy_insert(
     """Insert `items` (in their order) through a COPY-filled temporary table, ON CONFLICT DO
     NOTHING; the inserted articles by id."""
     by_id = {item.id: item for item in items}
-    dbapi = _dbapi(session)
-    with dbapi.cursor() as cursor:
-        cursor.execute(CREATE_STAGE)
+    connection = session.connection()
+    connection.exec_driver_sql(CREATE_STAGE)
+    with _dbapi(session).cursor() as cursor:  # COPY has no SQLAlchemy API
         cursor.copy_expert(
             COPY_STAGE, _CopyText(_lines(caller, items, publish_time)), size=_COPY_CHUNK
         )
-        cursor.execute(INSERT_STAGED)
-        inserted: dict[uuid.UUID, Any] = {}
-        for row in cursor:
-            item = by_id[row[0]]
-            inserted[item.id] = Row(RETURNED, row, item.values)
+    inserted: dict[uuid.UUID, Any] = {}
+    for row in connection.exec_driver_sql(INSERT_STAGED):
+        item = by_id[row[0]]
+        inserted[item.id] = Row(RETURNED, row, item.values)
     return inserted
 
 
