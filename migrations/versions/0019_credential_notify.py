@@ -21,6 +21,8 @@ revision: str = "0019"
 down_revision: str | None = "0018"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+# Only triggers: code from 0012 on runs beside them (it just does not listen).
+compatible_since: str = "0012"
 
 _FUNCTION = """
 CREATE FUNCTION blogstore_notify_credential() RETURNS trigger LANGUAGE plpgsql AS $$
