@@ -25,6 +25,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.types import UserDefinedType
 
 from storage import rls
+from storage.engine import create_extension
 from storage.errors import FailedPrecondition, SchemaNotReady
 
 log = logging.getLogger(__name__)
@@ -179,14 +180,7 @@ def ensure_schema(connection: Any, dimensions: int) -> str:
             "install it (e.g. the postgresql-<version>-pgvector package), then run "
             "`blogstore enable-embeddings`"
         )
-    try:
-        with connection.begin_nested():
-            connection.execute(text(f"CREATE EXTENSION IF NOT EXISTS {EXTENSION}"))
-    except Exception as error:  # noqa: BLE001 - any refusal is reported, not fatal
-        raise RuntimeError(
-            f"CREATE EXTENSION {EXTENSION} failed ({type(error).__name__}): a superuser must run "
-            f"`CREATE EXTENSION {EXTENSION}` in this database, then `blogstore enable-embeddings`"
-        ) from None
+    create_extension(connection, EXTENSION, "enable-embeddings")
     done = []
     for table in TABLES:
         current = column_dimensions(connection, table)

@@ -167,3 +167,17 @@ def start_embedded(data_dir: Path) -> str:
     engine.dispose()
     log.info("embedded PostgreSQL running in %s", data_dir)
     return server.get_uri(EMBEDDED_DATABASE)
+
+
+def create_extension(connection: Any, name: str, command: str) -> None:
+    """CREATE EXTENSION `name` in a savepoint, so a refusal (no privilege) leaves the caller's
+    transaction usable; a refusal is a RuntimeError naming what a superuser must run, then
+    `command` (the blogstore command to run again)."""
+    try:
+        with connection.begin_nested():
+            connection.execute(text(f"CREATE EXTENSION IF NOT EXISTS {name}"))
+    except Exception as error:  # noqa: BLE001 - any refusal is reported, not fatal
+        raise RuntimeError(
+            f"CREATE EXTENSION {name} failed ({type(error).__name__}): a superuser must run "
+            f"`CREATE EXTENSION {name}` in this database, then `blogstore {command}`"
+        ) from None

@@ -24,6 +24,8 @@ from typing import Any
 
 from sqlalchemy import text
 
+from storage.engine import create_extension
+
 EXTENSION = "btree_gin"
 INDEX = "ix_articles_search_vector_create_time"
 FALLBACK_INDEX = "ix_articles_search_vector"
@@ -54,15 +56,7 @@ def ensure(connection: Any) -> str:
             f'PostgreSQL has no "{EXTENSION}" extension (a contrib module; the embedded '
             "PostgreSQL has none): phrase searches keep the single-column index"
         )
-    try:
-        with connection.begin_nested():
-            connection.execute(text(f"CREATE EXTENSION IF NOT EXISTS {EXTENSION}"))
-    except Exception as error:  # noqa: BLE001 - any refusal is reported, not fatal
-        raise RuntimeError(
-            f"CREATE EXTENSION {EXTENSION} failed ({type(error).__name__}): a superuser must "
-            f"run `CREATE EXTENSION {EXTENSION}` in this database, then "
-            "`blogstore enable-phrase-index` again"
-        ) from None
+    create_extension(connection, EXTENSION, "enable-phrase-index again")
     connection.execute(text(_CREATE))
     connection.execute(text(f"DROP INDEX IF EXISTS {FALLBACK_INDEX}"))
     return f"created {INDEX} (replaces {FALLBACK_INDEX})"
