@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import psutil
 import pytest
 from blogstore.v1 import users_pb2, users_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -185,9 +186,19 @@ def test_two_workers_share_the_port_and_stop_cleanly(database_url, server_env):
             process.kill()
 
 
+def wait_for_workers(process: subprocess.Popen, count: int, timeout: float = 60) -> None:
+    """Until the serve process has spawned `count` children (a fixed sleep raced a loaded
+    machine: the signal came before the interpreter had started, which no code can handle)."""
+    parent = psutil.Process(process.pid)
+    deadline = time.monotonic() + timeout
+    while len(parent.children()) < count:
+        assert process.poll() is None and time.monotonic() < deadline, "no workers spawned"
+        time.sleep(0.02)
+
+
 def test_sigterm_while_workers_start_still_exits_0(server_env):
     process = blogstore("serve", "--port", str(free_port()), "--workers", "2", env=server_env)
-    time.sleep(0.5)  # the workers are spawning and importing: no server is up yet
+    wait_for_workers(process, 2)  # spawned and importing: no server is up yet
     code, output = stop(process)
     assert code == 0, output
 
