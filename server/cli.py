@@ -11,6 +11,7 @@ import multiprocessing.connection
 import signal
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING
 
 from server.commands import add_data_dir_option, database_url
@@ -246,7 +247,10 @@ def run_worker(settings: Settings, stop: threading.Event | None = None) -> int:
     limit_malloc_arenas()
     app = create_server(settings)
     app.start()
-    stop.wait()
+    # Polled, not stop.wait(): the signal handler sets the event in this thread, between two
+    # bytecodes, and inside wait() this thread may hold the lock set() needs (a deadlock).
+    while not stop.is_set():
+        time.sleep(0.1)
     log.info(
         "shutting down: draining in-flight calls for up to %ss", settings.shutdown_grace_seconds
     )

@@ -155,6 +155,8 @@ def test_two_workers_share_the_port_and_stop_cleanly(database_url, server_env):
             time.sleep(0.1)
         wait_serving(port, process)
         key = admin_key(database_url)
+        # Another principal probes for refusal: the first already holds its share of calls.
+        probe_key = admin_key(database_url)
         for _ in range(10):
             assert current_user(port, key).user.is_admin
         calls = 8  # one connection each: both workers get some (all on one: 1 in 128)
@@ -166,7 +168,7 @@ def test_two_workers_share_the_port_and_stop_cleanly(database_url, server_env):
             refused = None
             while refused is None and time.monotonic() - signalled < 5:
                 try:  # new calls are refused soon after the signal, while others drain
-                    current_user(port, key)
+                    current_user(port, probe_key)
                 except grpc.RpcError as error:
                     refused = error
                 time.sleep(0.1)
