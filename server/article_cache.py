@@ -1,9 +1,10 @@
 """GetArticle replies kept in memory per process: bounded, invalidated by NOTIFY.
 
-What is kept is the reply GetArticle built from the row (one per view), with the owner the
-row names; a hit still applies the caller's scope (server/services/articles.py), so the cache
-never shows a caller what the database would not. Only replies by id are kept, and only of
-articles that exist (a NotFound is never cached).
+What is kept is the reply GetArticle built from the row (one per view), encoded (the bytes
+sent, which the memory bound counts exactly), with the owner the row names. A hit still
+applies the caller's scope (server/services/article_get.py), so the cache never shows a
+caller what the database would not. Only replies by id are kept, and only of articles that
+exist (a NotFound is never cached).
 
 An entry is dropped when this process changes the article (evict, after the commit), and
 when any process, command or plain SQL does: migration 0021's triggers NOTIFY
@@ -21,16 +22,15 @@ from typing import Any
 from storage.notify import ChangeListener
 
 NOTIFY_CHANNEL = "blogstore_articles"  # migration 0021's triggers
-_OVERHEAD_BYTES = 512  # per entry beyond the reply's encoded size: key, tuple, message object
+_OVERHEAD_BYTES = 256  # per entry beyond the reply's bytes: key, tuple, dict slot
 
 
 class ArticleCache:
-    """(article id, full view) -> (owner id, reply), least recently used out first, within
-    `max_entries` entries and `max_bytes` bytes (the replies' encoded sizes).
+    """(article id, full view) -> (owner id, encoded reply), least recently used out first,
+    within `max_entries` entries and `max_bytes` bytes (the replies and ~256 bytes each).
 
     A fill quotes the generation its lookup saw: an invalidation meanwhile moves it, so a row
     read before a change's commit cannot be put in after that change's NOTIFY.
-    The replies are shared between calls: nothing may change them after put().
     """
 
     def __init__(self, max_entries: int, max_bytes: int, listener: ChangeListener | None):
@@ -39,7 +39,7 @@ class ArticleCache:
         self.max_bytes = max_bytes if on else 0
         self._listener = listener
         self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, bool], tuple[str, Any, int]] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, bool], tuple[str, bytes, int]] = OrderedDict()
         self._bytes = 0
         self._generation = 0
         if listener is not None and on:
@@ -61,7 +61,7 @@ class ArticleCache:
             and self._listener.connected.is_set()
         )
 
-    def get(self, article_id: str, full: bool) -> tuple[tuple[str, Any] | None, int]:
+    def get(self, article_id: str, full: bool) -> tuple[tuple[str, bytes] | None, int]:
         """(owner id, reply) or None, and the generation a miss's fill must quote."""
         if not self.usable:
             return None, -1
@@ -73,11 +73,11 @@ class ArticleCache:
             self._entries.move_to_end(key)
             return (found[0], found[1]), self._generation
 
-    def put(self, article_id: str, full: bool, owner: str, reply: Any, generation: int) -> None:
+    def put(self, article_id: str, full: bool, owner: str, reply: bytes, generation: int) -> None:
         """Keep `reply` (of `owner`'s article) if nothing changed since get() gave `generation`."""
         if generation < 0 or not self.usable:
             return
-        size = reply.ByteSize() + _OVERHEAD_BYTES
+        size = len(reply) + _OVERHEAD_BYTES
         if size > self.max_bytes:
             return
         key = (article_id, full)

@@ -28,9 +28,9 @@ class ArticleGetMixin:
     db: Any
     article_cache: ArticleCache | None
 
-    def GetArticle(
+    def GetArticle(  # by id: the reply encoded (server/decoding.py sends bytes as they are)
         self, request: articles_pb2.GetArticleRequest, context: grpc.ServicerContext
-    ) -> articles_pb2.GetArticleResponse:
+    ) -> articles_pb2.GetArticleResponse | bytes:
         caller = current_caller()
         full = is_full(request.view, articles_pb2.ARTICLE_VIEW_FULL)
         if request.id:
@@ -41,9 +41,7 @@ class ArticleGetMixin:
         article = self.db.run(caller, lambda tx: tx.articles.get_by_slug(user_id, request.slug))
         return articles_pb2.GetArticleResponse(article=proto_fields(article, full=full))
 
-    def _get_by_id(
-        self, caller: Caller, article_id: uuid.UUID, full: bool
-    ) -> articles_pb2.GetArticleResponse:
+    def _get_by_id(self, caller: Caller, article_id: uuid.UUID, full: bool) -> bytes:
         owner = caller.actor.owner_scope()  # None: any user's; anonymous: PermissionDenied
         key = str(article_id)
         cache = self.article_cache
@@ -59,7 +57,9 @@ class ArticleGetMixin:
             raise NotFound("article", article_id)
         # Built in place from its fields: Article(...) then GetArticleResponse(article=...)
         # would copy the whole message (its markdown and HTML) a second time.
-        reply = articles_pb2.GetArticleResponse(article=proto_fields(article, full=full))
+        reply = articles_pb2.GetArticleResponse(
+            article=proto_fields(article, full=full)
+        ).SerializeToString()
         if cache is not None:
             cache.put(key, full, str(article.user_id), reply, generation)
         return reply
