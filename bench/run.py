@@ -138,6 +138,7 @@ class Harness:
             with psycopg2.connect(self.url) as conn, conn.cursor() as cur:
                 cur.execute("SELECT version()")
                 self.report["machine"]["postgres"] = " ".join(one_row(cur)[0].split()[:2])
+            self.report["server_env"] = dict(SERVER_ENV)
             if created:
                 self.log(f"loading {self.opts.articles} articles into {self.dbname} ...")
                 self.report["dataset"] = dataset.load(
