@@ -104,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only GetArticle and ListArticles, row-level security on vs off, as the service "
         "and as a user, in alternating rounds (--rounds, default 2)",
     )
+    run.add_argument(
+        "--cache-compare",
+        action="store_true",
+        help="only GetArticle, with a user's key and a service key, against the no-op (and "
+        "--baseline-checkout) in rotating rounds (--rounds, default 3): issue 17's target",
+    )
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
     run.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
     run.add_argument(
@@ -193,6 +199,7 @@ def _run(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         login_flood=args.login_flood,
         rls_compare=args.rls_compare,
+        cache_compare=args.cache_compare,
     )
     return Harness(opts).run()
 
