@@ -104,8 +104,22 @@ def main(argv: list[str] | None = None) -> int:
         help="only GetArticle and ListArticles, row-level security on vs off, as the service "
         "and as a user, in alternating rounds (--rounds, default 2)",
     )
+    run.add_argument(
+        "--cache-compare",
+        action="store_true",
+        help="only GetArticle, with a user's key and a service key, against the no-op (and "
+        "--baseline-checkout) in rotating rounds (--rounds, default 3): issue 17's target",
+    )
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
     run.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
+    run.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a BLOGSTORE_* setting for the blogstore servers it starts (repeatable), e.g. "
+        "BLOGSTORE_ARTICLE_CACHE_BYTES=268435456",
+    )
     table = commands.add_parser("report", help="print a results JSON file as a Markdown table")
     table.add_argument("json", type=Path)
     args = parser.parse_args(argv)
@@ -113,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
         from bench.servers import use_checkout
 
         use_checkout(args.server_checkout)
+    for setting in getattr(args, "server_env", ()):
+        from bench.run import SERVER_ENV
+
+        name, sep, value = setting.partition("=")
+        if not sep or not name.startswith("BLOGSTORE_"):
+            parser.error(f"--server-env {setting!r}: give BLOGSTORE_<NAME>=<value>")
+        SERVER_ENV[name] = value
     if args.command == "report":
         import json
 
@@ -178,6 +199,7 @@ def _run(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         login_flood=args.login_flood,
         rls_compare=args.rls_compare,
+        cache_compare=args.cache_compare,
     )
     return Harness(opts).run()
 

@@ -85,10 +85,13 @@ def drop_database(url: str, admin_url: str = ADMIN_URL) -> None:
 
 
 def _bench_name(url: str, verb: str) -> str:
-    """The database name of `url`; only bench_* databases are ever created or dropped."""
+    """The database name of `url`; only bench_* (or <owner>_bench_*, for a shared server)
+    databases are ever created or dropped."""
     name = database_name(url)
-    if not name.startswith("bench_"):
-        raise SystemExit(f"refusing to {verb} {name!r}: bench databases are named bench_*")
+    if not (name.startswith("bench_") or "_bench_" in name):
+        raise SystemExit(
+            f"refusing to {verb} {name!r}: bench databases are named bench_* or <owner>_bench_*"
+        )
     return name
 
 

@@ -23,7 +23,16 @@ import grpc
 import psycopg2
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
-from bench import compare, copylimit, dataset, flood, prepare, report, rls_compare
+from bench import (
+    cache_compare,
+    compare,
+    copylimit,
+    dataset,
+    flood,
+    prepare,
+    report,
+    rls_compare,
+)
 from bench.jobs import Job
 from bench.loadgen import Pool, split
 from bench.noop import CONTROL
@@ -83,6 +92,7 @@ class Options:
     rounds: int | None = None  # metrics_compare's rotating rounds
     login_flood: bool = False  # only GetCurrentUser, quiet vs under a login flood (flood.py)
     rls_compare: bool = False  # only GetArticle and ListArticles, RLS on vs off
+    cache_compare: bool = False  # only GetArticle (both keys) vs the no-op, rounds
 
 
 def machine_info() -> dict:
@@ -138,6 +148,7 @@ class Harness:
             with psycopg2.connect(self.url) as conn, conn.cursor() as cur:
                 cur.execute("SELECT version()")
                 self.report["machine"]["postgres"] = " ".join(one_row(cur)[0].split()[:2])
+            self.report["server_env"] = dict(SERVER_ENV)
             if created:
                 self.log(f"loading {self.opts.articles} articles into {self.dbname} ...")
                 self.report["dataset"] = dataset.load(
@@ -164,6 +175,8 @@ class Harness:
                 flood.login_flood(self, self.opts.baseline_checkout, self.opts.rounds)
             elif self.opts.rls_compare:
                 rls_compare.rls_compare(self, self.opts.rounds)
+            elif self.opts.cache_compare:
+                cache_compare.cache_compare(self, self.opts.baseline_checkout, self.opts.rounds)
             else:
                 self.measure_all()
         finally:
@@ -203,6 +216,8 @@ class Harness:
         names = ["GetArticle"] if self.opts.metrics_compare else names
         names = ["Authenticate"] if self.opts.login_flood else names
         names = ["GetArticle", "ListArticles first page"] if self.opts.rls_compare else names
+        if self.opts.cache_compare:
+            names = ["GetArticle", "GetArticle (user key)"]
         chosen = [s for s in CATALOG if s.name in names]
         jobs = {"claim", "record"}
         if jobs & {s.client for s in chosen} and not dataset.competitors_served():

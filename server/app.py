@@ -22,6 +22,7 @@ from blogstore.v1 import (
 )
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from server.article_cache import ArticleCache
 from server.auth import Authenticator
 from server.config import Settings
 from server.convert.usage import TextLog
@@ -62,9 +63,10 @@ class App:
     port: int
     health: HealthMonitor
     watch_hub: WatchHub
-    listener: ChangeListener  # the process's one LISTEN connection (watch hub, credentials)
+    listener: ChangeListener  # the process's one LISTEN connection (watch, credentials, articles)
     usage_counts: UsageCounts
     credentials: CredentialCache
+    article_cache: ArticleCache
     db: Database
     settings: Settings
     telemetry: Telemetry
@@ -165,6 +167,9 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         settings.credential_cache_size, settings.credential_cache_ttl_seconds, listener
     )
     authenticator = Authenticator(db, settings.service_keys, cache=credentials, usage=usage_counts)
+    article_cache = ArticleCache(
+        settings.article_cache_entries, settings.article_cache_bytes, listener
+    )
     interceptor = RequestInterceptor(
         authenticator,
         allow_registration=settings.allow_registration,
@@ -195,6 +200,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
             keyring=_secret_keyring(settings),
             credentials_changed=authenticator.credentials_changed,
             flush_usage=usage_counts.flush,
+            articles_purged=lambda user_id: article_cache.evict_owner(str(user_id)),
         ),
         server,
     )
@@ -206,6 +212,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
             slots=telemetry.batch_slots,
             batch_shares=shares.batches,
             embeddings=embeddings,
+            article_cache=article_cache,
         ),
         server,
     )
@@ -263,6 +270,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         raise OSError(f"could not bind {settings.host}:{settings.port}")
     return App(
         server=server, port=port, health=health, watch_hub=watch_hub, listener=listener,
-        usage_counts=usage_counts, credentials=credentials, db=db, settings=settings,
+        usage_counts=usage_counts, credentials=credentials, article_cache=article_cache, db=db,
+        settings=settings,
         telemetry=telemetry, passwords=passwords,
     )  # fmt: skip

@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     # database). Revocations reach every process by NOTIFY.
     credential_cache_size: int = Field(10_000, ge=0, le=1_000_000)
     credential_cache_ttl_seconds: int = Field(60, ge=0, le=86_400)
+    # GetArticle replies kept in memory per process (server/article_cache.py): at most this
+    # many entries (one per article and view) and this many bytes of encoded replies (0 in
+    # either: every call reads the database). Changes reach every process by NOTIFY.
+    article_cache_entries: int = Field(10_000, ge=0, le=1_000_000)
+    article_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, le=64 * 1024**3)
 
     @field_validator("service_keys", mode="before")
     @classmethod

@@ -34,14 +34,27 @@ def kind_of(handler: grpc.RpcMethodHandler) -> str:
 def as_raw_stream(
     handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]
 ) -> grpc.RpcMethodHandler:
-    """`handler` with `behavior` as a request stream of raw bytes (no deserializer)."""
+    """`handler` with `behavior` as a request stream of raw bytes (no deserializer), whose
+    answers may also be bytes already encoded (GetArticle's cache keeps its replies so)."""
     kind = kind_of(handler)
     new_kind = _AS_STREAM.get(kind, kind)
     return handler._replace(  # type: ignore[attr-defined]
         request_streaming=True,
         request_deserializer=None,
+        response_serializer=_bytes_or(handler.response_serializer),
         **{kind: None, new_kind: behavior},
     )
+
+
+def _bytes_or(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """`serialize`, except for an answer that is bytes already: sent as it is."""
+    if serialize is None:
+        return None
+
+    def encode(response: Any) -> bytes:
+        return response if response.__class__ is bytes else serialize(response)
+
+    return encode
 
 
 def read_raw(requests: Iterator[bytes]) -> bytes:

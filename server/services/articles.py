@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
+from server.article_cache import ArticleCache
 from server.context import current_caller
 from server.convert.article_revisions import context_lines, diff_response, revision_to_proto
 from server.convert.articles import (
@@ -30,6 +31,7 @@ from server.fairness import FairShare
 from server.paging import PageTokens, filter_key
 from server.protoconv import datetime_or_none, etag_version
 from server.services.article_embeddings import EmbeddingsMixin, with_embedding
+from server.services.article_get import ArticleGetMixin
 from server.validation import (
     Violations,
     mask_paths,
@@ -41,9 +43,9 @@ from server.validation import (
 from storage import rules
 from storage.actors import Actor
 from storage.embeddings import Availability
-from storage.errors import Conflict, InvalidArgument, NotFound, Unavailable
+from storage.errors import Conflict, InvalidArgument, Unavailable
 from storage.provenance import PipelineStep
-from storage.queries import get_article, list_articles, search_articles
+from storage.queries import list_articles, search_articles
 from storage.repositories import article_updates
 from storage.repositories.article_dedupe import IfContentExists
 from storage.repositories.article_reads import ORDER_BY
@@ -56,13 +58,15 @@ _BATCH_WAIT_SECONDS = 60.0
 _REQUEST_NAMESPACE = uuid.UUID("6b1d3a4e-2f57-4c1b-9a56-3e0f5d1c7b20")
 
 
-class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceServicer):
+class ArticlesServicer(ArticleGetMixin, EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceServicer):
     def __init__(
         self, db, page_tokens: PageTokens, *, max_concurrent_batches: int = 2,
         slots: Callable[[int], threading.BoundedSemaphore] = threading.BoundedSemaphore,
         batch_shares: FairShare, embeddings: Availability,
+        article_cache: ArticleCache | None = None,
     ) -> None:  # fmt: skip
         self.db = db
+        self.article_cache = article_cache  # GetArticle's replies (server/article_cache.py)
         self.embeddings = embeddings
         # Each principal's share of the batch slots, counted while it waits for one too.
         self._batch_shares = batch_shares
@@ -184,25 +188,6 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
             ]
         )
 
-    def GetArticle(
-        self, request: articles_pb2.GetArticleRequest, context: grpc.ServicerContext
-    ) -> articles_pb2.GetArticleResponse:
-        caller = current_caller()
-        if request.id:
-            article_id = parse_uuid("id", request.id)
-            article = get_article(self.db, caller, article_id)  # the hot path: one round trip
-            if article is None:
-                raise NotFound("article", article_id)
-        elif request.slug:
-            user_id = owner_id("user_id", request.user_id, caller.actor)
-            article = self.db.run(caller, lambda tx: tx.articles.get_by_slug(user_id, request.slug))
-        else:
-            raise InvalidArgument({"id": "give an id, or a user_id and slug"})
-        full = is_full(request.view, articles_pb2.ARTICLE_VIEW_FULL)
-        # Built in place from its fields: Article(...) then GetArticleResponse(article=...)
-        # would copy the whole message (its markdown and HTML) a second time.
-        return articles_pb2.GetArticleResponse(article=proto_fields(article, full=full))
-
     def ListArticles(
         self, request: articles_pb2.ListArticlesRequest, context: grpc.ServicerContext
     ) -> articles_pb2.ListArticlesResponse:
@@ -298,7 +283,7 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
                 )  # fmt: skip
             return article
 
-        article = self.db.run(caller, update)
+        article = self._write(caller, article_id, update)
         return articles_pb2.UpdateArticleResponse(
             article=with_embedding(article_to_proto(article), embedding)
         )
@@ -333,7 +318,7 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
             )  # fmt: skip
             return article
 
-        article = self.db.run(caller, publish)
+        article = self._write(caller, article_id, publish)
         return articles_pb2.PublishArticleResponse(article=article_to_proto(article))
 
     def DeleteArticle(
@@ -348,7 +333,7 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
             tx.audit("article.delete", "article", article.id, user_id=article.user_id)
             return article
 
-        article = self.db.run(caller, delete)
+        article = self._write(caller, article_id, delete)
         return articles_pb2.DeleteArticleResponse(article=article_to_proto(article, full=False))
 
     def UndeleteArticle(
@@ -362,7 +347,7 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
             tx.audit("article.undelete", "article", article.id, user_id=article.user_id)
             return article
 
-        article = self.db.run(caller, undelete)
+        article = self._write(caller, article_id, undelete)
         return articles_pb2.UndeleteArticleResponse(article=article_to_proto(article))
 
     def ListArticleRevisions(
@@ -406,7 +391,7 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
             )  # fmt: skip
             return article
 
-        article = self.db.run(caller, restore)
+        article = self._write(caller, article_id, restore)
         return articles_pb2.RestoreArticleRevisionResponse(article=article_to_proto(article))
 
     def GetArticleRevision(

@@ -76,12 +76,16 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         keyring: Keyring | None = None,
         credentials_changed: Callable[[uuid.UUID], None] = lambda user_id: None,
         flush_usage: Callable[[], None] = lambda: None,
+        articles_purged: Callable[[uuid.UUID], None] = lambda user_id: None,
     ) -> None:
         """`keyring`: the keys of user secrets (None: secret RPCs are FAILED_PRECONDITION).
         `credentials_changed(user_id)`: after a commit that may stop a credential resolving
         (this process's credential cache forgets the user's at once; others hear the NOTIFY).
-        `flush_usage`: write the batched usage counts, so this process reads exact ones."""
+        `flush_usage`: write the batched usage counts, so this process reads exact ones.
+        `articles_purged(user_id)`: after a purge (this process's article cache forgets the
+        user's articles at once; others hear the NOTIFY)."""
         self.keyring = keyring
+        self.articles_purged = articles_purged
         self.credentials_changed = credentials_changed
         self.flush_usage = flush_usage
         self.db = db
@@ -224,7 +228,11 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
             tx.audit("user.deactivate", "user", user_id)
             return user
 
-        user = self.db.run(caller, delete)
+        try:
+            user = self.db.run(caller, delete)
+        finally:
+            if request.purge:
+                self.articles_purged(user_id)
         self.credentials_changed(user_id)
         return users_pb2.DeleteUserResponse(user=user_to_proto(user))
 
