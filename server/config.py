@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     # database). Revocations reach every process by NOTIFY.
     credential_cache_size: int = Field(10_000, ge=0, le=1_000_000)
     credential_cache_ttl_seconds: int = Field(60, ge=0, le=86_400)
+    # Streaming replicas of the primary that serve reads (storage/replicas.py), comma-separated
+    # URLs; each gets a pool as large as the primary's. A replica whose lag is over the limit
+    # serves only reads whose consistency token it has replayed.
+    replica_urls: SecretStr | None = None
+    replica_max_lag_ms: int = Field(1000, ge=0, le=3_600_000)
 
     @field_validator("service_keys", mode="before")
     @classmethod
@@ -195,6 +200,12 @@ class Settings(BaseSettings):
         cls, settings_cls: type[BaseSettings], init_settings: Any, **_others: Any
     ) -> tuple[Any, ...]:
         return (init_settings, _Environment(settings_cls))
+
+    @property
+    def replica_url_list(self) -> list[str]:
+        """BLOGSTORE_REPLICA_URLS, split on commas (empty: no replicas)."""
+        raw = self.replica_urls.get_secret_value() if self.replica_urls else ""
+        return [url.strip() for url in raw.split(",") if url.strip()]
 
     @property
     def pool_size(self) -> int:
@@ -241,7 +252,9 @@ class Settings(BaseSettings):
             _ENVIRONMENT.reset(token)
 
 
-SECRET_FIELDS = frozenset({"database_url", "service_keys", "page_token_secret", "secret_keys"})
+SECRET_FIELDS = frozenset(
+    {"database_url", "service_keys", "page_token_secret", "secret_keys", "replica_urls"}
+)
 
 
 def variable_name(name: str) -> str:

@@ -71,7 +71,7 @@ _GET_ARTICLE = _prepare(
         Article.id == bindparam("id"),
         or_(OWNER.is_(None), owned_by(Article.user_id, OWNER)),  # a null owner: unscoped
     ),
-    options={"uuids_as_text": True},
+    options={"uuids_as_text": True, "replica_ok": True},
     id="uuid",
     owner="uuid",
 )
@@ -79,7 +79,8 @@ _GET_ARTICLE = _prepare(
 
 def _resolve(model: type[ApiKey] | type[AccessToken]) -> Prepared:
     """A live credential of an active user, read only: its use is counted apart, in batches
-    (server/credential_cache.py UsageCounts)."""
+    (server/credential_cache.py UsageCounts). Always on the primary: a revocation or a new
+    key counts at once, whatever a replica has replayed."""
     return _prepare(
         f"resolve_{model.__tablename__}",
         select(
@@ -119,6 +120,7 @@ _RECORD_USAGE = Prepared(
     ),
     params=_RECORD_USAGE_ARGS,
     types=_RECORD_USAGE_TYPES,
+    writes=True,
 )
 
 
@@ -234,7 +236,7 @@ def _prepared_shape(shape: tuple[Any, ...], build: Callable[[], Any]) -> Prepare
             _prepare(
                 f"{shape[0]}_articles_{key}",
                 build(),
-                options={"uuids_as_text": True, "custom_plans": True},
+                options={"uuids_as_text": True, "custom_plans": True, "replica_ok": True},
             ),
         )
     return prepared

@@ -195,7 +195,8 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
                 raise NotFound("article", article_id)
         elif request.slug:
             user_id = owner_id("user_id", request.user_id, caller.actor)
-            article = self.db.run(caller, lambda tx: tx.articles.get_by_slug(user_id, request.slug))
+            slug = request.slug
+            article = self.db.read(caller, lambda tx: tx.articles.get_by_slug(user_id, slug))
         else:
             raise InvalidArgument({"id": "give an id, or a user_id and slug"})
         full = is_full(request.view, articles_pb2.ARTICLE_VIEW_FULL)
@@ -373,7 +374,7 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
         limit = page_size(request.page_size)
         key = {"article_id": str(article_id)}
         after = self.page_tokens.decode(request.page_token, key)
-        page = self.db.run(
+        page = self.db.read(
             caller, lambda tx: tx.articles.list_revisions(article_id, after=after, limit=limit)
         )
         revisions = [revision_to_proto(r, full=True) for r in page.items]
@@ -420,7 +421,7 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
             tx.articles.get(article_id)  # scope: another user's article is NOT_FOUND
             return tx.articles.get_revision(article_id, revision_id)
 
-        revision = self.db.run(caller, read)
+        revision = self.db.read(caller, read)
         return articles_pb2.GetArticleRevisionResponse(
             revision=revision_to_proto(revision, full=full)
         )
@@ -436,7 +437,7 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
             article = tx.articles.get(article_id)
             return tx.articles.get_revision(article_id, revision_id), article
 
-        revision, current = self.db.run(caller, read)
+        revision, current = self.db.read(caller, read)
         return diff_response(revision, current, context=lines)  # bounded work, no transaction
 
     def ListTags(
@@ -447,7 +448,7 @@ class ArticlesServicer(EmbeddingsMixin, articles_pb2_grpc.ArticlesServiceService
         limit = page_size(request.page_size)
         key = {"user_id": str(user_id), "order_by": order_by, "prefix": prefix.lower()}
         after = self.page_tokens.decode(request.page_token, key)
-        page = self.db.run(
+        page = self.db.read(
             caller,
             lambda tx: tx.tags.list(
                 user_id, order_by=order_by, prefix=prefix, after=after, limit=limit
