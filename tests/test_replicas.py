@@ -74,7 +74,7 @@ def replica_label(app: App) -> str:
 
 def reads(app: App) -> tuple[float, float]:
     """(replica, primary): the blogstore_replica_reads_total series, sampled now."""
-    app.telemetry._sampler.sample()  # pyright: ignore[reportOptionalMemberAccess] # noqa: SLF001 - no second's wait
+    app.telemetry._sampler.sample()  # pyright: ignore[reportOptionalMemberAccess] # (no 1 s wait)
     value = REGISTRY.get_sample_value
     replica = value("blogstore_replica_reads_total", {"replica": replica_label(app)}) or 0
     return replica, value("blogstore_replica_reads_total", {"replica": "primary"}) or 0
@@ -156,7 +156,7 @@ def test_a_read_with_the_token_always_sees_the_write(app, writer, connect):
             stale += 1
     after = reads(app)
     on_replica, on_primary = after[0] - before[0], after[1] - before[1]
-    print(f"1000 read-after-write: {on_replica:.0f} on the replica, {on_primary:.0f} on the primary")
+    print(f"read-after-write: {on_replica:.0f} on the replica, {on_primary:.0f} on the primary")
     assert stale == 0
     assert on_replica + on_primary == 1000
 
@@ -216,9 +216,9 @@ def test_a_stopped_replica_costs_no_failed_call(app, writer, clusters, new_accou
         before = reads(app)
         stub.GetArticle(pb.GetArticleRequest(id=article.id))
         assert reads(app)[1] - before[1] == 1  # on the primary
-        assert REGISTRY.get_sample_value(
-            "blogstore_replica_up", {"replica": replica_label(app)}
-        ) == 0
+        assert (
+            REGISTRY.get_sample_value("blogstore_replica_up", {"replica": replica_label(app)}) == 0
+        )
     finally:
         clusters.replica.start()
     wait_until(lambda: replica_fresh(app), timeout=30)
