@@ -60,9 +60,23 @@ class _Defaults:
             task.add_done_callback(self._learning.discard)
         return call
 
+    async def _intercept_unary_response(
+        self,
+        continuation: Callable[[aio.ClientCallDetails, Any], Awaitable[Any]],
+        details: aio.ClientCallDetails,
+        request: Any,
+    ) -> Any:
+        """One response: the call is awaited here, so its token is learned before the
+        caller's next call starts (a read right after a write carries it)."""
+        call = await continuation(self._details(details), request)
+        if self._tokens is not None:
+            await call.code()  # done: the status and trailers are in (errors raise later)
+            self._tokens.offer(await call.trailing_metadata())
+        return call
+
 
 class _UnaryUnary(_Defaults, aio.UnaryUnaryClientInterceptor):
-    intercept_unary_unary = _Defaults._intercept  # pyright: ignore[reportAssignmentType]  # one body, as in the sync client
+    intercept_unary_unary = _Defaults._intercept_unary_response  # pyright: ignore[reportAssignmentType]  # one body, as in the sync client
 
 
 class _UnaryStream(_Defaults, aio.UnaryStreamClientInterceptor):
@@ -70,7 +84,7 @@ class _UnaryStream(_Defaults, aio.UnaryStreamClientInterceptor):
 
 
 class _StreamUnary(_Defaults, aio.StreamUnaryClientInterceptor):
-    intercept_stream_unary = _Defaults._intercept  # pyright: ignore[reportAssignmentType]  # one body, as in the sync client
+    intercept_stream_unary = _Defaults._intercept_unary_response  # pyright: ignore[reportAssignmentType]  # one body, as in the sync client
 
 
 class _StreamStream(_Defaults, aio.StreamStreamClientInterceptor):
