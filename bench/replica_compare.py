@@ -63,6 +63,7 @@ def replica_compare(harness: Any, replica_url: str, rounds: int | None = None) -
                     "duration": harness.opts.duration,
                     "sides": {n: merge(s, harness.opts.duration) for n, s in runs.items()},
                     "replica_transactions": on_replica,
+                    "errors": {n: _errors(s) for n, s in runs.items()},
                     "loadavg": tuple(round(x, 2) for x in os.getloadavg()),
                 }
                 judge(harness.report, result)
@@ -70,6 +71,17 @@ def replica_compare(harness: Any, replica_url: str, rounds: int | None = None) -
     finally:
         for managed in sides.values():
             managed.stop()
+
+
+def _errors(summaries: list[dict]) -> dict[str, Any]:
+    """A side's failed calls by code, with one sample message each."""
+    counts: dict[str, int] = {}
+    samples: dict[str, str] = {}
+    for summary in summaries:
+        for code, count in summary["errors"].items():
+            counts[code] = counts.get(code, 0) + count
+        samples.update(summary.get("error_samples") or {})
+    return {"counts": counts, "samples": samples}
 
 
 def _replica_transactions(replica_url: str) -> int:
@@ -103,7 +115,7 @@ def judge(report: dict, result: dict) -> None:
         f"{result['replica_transactions']:,}; load {result['loadavg']}"
     )
     if any(side["errors"] for side in sides.values()):
-        report["problems"].append(f"{label}: errors in the replica comparison")
+        report["problems"].append(f"{label}: errors in the replica comparison: {result['errors']}")
 
 
 def markdown(report: dict) -> str:
