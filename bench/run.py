@@ -30,6 +30,7 @@ from bench import (
     dataset,
     flood,
     prepare,
+    replica_compare,
     report,
     rls_compare,
 )
@@ -93,6 +94,7 @@ class Options:
     login_flood: bool = False  # only GetCurrentUser, quiet vs under a login flood (flood.py)
     rls_compare: bool = False  # only GetArticle and ListArticles, RLS on vs off
     cache_compare: bool = False  # only GetArticle (both keys) vs the no-op, rounds
+    replica_url: str | None = None  # only GetArticle and ListArticles, a replica vs none
 
 
 def machine_info() -> dict:
@@ -177,6 +179,8 @@ class Harness:
                 rls_compare.rls_compare(self, self.opts.rounds)
             elif self.opts.cache_compare:
                 cache_compare.cache_compare(self, self.opts.baseline_checkout, self.opts.rounds)
+            elif self.opts.replica_url:
+                replica_compare.replica_compare(self, self.opts.replica_url, self.opts.rounds)
             else:
                 self.measure_all()
         finally:
@@ -215,7 +219,8 @@ class Harness:
         names = self.opts.scenarios or (QUICK if self.opts.quick else [s.name for s in CATALOG])
         names = ["GetArticle"] if self.opts.metrics_compare else names
         names = ["Authenticate"] if self.opts.login_flood else names
-        names = ["GetArticle", "ListArticles first page"] if self.opts.rls_compare else names
+        two = self.opts.rls_compare or self.opts.replica_url
+        names = ["GetArticle", "ListArticles first page"] if two else names
         if self.opts.cache_compare:
             names = ["GetArticle", "GetArticle (user key)"]
         chosen = [s for s in CATALOG if s.name in names]

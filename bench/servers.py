@@ -49,9 +49,22 @@ def checkout_of(directory: Path) -> dict:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port: any, or one of BLOGSTORE_BENCH_PORTS ("low-high") on a shared machine."""
+    low, _, high = os.environ.get("BLOGSTORE_BENCH_PORTS", "").partition("-")
+    candidates = range(int(low), int(high) + 1) if high else [0]
+    for port in candidates:
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            if port == 0 or port not in _HANDED_OUT:
+                _HANDED_OUT.add(port)
+                return s.getsockname()[1]
+    raise OSError(f"no free port in BLOGSTORE_BENCH_PORTS={low}-{high}")
+
+
+_HANDED_OUT: set[int] = set()  # (a port handed out may not be bound yet)
 
 
 @dataclass

@@ -45,7 +45,7 @@ from server.watch import WatchHub
 from storage import rls
 from storage.actors import SYSTEM, Caller
 from storage.embeddings import Availability, schema_status
-from storage.engine import make_engine, mask_url
+from storage.engine import make_engine, make_replicas, mask_url
 from storage.migrate import CodeSchema
 from storage.notify import ChangeListener
 from storage.repositories.usage import Limits
@@ -73,6 +73,8 @@ class App:
     passwords: PasswordHasher
 
     def start(self) -> None:
+        if self.db.replicas is not None:
+            self.db.replicas.start()  # reads go to the primary until a replica is seen fresh
         self.server.start()
         if self.health.check_now():
             self._warn_without_leakproof()
@@ -147,11 +149,23 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         connect_timeout=settings.db_connect_timeout_seconds,
     )
     telemetry.instrument(engine)
+    replicas = make_replicas(
+        settings.replica_url_list,
+        primary_url=database_url,
+        pool_size=settings.pool_size,
+        max_lag_ms=settings.replica_max_lag_ms,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        connect_timeout=settings.db_connect_timeout_seconds,
+    )
+    if replicas is not None:
+        log.info("read replicas %s", ", ".join(r.name for r in replicas.replicas))
+        telemetry.instrument_replicas(replicas)
     db = Database(
         engine,
         statement_timeout_ms=settings.statement_timeout_ms,
         observe=telemetry.observe_statement,
         role=settings.db_role,
+        replicas=replicas,
     )
     page_tokens = PageTokens(settings.page_token_secret.get_secret_value())
     embeddings = Availability(settings.embedding_dimensions)

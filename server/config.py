@@ -182,6 +182,11 @@ class Settings(BaseSettings):
     # either: every call reads the database). Changes reach every process by NOTIFY.
     article_cache_entries: int = Field(10_000, ge=0, le=1_000_000)
     article_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, le=64 * 1024**3)
+    # Streaming replicas of the primary that serve reads (storage/replicas.py), comma-separated
+    # URLs; each gets a pool as large as the primary's. A replica whose lag is over the limit
+    # serves only reads whose consistency token it has replayed.
+    replica_urls: SecretStr | None = None
+    replica_max_lag_ms: int = Field(1000, ge=0, le=3_600_000)
 
     @field_validator("service_keys", mode="before")
     @classmethod
@@ -200,6 +205,12 @@ class Settings(BaseSettings):
         cls, settings_cls: type[BaseSettings], init_settings: Any, **_others: Any
     ) -> tuple[Any, ...]:
         return (init_settings, _Environment(settings_cls))
+
+    @property
+    def replica_url_list(self) -> list[str]:
+        """BLOGSTORE_REPLICA_URLS, split on commas (empty: no replicas)."""
+        raw = self.replica_urls.get_secret_value() if self.replica_urls else ""
+        return [url.strip() for url in raw.split(",") if url.strip()]
 
     @property
     def pool_size(self) -> int:
@@ -246,7 +257,9 @@ class Settings(BaseSettings):
             _ENVIRONMENT.reset(token)
 
 
-SECRET_FIELDS = frozenset({"database_url", "service_keys", "page_token_secret", "secret_keys"})
+SECRET_FIELDS = frozenset(
+    {"database_url", "service_keys", "page_token_secret", "secret_keys", "replica_urls"}
+)
 
 
 def variable_name(name: str) -> str:

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from blogstore.client import CONSISTENCY_KEY
 
 from server import decoding
 from server.auth import Authenticator, bearer_token
@@ -35,7 +36,8 @@ from server.memory import LARGE_REQUEST_BYTES, Trimmer
 from server.telemetry import Telemetry
 from server.validation import check_request
 from storage.actors import ANONYMOUS, Actor, Caller
-from storage.errors import DomainError, Unauthenticated
+from storage.errors import DomainError, InvalidArgument, Unauthenticated
+from storage.replicas import committed, forget_commits, format_lsn, parse_lsn
 
 log = logging.getLogger("blogstore.access")
 error_log = logging.getLogger("blogstore.errors")
@@ -150,7 +152,9 @@ class RequestInterceptor(grpc.ServerInterceptor):
             call = self._begin(method, rpc, context)
             try:
                 with self._serving(call, context):
-                    return behavior(read(requests, call), context)
+                    response = behavior(read(requests, call), context)
+                    _send_consistency_token(context)
+                    return response
             finally:
                 self._end(call)
 
@@ -164,6 +168,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
             try:
                 with self._serving(call, context):
                     yield from behavior(read(requests, call), context)
+                    _send_consistency_token(context)
             finally:
                 self._end(call)
 
@@ -219,6 +224,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
     def _begin(self, method: str, rpc: Any, context: grpc.ServicerContext) -> _Call:
         call = _Call(method, rpc, Caller(ANONYMOUS, _request_id(context.invocation_metadata())))
         set_method(method)
+        forget_commits()
         rpc.started()
         context.set_trailing_metadata(((REQUEST_ID_KEY, call.caller.request_id),))
         return call
@@ -233,7 +239,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
             deadline = None if remaining is None else time.monotonic() + remaining
             metadata = context.invocation_metadata()
             principal = self._principal(call.method, metadata, request_id, deadline)
-            call.caller = Caller(principal, request_id, deadline)
+            call.caller = Caller(principal, request_id, deadline, _read_after(metadata))
             set_caller(call.caller)
             self.calls.take(principal, deadline)  # its share of the request threads
             try:
@@ -294,6 +300,28 @@ def _keep_request_id(context: grpc.ServicerContext, request_id: str) -> None:
     metadata = tuple(context.trailing_metadata() or ())
     if not any(key == REQUEST_ID_KEY for key, _ in metadata):
         context.set_trailing_metadata((*metadata, (REQUEST_ID_KEY, request_id)))
+
+
+def _read_after(metadata: Any) -> int | None:
+    """The consistency token a client sent (its newest write's WAL position), if any."""
+    for key, value in metadata or ():
+        if key == CONSISTENCY_KEY:
+            try:
+                return parse_lsn(value)
+            except ValueError:
+                raise InvalidArgument(
+                    {CONSISTENCY_KEY: "must be a token from a write's response metadata"}
+                ) from None
+    return None
+
+
+def _send_consistency_token(context: grpc.ServicerContext) -> None:
+    """After a call that committed a write (with replicas): its WAL position, for the
+    client's next reads (README "Read replicas")."""
+    lsn = committed()
+    if lsn is not None:
+        metadata = tuple(context.trailing_metadata() or ())
+        context.set_trailing_metadata((*metadata, (CONSISTENCY_KEY, format_lsn(lsn))))
 
 
 def _gone(context: grpc.ServicerContext) -> grpc.StatusCode:

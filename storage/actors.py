@@ -48,3 +48,6 @@ class Caller:
     actor: Actor
     request_id: str = ""
     deadline: float | None = None  # time.monotonic() value; None means no deadline
+    # The consistency token the client sent (a WAL position, storage/replicas.py): a replica
+    # serves its reads only once it has replayed this far.
+    read_after: int | None = None

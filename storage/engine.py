@@ -14,6 +14,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import QueuePool
 
 from storage import deadlines
+from storage.replicas import Replica, Replicas, replica_name
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,41 @@ def make_engine(
     deadlines.install(engine, connect_timeout)  # before the pre-ping: it can hang too
     ping_when_idle(engine)
     return engine
+
+
+def make_replicas(
+    urls: list[str],
+    *,
+    primary_url: str,
+    pool_size: int,
+    max_lag_ms: int,
+    pool_timeout: float = 5.0,
+    connect_timeout: int = 5,
+) -> Replicas | None:
+    """One pooled engine per read replica (None without any), and the poller of their lag.
+
+    Each pool may grow as large as the primary's (every request thread may be reading), but
+    opens connections only as reads need them. A replica fails fast, since the primary is
+    there to answer instead: a connect timeout of 2 s (libpq's least) and a pool wait of 1 s.
+    """
+    if not urls:
+        return None
+    engines = [
+        make_engine(
+            url,
+            pool_size=pool_size,
+            pool_timeout=min(pool_timeout, 1.0),
+            connect_timeout=min(connect_timeout, 2),
+            application_name="blogstore-replica",
+        )
+        for url in urls
+    ]
+    return Replicas(
+        [Replica(replica_name(engine.url), engine) for engine in engines],
+        primary_dsn=libpq_dsn(primary_url),
+        replica_dsns=[libpq_dsn(url) for url in urls],
+        max_lag_ms=max_lag_ms,
+    )
 
 
 class ObservedQueuePool(QueuePool):

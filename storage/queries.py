@@ -12,7 +12,7 @@ import hashlib
 import re
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import bindparam, func, or_, select
@@ -71,7 +71,7 @@ _GET_ARTICLE = _prepare(
         Article.id == bindparam("id"),
         or_(OWNER.is_(None), owned_by(Article.user_id, OWNER)),  # a null owner: unscoped
     ),
-    options={"uuids_as_text": True},
+    options={"uuids_as_text": True, "replica_ok": True},
     id="uuid",
     owner="uuid",
 )
@@ -79,7 +79,8 @@ _GET_ARTICLE = _prepare(
 
 def _resolve(model: type[ApiKey] | type[AccessToken]) -> Prepared:
     """A live credential of an active user, read only: its use is counted apart, in batches
-    (server/credential_cache.py UsageCounts)."""
+    (server/credential_cache.py UsageCounts). Always on the primary: a revocation or a new
+    key counts at once, whatever a replica has replayed."""
     return _prepare(
         f"resolve_{model.__tablename__}",
         select(
@@ -119,6 +120,7 @@ _RECORD_USAGE = Prepared(
     ),
     params=_RECORD_USAGE_ARGS,
     types=_RECORD_USAGE_TYPES,
+    writes=True,
 )
 
 
@@ -145,10 +147,18 @@ def record_usage(
     return db.query(caller, _RECORD_USAGE, params)[0]
 
 
-def get_article(db: Database, caller: Caller, article_id: uuid.UUID) -> Any | None:
-    """The article, if it exists and the caller may see it."""
+# The same statement, never sent to a replica (same name: one PREPARE per connection serves both).
+_GET_ARTICLE_ON_PRIMARY = replace(_GET_ARTICLE, replica_ok=False)
+
+
+def get_article(
+    db: Database, caller: Caller, article_id: uuid.UUID, *, on_primary: bool = False
+) -> Any | None:
+    """The article, if it exists and the caller may see it. `on_primary`: for a row that will
+    be cached, since a lagging replica's row could be cached after its change's NOTIFY."""
     owner = caller.actor.owner_scope()
-    rows = db.query(caller, _GET_ARTICLE, {"id": article_id, "owner": owner})
+    statement = _GET_ARTICLE_ON_PRIMARY if on_primary else _GET_ARTICLE
+    rows = db.query(caller, statement, {"id": article_id, "owner": owner})
     return rows[0] if rows else None
 
 
@@ -234,7 +244,7 @@ def _prepared_shape(shape: tuple[Any, ...], build: Callable[[], Any]) -> Prepare
             _prepare(
                 f"{shape[0]}_articles_{key}",
                 build(),
-                options={"uuids_as_text": True, "custom_plans": True},
+                options={"uuids_as_text": True, "custom_plans": True, "replica_ok": True},
             ),
         )
     return prepared

@@ -4,6 +4,10 @@
 (`SET LOCAL` semantics via set_config(..., true)), hands `work` a `Tx` with the repositories,
 commits once, and runs the whole transaction again on serialization failures and deadlocks.
 
+`Database.read(caller, work)` is the same for work that only reads and tolerates staleness: a
+replica may serve it (storage/replicas.py picks one fresh enough for the caller's consistency
+token), else the primary; `run` always goes to the primary.
+
 `Database.query(caller, statement, params)` is the hot-path variant for single statements
 (storage/queries.py): one round trip, prepared once per pooled connection, same timeout rule.
 """
@@ -37,6 +41,7 @@ from storage.errors import (
     translate,
 )
 from storage.models import AuditEvent
+from storage.replicas import Replica, Replicas, ReplicaUnusable, note_commit, wal_position
 from storage.repositories.articles import ArticleRepository
 from storage.repositories.audit import AuditRepository, event_values
 from storage.repositories.competitors import CompetitorRepository
@@ -52,6 +57,12 @@ T = TypeVar("T")
 
 # With the row-level security context (storage/rls.py): role, user and scope.
 _SET_TIMEOUT = text(f"SELECT set_config('statement_timeout', :ms, true), {rls.BIND_SQL}")
+# Database.read: the same, read only, so a write that strays into a read fails on the
+# primary as it would on a replica.
+_SET_READ_ONLY = text(
+    "SELECT set_config('statement_timeout', :ms, true), "
+    f"set_config('transaction_read_only', 'on', true), {rls.BIND_SQL}"
+)
 _TIMEOUT = f"set_config('statement_timeout', %(timeout_ms)s, true), {rls.PYFORMAT_SQL}"
 _NO_FLUSH = "set_config('synchronous_commit', 'off', true)"
 _CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
@@ -87,6 +98,10 @@ class Prepared:
     # Plan with the actual values every time: List and Search plans depend on them (a
     # generic plan may sort a whole table where an index scan reads 51 rows).
     custom_plans: bool = False
+    # A read that tolerates staleness: a replica may serve it (storage/replicas.py).
+    replica_ok: bool = False
+    # It writes: with replicas, its commit position becomes the call's consistency token.
+    writes: bool = False
 
     def sql(self, *, prepare: bool) -> str:
         execute = f"EXECUTE {self.name}({', '.join(f'%(p{i})s' for i in range(len(self.params)))})"
@@ -195,6 +210,7 @@ class Database:
         observe: StatementObserver = _unobserved,
         role: str = rls.NO_ROLE,
         on_connection_failure: Callable[[], None] | None = None,
+        replicas: Replicas | None = None,
     ) -> None:
         """`role`: what every transaction switches to (SET LOCAL ROLE); NO_ROLE stays the
         connecting user (lifecycle commands, which run as the tables' owner).
@@ -202,6 +218,7 @@ class Database:
         the database unreachable or hung; server/health re-checks readiness at once."""
         self.on_connection_failure = on_connection_failure
         self.engine = engine
+        self.replicas = replicas  # storage/replicas.py: where Database.read may go
         self.role = role
         self.statement_timeout_ms = statement_timeout_ms
         self.max_attempts = max_attempts
@@ -210,14 +227,68 @@ class Database:
 
     @_under_budget
     def run(self, caller: Caller, work: Callable[[Tx], T]) -> T:
-        """Run `work` in one transaction and commit; raise only domain errors or bugs."""
+        """Run `work` in one transaction on the primary and commit; raise only domain errors
+        or bugs. With replicas, the commit's WAL position becomes the call's consistency
+        token (storage/replicas.py)."""
+        result = self._transaction(self._sessions, caller, work)
+        self._note_commit()
+        return result
+
+    def _note_commit(self) -> None:
+        """With replicas: the primary's WAL position after a commit, as the call's token."""
+        if self.replicas is None:
+            return
+        # A failure here leaves the write committed all the same, without a token.
+        with contextlib.suppress(sa_exc.SQLAlchemyError, psycopg2.Error):
+            note_commit(wal_position(self.engine))
+
+    @_under_budget
+    def read(self, caller: Caller, work: Callable[[Tx], T]) -> T:
+        """Run `work`, which only reads, where staleness is allowed: on a replica fresh enough
+        for the caller's consistency token (or within the lag limit without one), else on the
+        primary. A replica that fails or lags is skipped, never a failed call. Read only."""
+        chosen = None if self.replicas is None else self.replicas.choose(caller.read_after)
+        if chosen is not None:
+            replica, check = chosen
+            try:
+                result = self._transaction(
+                    replica.sessions, caller, work, replica=replica, check=check
+                )
+            except ReplicaUnusable:
+                pass
+            else:
+                replica.served += 1
+                return result
+        if self.replicas is not None:
+            self.replicas.primary_served += 1
+        return self._transaction(self._sessions, caller, work, read_only=True)
+
+    def _transaction(
+        self,
+        sessions: sessionmaker[Session],
+        caller: Caller,
+        work: Callable[[Tx], T],
+        *,
+        read_only: bool = False,
+        replica: Replica | None = None,
+        check: bool = False,
+    ) -> T:
+        """One transaction, run again on serialization failures and deadlocks; on a replica,
+        any failure of the database (not of the work) raises ReplicaUnusable instead."""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                with self._sessions() as session, session.begin():
+                with sessions() as session, session.begin():
                     settings = rls.context(caller.actor, self.role)
-                    session.execute(_SET_TIMEOUT, {"ms": str(self._timeout_ms(caller)), **settings})
+                    statement = _SET_READ_ONLY if read_only or replica else _SET_TIMEOUT
+                    session.execute(statement, {"ms": str(self._timeout_ms(caller)), **settings})
+                    if check and replica is not None and caller.read_after is not None:
+                        dbapi = session.connection().connection.dbapi_connection
+                        assert self.replicas is not None
+                        self.replicas.check(replica, dbapi, caller.read_after)
                     return work(Tx(session, caller))
             except (sa_exc.SQLAlchemyError, psycopg2.Error) as error:
+                if replica is not None:
+                    raise self._replica_failure(replica, error) from None
                 domain = self._failure(error)
                 if domain is None:
                     raise
@@ -238,10 +309,42 @@ class Database:
         transaction, so set_config(..., true) is the statement's SET LOCAL), and the
         statement PREPAREd once per connection, in that same string, then EXECUTEd.
         """
+        chosen = None
+        if statement.replica_ok and self.replicas is not None:
+            chosen = self.replicas.choose(caller.read_after)
+            if chosen is None:
+                self.replicas.primary_served += 1
+        if chosen is not None:
+            try:
+                rows = self._query(caller, statement, params, *chosen)
+            except ReplicaUnusable:
+                assert self.replicas is not None
+                self.replicas.primary_served += 1
+            else:
+                chosen[0].served += 1
+                return rows
+        rows = self._query(caller, statement, params)
+        if statement.writes:
+            self._note_commit()
+        return rows
+
+    def _query(
+        self,
+        caller: Caller,
+        statement: Prepared,
+        params: dict[str, Any],
+        replica: Replica | None = None,
+        check: bool = False,
+    ) -> list[SimpleNamespace]:
+        """Database.query on the primary, or on `replica` (checking the caller's token there
+        first when `check`), where a database failure raises ReplicaUnusable."""
         timeout = self._timeout_ms(caller)
+        engine = self.engine if replica is None else replica.engine
         try:  # a new connection, or a failed ping's reconnect, raises the driver's error
-            connection = self.engine.raw_connection()
+            connection = engine.raw_connection()
         except (sa_exc.SQLAlchemyError, psycopg2.Error) as error:
+            if replica is not None:
+                raise self._replica_failure(replica, error) from None
             raise (self._failure(error) or error) from None
         dbapi = connection.dbapi_connection
         assert dbapi is not None  # a checked-out connection has its DBAPI connection
@@ -251,11 +354,16 @@ class Database:
                   "timeout_ms": str(timeout), **rls.context(caller.actor, self.role)}  # fmt: skip
         try:
             dbapi.autocommit = True
+            if check and replica is not None and caller.read_after is not None:
+                assert self.replicas is not None
+                self.replicas.check(replica, dbapi, caller.read_after)
             with self.observe(statement, caller):
                 names, rows = self._execute(dbapi, statement, prepared, values)
         except psycopg2.Error as error:
             if dbapi.closed:
                 connection.invalidate()
+            if replica is not None:
+                raise self._replica_failure(replica, error) from None
             raise (self._failure(error) or error) from None
         finally:
             if not dbapi.closed:
@@ -295,6 +403,20 @@ class Database:
                     prepared.add(statement.name)
         raise AssertionError("unreachable")
 
+    def _replica_failure(self, replica: Replica, error: BaseException) -> Exception:
+        """What a failed read on a replica raises: ReplicaUnusable (the primary serves it)
+        when the replica is unreachable, busy or cancelled the read for recovery; the
+        domain error when the read itself is at fault (or out of time)."""
+        domain = translate(error)
+        spent = deadlines.current()
+        if spent is not None and spent.fired:
+            return DeadlineExceeded("the database did not answer within the call's deadline")
+        if isinstance(domain, Unavailable | Retryable) or domain is None:
+            if is_connection_failure(error):
+                replica.down(type(error).__name__)
+            return ReplicaUnusable(str(error))
+        return domain
+
     def _failure(self, error: BaseException) -> DomainError | None:
         """The domain error for a failed call; a connection failure also tells health."""
         domain = translate(error)
@@ -324,3 +446,5 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        if self.replicas is not None:
+            self.replicas.dispose()

@@ -90,6 +90,14 @@ class FakeUsers(users_pb2_grpc.UsersServiceServicer):
         self._record("GetCurrentUser", context)
         return users_pb2.GetCurrentUserResponse()
 
+    def UpdateUserSettings(self, request, context):  # noqa: N802
+        """A write: answers with the next of `tokens` as its consistency token."""
+        self._record("UpdateUserSettings", context)
+        context.set_trailing_metadata([(client.CONSISTENCY_KEY, self.tokens.pop(0))])
+        return users_pb2.UpdateUserSettingsResponse()
+
+    tokens: list[str]
+
     # Errors that did not come from blogstore: a proxy's, or another service's.
 
     def UpdateUser(self, request, context):  # noqa: N802
@@ -398,6 +406,30 @@ def test_contradictory_tls_options(kwargs, message) -> None:
         client_aio.connect("127.0.0.1:1", **kwargs)
 
 
+def test_the_newest_consistency_token_travels_with_later_calls(target, servicer) -> None:
+    servicer.tokens = ["0/10", "0/9", "1/0"]  # the second is older than the first
+    sent = []
+    with client.connect(target, TOKEN) as channel:
+        stub = users_pb2_grpc.UsersServiceStub(channel)
+        stub.GetCurrentUser(users_pb2.GetCurrentUserRequest())  # before any write: none
+        for _ in range(3):
+            stub.UpdateUserSettings(users_pb2.UpdateUserSettingsRequest())
+            stub.GetCurrentUser(users_pb2.GetCurrentUserRequest())
+    for seen in servicer.seen:
+        if seen["method"] == "GetCurrentUser":
+            sent.append(seen["metadata"].get(client.CONSISTENCY_KEY))
+    assert sent == [None, "0/10", "0/10", "1/0"]
+
+
+def test_read_your_writes_off_sends_no_token(target, servicer) -> None:
+    servicer.tokens = ["0/10"]
+    with client.connect(target, TOKEN, read_your_writes=False) as channel:
+        stub = users_pb2_grpc.UsersServiceStub(channel)
+        stub.UpdateUserSettings(users_pb2.UpdateUserSettingsRequest())
+        stub.GetCurrentUser(users_pb2.GetCurrentUserRequest())
+    assert client.CONSISTENCY_KEY not in servicer.seen[-1]["metadata"]
+
+
 # The asyncio helper.
 
 
@@ -420,6 +452,22 @@ def test_aio_token_deadline_and_retry(target: str, servicer: FakeUsers) -> None:
     assert first["metadata"]["authorization"] == f"Bearer {TOKEN}"
     assert first["metadata"]["x-trace-id"] == "t1"
     assert 0 < first["time_remaining"] <= DEFAULT_TIMEOUT + SLACK
+
+
+def test_aio_carries_the_newest_consistency_token(target: str, servicer: FakeUsers) -> None:
+    servicer.tokens = ["0/10", "0/9"]
+
+    async def calls() -> None:
+        async with client_aio.connect(target, TOKEN) as channel:
+            stub = users_pb2_grpc.UsersServiceStub(channel)
+            for _ in range(2):
+                await stub.UpdateUserSettings(users_pb2.UpdateUserSettingsRequest())
+                await stub.GetCurrentUser(users_pb2.GetCurrentUserRequest())
+
+    _run(calls)
+    sent = [s["metadata"].get(client.CONSISTENCY_KEY) for s in servicer.seen
+            if s["method"] == "GetCurrentUser"]  # fmt: skip
+    assert sent == ["0/10", "0/10"]
 
 
 def test_aio_errors_are_not_retried_and_decode(target: str, servicer: FakeUsers) -> None:

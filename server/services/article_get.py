@@ -38,7 +38,7 @@ class ArticleGetMixin:
         if not request.slug:
             raise InvalidArgument({"id": "give an id, or a user_id and slug"})
         user_id = owner_id("user_id", request.user_id, caller.actor)
-        article = self.db.run(caller, lambda tx: tx.articles.get_by_slug(user_id, request.slug))
+        article = self.db.read(caller, lambda tx: tx.articles.get_by_slug(user_id, request.slug))
         return articles_pb2.GetArticleResponse(article=proto_fields(article, full=full))
 
     def _get_by_id(self, caller: Caller, article_id: uuid.UUID, full: bool) -> bytes:
@@ -52,7 +52,8 @@ class ArticleGetMixin:
                 if owner is not None and hit[0] != str(owner):  # as the query's owner filter
                     raise NotFound("article", article_id)
                 return hit[1]
-        article = get_article(self.db, caller, article_id)  # the hot path: one round trip
+        # The hot path: one round trip. A row for the cache comes from the primary.
+        article = get_article(self.db, caller, article_id, on_primary=cache is not None)
         if article is None:
             raise NotFound("article", article_id)
         # Built in place from its fields: Article(...) then GetArticleResponse(article=...)

@@ -232,7 +232,7 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
     ) -> competitors_pb2.GetCompetitorResponse:
         caller = current_caller()
         competitor_id = parse_uuid("id", request.id)
-        competitor, stats = self.db.run(
+        competitor, stats = self.db.read(
             caller, lambda tx: with_stats(tx, [tx.competitors.get(competitor_id)])[0]
         )
         return competitors_pb2.GetCompetitorResponse(
@@ -258,7 +258,7 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
             )
             return with_stats(tx, page.items), page.next_cursor
 
-        items, cursor = self.db.run(caller, list_competitors)
+        items, cursor = self.db.read(caller, list_competitors)
         return competitors_pb2.ListCompetitorsResponse(
             competitors=[competitor_to_proto(c, s) for c, s in items],
             next_page_token=self.page_tokens.encode(cursor, filters),
@@ -457,7 +457,7 @@ class CompetitorsServicer(competitors_pb2_grpc.CompetitorsServiceServicer):
                 limit=limit,
             )
 
-        page = self.db.run(caller, list_articles)
+        page = self.db.read(caller, list_articles)
         return competitors_pb2.ListCompetitorArticlesResponse(
             articles=[article_to_proto(a) for a in page.items],
             next_page_token=self.page_tokens.encode(page.next_cursor, filters),

@@ -105,7 +105,7 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
     ) -> pipelines_pb2.GetPipelineResponse:
         caller = current_caller()
         pipeline_id = parse_uuid("id", request.id)
-        pipeline = self.db.run(caller, lambda tx: tx.pipelines.get(pipeline_id))
+        pipeline = self.db.read(caller, lambda tx: tx.pipelines.get(pipeline_id))
         return pipelines_pb2.GetPipelineResponse(pipeline=pipeline_to_proto(pipeline))
 
     def ListPipelines(
@@ -116,7 +116,7 @@ class PipelinesServicer(pipelines_pb2_grpc.PipelinesServiceServicer):
         limit = page_size(request.page_size)
         key = filter_key(filters)
         after = self.page_tokens.decode(request.page_token, key)
-        page = self.db.run(caller, lambda tx: tx.pipelines.list(filters, after=after, limit=limit))
+        page = self.db.read(caller, lambda tx: tx.pipelines.list(filters, after=after, limit=limit))
         return pipelines_pb2.ListPipelinesResponse(
             pipelines=[pipeline_to_proto(p) for p in page.items],
             next_page_token=self.page_tokens.encode(page.next_cursor, key),

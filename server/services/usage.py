@@ -101,7 +101,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             tx.users.require_visible({user_id})
             return tx.usage.month(user_id, month), self._limits(tx, user_id)
 
-        totals, limits = self.db.run(caller, get)
+        totals, limits = self.db.read(caller, get)
         return usage_pb2.GetMonthlyUsageResponse(usage=month_to_proto(totals, limits))
 
     def ListMonthlyUsage(
@@ -119,7 +119,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
                 tx, user_id
             )
 
-        page, limits = self.db.run(caller, list_months)
+        page, limits = self.db.read(caller, list_months)
         return usage_pb2.ListMonthlyUsageResponse(
             usage=[month_to_proto(m, limits) for m in page.items],
             next_page_token=self.page_tokens.encode(page.next_cursor, key),
@@ -135,7 +135,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         limit = min(limit, MAX_FULL_PAGE_SIZE) if texts else limit
         key = filter_key(filters)  # a FULL token pages a BASIC listing alike
         after = self.page_tokens.decode(request.page_token, key)
-        page = self.db.run(
+        page = self.db.read(
             caller,
             lambda tx: tx.usage.list_events(filters, after=after, limit=limit, texts=texts),
         )
@@ -160,7 +160,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         filters = event_filters(request, caller.actor)
         if filters.start_time and filters.end_time and filters.start_time >= filters.end_time:
             raise InvalidArgument({"end_time": "must be after start_time"})
-        rows, total = self.db.run(
+        rows, total = self.db.read(
             caller, lambda tx: tx.usage.cost_report(filters, GROUP_BY[request.group_by])
         )
         return usage_pb2.GetCostReportResponse(
@@ -177,7 +177,7 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             tx.users.require_visible({user_id})
             return tx.usage.limits_override(user_id)
 
-        cost, articles = self.db.run(caller, get)
+        cost, articles = self.db.read(caller, get)
         return usage_pb2.GetUsageLimitsResponse(limits=self._limits_proto(user_id, cost, articles))
 
     def SetUsageLimits(

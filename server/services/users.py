@@ -150,7 +150,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
     ) -> users_pb2.GetUserResponse:
         caller = current_caller()
         user_id = parse_uuid("id", request.id)
-        user = self.db.run(caller, lambda tx: tx.users.get(user_id))
+        user = self.db.read(caller, lambda tx: tx.users.get(user_id))
         return users_pb2.GetUserResponse(user=user_to_proto(user))
 
     def ListUsers(
@@ -163,7 +163,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         query = request.query.strip()
         filters = {"is_active": is_active, "query": query}
         after = self.page_tokens.decode(request.page_token, filters)
-        page = self.db.run(
+        page = self.db.read(
             caller,
             lambda tx: tx.users.list(after=after, limit=limit, is_active=is_active, query=query),
         )
@@ -410,7 +410,7 @@ class UsersServicer(users_pb2_grpc.UsersServiceServicer):
         limit = page_size(request.page_size)
         key = filter_key(filters)
         after = self.page_tokens.decode(request.page_token, key)
-        page = self.db.run(
+        page = self.db.read(
             caller, lambda tx: tx.audit_events.list(filters, after=after, limit=limit)
         )
         return users_pb2.ListAuditEventsResponse(

@@ -114,6 +114,16 @@ class Telemetry:
             engine.pool.on_wait = self.metrics.pool_wait
             self._sampler.pool(lambda: engine.pool)
 
+    def instrument_replicas(self, replicas: Any) -> None:
+        """Read replicas (storage.replicas.Replicas): their statements like the primary's;
+        their lag, state and reads served as series of their own."""
+        for replica in replicas.replicas:
+            self.statements.install(replica.engine)
+            if self.tracing is not None:
+                self.tracing.instrument_engine(replica.engine)
+        if self._sampler is not None:
+            self._sampler.replicas(replicas)
+
     # -- gauges of the server's parts -------------------------------------------------------
     def batch_slots(self, slots: int) -> threading.BoundedSemaphore:
         if self.metrics is None:

@@ -99,6 +99,24 @@ SLOW_QUERIES = Counter(
     "SQL statements slower than BLOGSTORE_SLOW_QUERY_MS, by statement name.",
     ["statement"],
 )
+REPLICA_LAG = Gauge(
+    "blogstore_replica_lag_seconds",
+    "How long each read replica has been missing WAL the primary has flushed (+Inf: down).",
+    ["replica"],
+    multiprocess_mode="livemax",
+)
+REPLICA_UP = Gauge(
+    "blogstore_replica_up",
+    "1 while the replica answers and replays WAL (a down replica serves no reads).",
+    ["replica"],
+    multiprocess_mode="livemin",
+)
+REPLICA_READS = Counter(
+    "blogstore_replica_reads",
+    "Reads that a replica may serve, by who served them: a replica, or 'primary' (none fresh "
+    "enough for the read's consistency token or the lag limit, or the replica failed).",
+    ["replica"],
+)
 
 # Status code names as Go spells them (codes.Code.String()), as go-grpc-prometheus labels them.
 GO_CODE_NAMES = {
@@ -247,6 +265,23 @@ class Sampler:
         def probe() -> None:
             for name, up in serving().items():
                 HEALTH.labels(name).set(1 if up else 0)
+
+        self._probes.append(probe)
+
+    def replicas(self, replicas: Any) -> None:
+        """storage.replicas.Replicas: each replica's lag and state, and the reads served."""
+        counted: dict[str, int] = {}
+
+        def count(name: str, total: int) -> None:
+            REPLICA_READS.labels(name).inc(total - counted.get(name, 0))
+            counted[name] = total
+
+        def probe() -> None:
+            for replica in replicas.replicas:
+                REPLICA_LAG.labels(replica.name).set(replica.lag_seconds)
+                REPLICA_UP.labels(replica.name).set(1 if replica.up else 0)
+                count(replica.name, replica.served)
+            count("primary", replicas.primary_served)
 
         self._probes.append(probe)
 

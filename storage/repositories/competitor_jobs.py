@@ -55,6 +55,7 @@ def _prepared(name: str, sql: str) -> Prepared:
     return Prepared(
         name=f"blogstore_{name}", body=body, params=params,
         types=tuple(_TYPES[p] for p in params), uuids_as_text=True,
+        writes=True,  # claims and checks: with replicas, the call answers with its token
     )  # fmt: skip
 
 

@@ -10,6 +10,7 @@ import copy
 import importlib
 import json
 import pkgutil
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -22,7 +23,9 @@ from grpc_status import rpc_status
 import blogstore.v1
 
 __all__ = [
+    "CONSISTENCY_KEY",
     "ERROR_DOMAIN",
+    "ConsistencyTokens",
     "IDEMPOTENT_METHODS",
     "IDEMPOTENT_PREFIXES",
     "ErrorDetails",
@@ -48,7 +51,56 @@ IDEMPOTENT_PREFIXES: tuple[str, ...] = ("Get", "List", "Search")
 IDEMPOTENT_METHODS: frozenset[str] = frozenset({"CheckQuota"})
 """Further unary methods, by exact name, that are safe to retry."""
 
+CONSISTENCY_KEY = "x-blogstore-consistency"
+"""Metadata of a write's response (trailing): the WAL position its commit reached. Sent back on
+a read, it lets a read replica serve that read only once the replica has replayed that far,
+else the primary serves it (read-your-writes). ``connect`` carries it for you."""
+
 _M = TypeVar("_M", bound=Message)
+
+
+class ConsistencyTokens:
+    """The newest consistency token seen on one channel: learned from every response's
+    trailing metadata, sent on every call (the server uses it for reads)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.newest: str | None = None
+        self._order = -1
+
+    def offer(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
+        for key, value in metadata or ():
+            if key == CONSISTENCY_KEY and isinstance(value, str):
+                order = _wal_order(value)
+                with self._lock:
+                    if order > self._order:
+                        self.newest, self._order = value, order
+
+    def learn_from(self, call: Any) -> None:
+        """A done callback: the token in a finished call's trailing metadata, if any."""
+        trailing: Any = getattr(call, "trailing_metadata", None)
+        if trailing is not None:
+            try:
+                self.offer(trailing())
+            except Exception:  # noqa: BLE001 - a call without metadata teaches nothing
+                return
+
+    def add_to(self, metadata: list[tuple[str, str | bytes]]) -> list[tuple[str, str | bytes]]:
+        """The call's metadata plus the newest token; a caller's own token wins."""
+        newest = self.newest
+        if newest is not None and not any(key == CONSISTENCY_KEY for key, _ in metadata):
+            metadata.append((CONSISTENCY_KEY, newest))
+        return metadata
+
+
+def _wal_order(token: str) -> int:
+    """A token (a WAL position, 'hi/lo' in hex) as a number that orders like the WAL."""
+    high, _, low = token.partition("/")
+    try:
+        return int(high, 16) << 32 | int(low, 16)
+    except ValueError:
+        return -1
+
 
 _RETRY_POLICY: dict[str, Any] = {
     "maxAttempts": 5,
@@ -124,16 +176,25 @@ class _DefaultsInterceptor(
 ):
     """Adds the bearer token and a default timeout to every call, of every arity."""
 
-    def __init__(self, token: str | None, default_timeout: float | None) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        default_timeout: float | None,
+        tokens: ConsistencyTokens | None = None,
+    ) -> None:
         self._auth = ("authorization", f"Bearer {token}") if token else None
         self._default_timeout = default_timeout
+        self._tokens = tokens
 
     def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
         timeout = details.timeout if details.timeout is not None else self._default_timeout
+        metadata = _with_auth(details.metadata, self._auth)
+        if self._tokens is not None:
+            metadata = self._tokens.add_to(metadata)
         return _CallDetails(
             method=details.method,
             timeout=timeout,
-            metadata=_with_auth(details.metadata, self._auth) or None,
+            metadata=metadata or None,
             credentials=details.credentials,
             wait_for_ready=getattr(details, "wait_for_ready", None),
             compression=getattr(details, "compression", None),
@@ -142,7 +203,10 @@ class _DefaultsInterceptor(
     def _intercept(
         self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
     ) -> Any:
-        return continuation(self._details(details), request)
+        call = continuation(self._details(details), request)
+        if self._tokens is not None:
+            call.add_done_callback(self._tokens.learn_from)  # at once when already done
+        return call
 
     # The request argument is a message or, for client streams, an iterator: same code
     # (grpc passes the arguments by position, so the stubs' names and types do not matter).
@@ -205,6 +269,7 @@ def connect(
     server_name: str | None = None,
     default_timeout: float | None = 10.0,
     options: Sequence[tuple[str, Any]] = (),
+    read_your_writes: bool = True,
 ) -> grpc.Channel:
     """Opens a channel to blogstore, plaintext unless TLS is asked for.
 
@@ -212,7 +277,9 @@ def connect(
     ``certificate_chain`` and ``private_key`` (PEM) for mutual TLS; or ready ``credentials``.
     ``server_name`` checks the certificate against that name instead of the target's host.
     The token travels as ``authorization: Bearer`` metadata, over TLS or plaintext alike.
-    ``options`` override the built-in channel options.
+    ``options`` override the built-in channel options. ``read_your_writes``: carry the newest
+    consistency token (``CONSISTENCY_KEY``) of this channel's writes on its later calls, so a
+    read never misses this channel's own writes, whichever replica serves it.
     """
     credentials, channel_options = _channel_setup(
         secure=secure,
@@ -227,7 +294,8 @@ def connect(
         channel = grpc.insecure_channel(target, options=channel_options)
     else:
         channel = grpc.secure_channel(target, credentials, options=channel_options)
-    return grpc.intercept_channel(channel, _DefaultsInterceptor(token, default_timeout))
+    tokens = ConsistencyTokens() if read_your_writes else None
+    return grpc.intercept_channel(channel, _DefaultsInterceptor(token, default_timeout, tokens))
 
 
 @dataclass(frozen=True)

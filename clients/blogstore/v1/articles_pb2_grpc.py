@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class ArticlesServiceStub:
     """Articles with revisions, soft delete, full-text search and bulk import.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     def __init__(self, channel):
@@ -119,6 +124,11 @@ class ArticlesServiceStub:
 
 class ArticlesServiceServicer:
     """Articles with revisions, soft delete, full-text search and bulk import.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     def CreateArticle(self, request, context):
@@ -329,6 +339,11 @@ def add_ArticlesServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class ArticlesService:
     """Articles with revisions, soft delete, full-text search and bulk import.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     @staticmethod

@@ -28,6 +28,11 @@ if _version_not_supported:
 class CompetitorsServiceStub:
     """Competitor sites a user monitors, the articles a crawler found on them, and the
     leases that hand each due competitor to exactly one crawler worker at a time.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     def __init__(self, channel):
@@ -86,6 +91,11 @@ class CompetitorsServiceStub:
 class CompetitorsServiceServicer:
     """Competitor sites a user monitors, the articles a crawler found on them, and the
     leases that hand each due competitor to exactly one crawler worker at a time.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     def CreateCompetitor(self, request, context):
@@ -212,6 +222,11 @@ def add_CompetitorsServiceServicer_to_server(servicer, server):
 class CompetitorsService:
     """Competitor sites a user monitors, the articles a crawler found on them, and the
     leases that hand each due competitor to exactly one crawler worker at a time.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     @staticmethod

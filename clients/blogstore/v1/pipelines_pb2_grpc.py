@@ -33,6 +33,11 @@ class PipelinesServiceStub:
     PENDING/RUNNING --Cancel--> CANCELLED
 
     Any other transition is FAILED_PRECONDITION naming the current state.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     def __init__(self, channel):
@@ -101,6 +106,11 @@ class PipelinesServiceServicer:
     PENDING/RUNNING --Cancel--> CANCELLED
 
     Any other transition is FAILED_PRECONDITION naming the current state.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     def CreatePipeline(self, request, context):
@@ -241,6 +251,11 @@ class PipelinesService:
     PENDING/RUNNING --Cancel--> CANCELLED
 
     Any other transition is FAILED_PRECONDITION naming the current state.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     @staticmethod

@@ -28,6 +28,11 @@ if _version_not_supported:
 class UsageServiceStub:
     """The cost and usage ledger, with monthly limits enforced under concurrency.
     Money is int64 micros of US dollars everywhere (1 USD = 1,000,000); months are UTC.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     def __init__(self, channel):
@@ -81,6 +86,11 @@ class UsageServiceStub:
 class UsageServiceServicer:
     """The cost and usage ledger, with monthly limits enforced under concurrency.
     Money is int64 micros of US dollars everywhere (1 USD = 1,000,000); months are UTC.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     def RecordUsage(self, request, context):
@@ -194,6 +204,11 @@ def add_UsageServiceServicer_to_server(servicer, server):
 class UsageService:
     """The cost and usage ledger, with monthly limits enforced under concurrency.
     Money is int64 micros of US dollars everywhere (1 USD = 1,000,000); months are UTC.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     @staticmethod

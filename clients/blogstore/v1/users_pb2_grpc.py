@@ -27,6 +27,11 @@ if _version_not_supported:
 
 class UsersServiceStub:
     """Users, their sessions (access tokens) and API keys.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     def __init__(self, channel):
@@ -129,6 +134,11 @@ class UsersServiceStub:
 
 class UsersServiceServicer:
     """Users, their sessions (access tokens) and API keys.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     def CreateUser(self, request, context):
@@ -366,6 +376,11 @@ def add_UsersServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class UsersService:
     """Users, their sessions (access tokens) and API keys.
+
+    Read-your-writes: with read replicas (BLOGSTORE_REPLICA_URLS) a call that writes answers
+    with trailing metadata "x-blogstore-consistency", its commit's WAL position; a read that
+    sends the newest such token back (request metadata of the same name) sees that write.
+    The details are in common.proto.
     """
 
     @staticmethod
