@@ -45,6 +45,10 @@ class ArticleCache:
         if listener is not None and on:
             listener.subscribe(NOTIFY_CHANNEL, self._on_change, self.clear)
 
+    @property
+    def enabled(self) -> bool:
+        return self.max_entries > 0
+
     def __len__(self) -> int:
         return len(self._entries)
 

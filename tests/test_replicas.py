@@ -47,6 +47,7 @@ def settings(clusters: ReplicatedClusters) -> Settings:
     return make_settings(
         clusters.primary_url, replica_urls=clusters.replica_url, replica_max_lag_ms=MAX_LAG_MS,
         health_interval_seconds=2,
+        article_cache_entries=0,  # GetArticle by id would answer from memory: routing is tested
     )  # fmt: skip
 
 

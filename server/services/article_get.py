@@ -45,6 +45,10 @@ class ArticleGetMixin:
         owner = caller.actor.owner_scope()  # None: any user's; anonymous: PermissionDenied
         key = str(article_id)
         cache = self.article_cache
+        if caller.read_after is not None and self.db.replicas is not None:
+            # A consistency token asks for the write it names, which another process's cache
+            # may hold the old row of until the NOTIFY comes: the database answers.
+            cache = None
         generation = -1
         if cache is not None:
             hit, generation = cache.get(key, full)

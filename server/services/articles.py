@@ -66,7 +66,10 @@ class ArticlesServicer(ArticleGetMixin, EmbeddingsMixin, articles_pb2_grpc.Artic
         article_cache: ArticleCache | None = None,
     ) -> None:  # fmt: skip
         self.db = db
-        self.article_cache = article_cache  # GetArticle's replies (server/article_cache.py)
+        # GetArticle's replies (server/article_cache.py); None when it is off
+        self.article_cache = (
+            article_cache if article_cache is not None and article_cache.enabled else None
+        )
         self.embeddings = embeddings
         # Each principal's share of the batch slots, counted while it waits for one too.
         self._batch_shares = batch_shares
