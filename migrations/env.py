@@ -9,8 +9,8 @@ from alembic import context
 from sqlalchemy import create_engine, pool, text
 
 from storage import embeddings, phrase_index
-from storage.lifecycle import partitions
 from storage.engine import normalize_url
+from storage.lifecycle import partitions
 from storage.migrate import MIGRATION_LOCK_ID, record_compatibility, schema_compatibility
 from storage.models import Base
 

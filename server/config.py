@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Setting
 
 from storage.credentials import digest
 from storage.embeddings import DEFAULT_DIMENSIONS, MAX_DIMENSIONS
+from storage.lifecycle.partitions import DEFAULT_AHEAD
 from storage.rls import APP_ROLE
 from storage.secrets import Keyring, parse_keyring, parse_keys
 
@@ -177,6 +178,9 @@ class Settings(BaseSettings):
     # database). Revocations reach every process by NOTIFY.
     credential_cache_size: int = Field(10_000, ge=0, le=1_000_000)
     credential_cache_ttl_seconds: int = Field(60, ge=0, le=86_400)
+    # The ledgers' monthly partitions (server/partitions.py): months created ahead of the
+    # current one, by each server process at start and hourly.
+    partitions_ahead: int = Field(DEFAULT_AHEAD, ge=0, le=120)
 
     @field_validator("service_keys", mode="before")
     @classmethod

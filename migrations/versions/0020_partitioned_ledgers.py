@@ -112,11 +112,16 @@ def _record_usage_partitioned() -> str:
     conflict = "    ON CONFLICT (user_id, request_id) DO NOTHING\n    RETURNING e.* INTO ev;\n\n"
     end = body.index(conflict, start)
     assert _OLD_RETRY_START in body and "    ev usage_events;\n" in body, "0013 changed"
-    insert = body[start:end].replace(_OLD_INSERT_START, "", 1).replace(
-        "    VALUES (\n        p_user_id,", "    VALUES (\n        v_event_id, p_user_id,", 1
+    insert = (
+        body[start:end]
+        .replace(_OLD_INSERT_START, "", 1)
+        .replace(
+            "    VALUES (\n        p_user_id,", "    VALUES (\n        v_event_id, p_user_id,", 1
+        )
     )
+    declare = "    ev usage_events;\n"
     return (
-        body[:start].replace("    ev usage_events;\n", "    ev usage_events;\n    v_event_id uuid;\n")
+        body[:start].replace(declare, declare + "    v_event_id uuid;\n")
         + _NEW_CLAIM + insert + "    RETURNING e.* INTO ev;\n"
         + _NEW_RETRY_START + body[end + len(conflict):].replace(_OLD_RETRY_START, "", 1)
     )  # fmt: skip

@@ -58,7 +58,11 @@ def partition_name(table: str, month: dt.datetime) -> str:
 
 def bounds_sql(month: dt.datetime) -> str:
     """FOR VALUES of one month: UTC instants, whatever the session's TimeZone."""
-    return f"FROM ('{month:%Y-%m-%d} 00:00:00+00') TO ('{month_start(month, 1):%Y-%m-%d} 00:00:00+00')"
+    return f"FROM ({_instant(month)}) TO ({_instant(month_start(month, 1))})"
+
+
+def _instant(month: dt.datetime) -> str:
+    return f"'{month:%Y-%m-%d} 00:00:00+00'"
 
 
 def is_partitioned(c: Connection, table: str) -> bool:
@@ -90,7 +94,7 @@ def create_month(c: Connection, table: str, month: dt.datetime) -> int:
     rows of that month in the default partition move into it. Returns the rows moved."""
     column = LEDGERS[table]
     name, end = partition_name(table, month), month_start(month, 1)
-    start_sql, end_sql = f"'{month:%Y-%m-%d} 00:00:00+00'", f"'{end:%Y-%m-%d} 00:00:00+00'"
+    start_sql, end_sql = _instant(month), _instant(end)
     # The CHECK lets ATTACH skip its scan; the partition's indexes, foreign keys and grants
     # come from the parent (ATTACH builds the indexes, on an empty table at once).
     c.execute(text(
@@ -169,15 +173,21 @@ class Ensured:
 
 
 def ensure(c: Connection, now: dt.datetime, ahead: int) -> Ensured:
-    """Partitions for now's month and `ahead` more, for every partitioned ledger; each in a
-    transaction of its own (`c` must not be in one). Existing ones are left alone."""
+    """Partitions for now's month and `ahead` more, and for every month that has rows in the
+    default partition (moving them), for every partitioned ledger; each in a transaction of
+    its own (`c` must not be in one). Existing ones are left alone."""
     result = Ensured([], 0)
     for table in LEDGERS:
-        if not is_partitioned(c, table):
-            continue
-        have = {p.start for p in partitions(c, table)}
-        for plus in range(ahead + 1):
-            month = month_start(now, plus)
+        with c.begin():
+            if not is_partitioned(c, table):
+                continue
+            have = {p.start for p in partitions(c, table)}
+            months = {month_start(now, plus) for plus in range(ahead + 1)}
+            months |= set(c.scalars(text(
+                f"SELECT DISTINCT date_trunc('month', {LEDGERS[table]}, 'UTC') "
+                f"FROM {table}_{DEFAULT_SUFFIX}"
+            )))  # fmt: skip
+        for month in sorted(months):
             if month in have:
                 continue
             with c.begin():
@@ -204,7 +214,32 @@ def droppable(c: Connection, table: str, cutoff: dt.datetime) -> list[Partition]
     return [p for p in partitions(c, table) if p.end is not None and p.end <= cutoff]
 
 
-def drop(c: Connection, table: str, partition: Partition) -> None:
-    """DETACH and DROP one partition, inside the caller's transaction (lock_timeout: its)."""
+def detached(c: Connection, table: str) -> list[Partition]:
+    """Monthly tables of `table` attached to nothing: detached by a retention run that
+    stopped before its DROP."""
+    names = c.scalars(
+        text(
+            "SELECT relname FROM pg_class WHERE relkind = 'r' AND NOT relispartition "
+            "AND relnamespace = current_schema()::regnamespace AND relname LIKE :pattern"
+        ),
+        {"pattern": f"{table}\\_%"},
+    ).all()
+    months = [m for m in (_NAME.match(n) for n in names) if m and m["y"]]
+    return [
+        Partition(m.string, start := dt.datetime(int(m["y"]), int(m["m"]), 1, tzinfo=dt.UTC),
+                  month_start(start, 1))
+        for m in sorted(months, key=lambda m: m.string)
+    ]  # fmt: skip
+
+
+def detach(c: Connection, table: str, partition: Partition) -> None:
+    """Retention's first step, in the caller's transaction (lock_timeout: its): a short
+    ACCESS EXCLUSIVE lock on the parent (CONCURRENTLY is refused beside a default partition).
+    The table then stands alone; nothing writes to it."""
     c.execute(text(f"ALTER TABLE {table} DETACH PARTITION {partition.name}"))
+
+
+def drop_detached(c: Connection, partition: Partition) -> int:
+    """The last step: the detached month goes. Returns 1 (a partition dropped)."""
     c.execute(text(f"DROP TABLE {partition.name}"))
+    return 1
