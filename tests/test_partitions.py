@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from blogstore.v1 import usage_pb2, usage_pb2_grpc
@@ -54,8 +55,10 @@ def test_the_migration_converts_rows_in_place_and_back(fresh_url):
     old = NOW - dt.timedelta(days=400)
     requests = [uuid.uuid4() for _ in range(3)]
     with engine.begin() as c:
-        user = c.scalar(text("INSERT INTO users (email, username, password_hash) "
-                             "VALUES ('p@example.com', 'partitions', 'x') RETURNING id"))  # fmt: skip
+        user = c.scalar(text(
+            "INSERT INTO users (email, username, password_hash) "
+            "VALUES ('p@example.com', 'partitions', 'x') RETURNING id"
+        ))  # fmt: skip
         first = [record_sql(c, user, r, t) for r, t in zip(requests, (old, old, NOW), strict=True)]
         audit_max = c.scalar(text("SELECT max(id) FROM audit_events"))
     migrate.upgrade(fresh_url)
@@ -139,17 +142,21 @@ def test_a_month_without_a_partition_lands_in_default_until_the_server_creates_i
     engine.dispose()
 
 
-def test_the_server_creates_months_ahead_and_twice_is_harmless(app, database_url):
+def test_two_servers_create_months_ahead_at_once_without_a_failure(app, database_url):
+    """Each process checks at start and hourly; two at the same moment: one creates each
+    month, the other finds it (neither fails)."""
     later = partitions.month_start(NOW, 7)
-    done = app.partitions.run_once(now=later)
-    assert done is not None
-    assert set(done.created) >= {
+    other = PartitionMaintainer(make_engine(database_url, pool_size=1), ahead=2)
+    with ThreadPoolExecutor(2) as pool:
+        ours, theirs = pool.map(lambda m: m.run_once(now=later), (app.partitions, other))
+    other.engine.dispose()
+    assert ours is not None and theirs is not None
+    assert not set(ours.created) & set(theirs.created)
+    assert set(ours.created) | set(theirs.created) == {
         partitions.partition_name(t, partitions.month_start(later, n))
         for t in partitions.LEDGERS for n in range(app.settings.partitions_ahead + 1)
     }  # fmt: skip
-    other = PartitionMaintainer(make_engine(database_url, pool_size=1), ahead=2)
-    assert other.run_once(now=later) == partitions.Ensured([], 0)
-    other.engine.dispose()
+    assert app.partitions.run_once(now=later) == partitions.Ensured([], 0)
 
 
 @pytest.fixture

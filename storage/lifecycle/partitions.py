@@ -29,6 +29,7 @@ DEFAULT_SUFFIX = "default"
 _NAME = re.compile(r"^(?P<table>{})_(?:(?P<y>\d{{4}})_(?P<m>\d{{2}})|{})$".format(
     "|".join(LEDGERS), DEFAULT_SUFFIX))  # fmt: skip
 LOCK_TIMEOUT_MS = 2000
+ENSURE_LOCK_ID = 0x626C6F6770617274  # "blogpart": pg_advisory_xact_lock key of ensure()
 DEFAULT_AHEAD = 3  # months created ahead of the current one (BLOGSTORE_PARTITIONS_AHEAD)
 
 
@@ -190,8 +191,11 @@ def ensure(c: Connection, now: dt.datetime, ahead: int) -> Ensured:
         for month in sorted(months):
             if month in have:
                 continue
-            with c.begin():
+            with c.begin():  # one process at a time; another may have made it meanwhile
                 _lock_timeout(c, LOCK_TIMEOUT_MS)
+                c.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": ENSURE_LOCK_ID})
+                if c.scalar(text("SELECT to_regclass(:n)"), {"n": partition_name(table, month)}):
+                    continue
                 result.moved += create_month(c, table, month)
             result.created.append(partition_name(table, month))
     return result
