@@ -13,6 +13,7 @@ waits for). Then, alternating between the two in rounds (the machine is shared a
 
     uv run python -m bench.partitions                  # 10,000,000 events
     uv run python -m bench.partitions --rows 1000000 --keep-db
+    uv run python -m bench.partitions --direct       # the partitioned one loaded at head
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import time
 import uuid
 
 import psycopg2
+from sqlalchemy import text
 
 from storage import migrate
+from storage.engine import make_engine
 from storage.lifecycle import partitions
 
 ADMIN_URL = os.environ.get(
@@ -37,13 +40,15 @@ ADMIN_URL = os.environ.get(
 PLAIN, PART = "partitions_plain", "partitions_part"
 USERS = 1000
 THREADS = 4
+ANCHOR = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude", "gemini", "llama")
 
 _USERS = f"""
 INSERT INTO users (email, username, password_hash)
 SELECT 'bench-' || g || '@bench.example', 'bench-' || g, 'x' FROM generate_series(1, {USERS}) g
 """
-# event_time: spread evenly over the 365 days before now; users by g % USERS (a hash join).
+# event_time: spread evenly over the 365 days before ANCHOR (the same rows in both);
+# users by g % USERS (a hash join).
 _EVENTS = """
 INSERT INTO usage_events (user_id, request_id, service, model, operation, input_tokens,
     output_tokens, cost_micros, api_calls, event_time, month, duration_ms, status)
@@ -53,7 +58,7 @@ SELECT u.id, gen_random_uuid(), 'openai', (ARRAY{models})[1 + g % 5], 'draft',
        100 + g % 2000, CASE WHEN g % 20 = 0 THEN 'error' ELSE 'ok' END
 FROM generate_series({first}, {last}) g
 JOIN (SELECT id, row_number() OVER (ORDER BY email) - 1 AS n FROM users) u ON u.n = g % {users},
-LATERAL (SELECT now() - interval '365 days' * g / {rows} AS t) AS at
+LATERAL (SELECT '{anchor}'::timestamptz - interval '365 days' * (g::float8 / {rows}) AS t) AS at
 """
 _RECORD = (
     "SELECT created FROM blogstore_record_usage(%s, %s, NULL, NULL, 'openai', 'gpt-4o', "
@@ -87,13 +92,37 @@ def admin(sql: str) -> None:
     conn.close()
 
 
-def load(name: str, rows: int, chunk: int = 1_000_000) -> float:
-    """Create `name` at 0019 and fill it; indexes and foreign keys are built after the rows
-    (as a restore would), so the load is generate_series-fast. Returns seconds."""
+def _months_back(name: str) -> None:
+    """At head: the partitions of the 13 months the generated events span."""
+    engine = make_engine(url(name), pool_size=1)
+    now = dt.datetime.now(dt.UTC)
+    with engine.connect() as c:
+        for back in range(13, 0, -1):
+            month = partitions.month_start(now, -back)
+            name = partitions.partition_name("usage_events", month)
+            with c.begin():
+                if not c.scalar(text("SELECT to_regclass(:n)"), {"n": name}):
+                    partitions.create_month(c, "usage_events", month)
+    engine.dispose()
+
+
+def _name_indexes(name: str) -> None:
+    engine = make_engine(url(name), pool_size=1)
+    with engine.begin() as c:
+        for p in partitions.partitions(c, "usage_events"):
+            partitions.name_indexes(c, "usage_events", p.name)
+    engine.dispose()
+
+
+def load(name: str, rows: int, revision: str = "0019", chunk: int = 1_000_000) -> float:
+    """Create `name` at `revision` and fill it; indexes and foreign keys are built after the
+    rows (as a restore would), so the load is generate_series-fast. Returns seconds."""
     started = time.perf_counter()
     admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     admin(f'CREATE DATABASE "{name}"')
-    migrate.upgrade(url(name), "0019")
+    migrate.upgrade(url(name), revision)
+    if revision == "head":
+        _months_back(name)
     conn = psycopg2.connect(url(name))
     conn.autocommit = True
     with conn.cursor() as cur:
@@ -116,13 +145,24 @@ def load(name: str, rows: int, chunk: int = 1_000_000) -> float:
         for first in range(1, rows + 1, chunk):
             last = min(rows, first + chunk - 1)
             cur.execute(_EVENTS.format(models=models, first=first, last=last, users=USERS,
+                                       anchor=ANCHOR.isoformat(),
                                        rows=rows))  # fmt: skip
             print(f"  {name}: {last:,} rows, {time.perf_counter() - started:.0f} s", flush=True)
         cur.execute("SET maintenance_work_mem = '256MB'")
         for constraint, definition in sorted(constraints, key=lambda c: "FOREIGN" in c[1]):
             cur.execute(f"ALTER TABLE usage_events ADD CONSTRAINT {constraint} {definition}")
         for _, definition in indexes:
-            cur.execute(definition)
+            cur.execute(definition.replace(" ON ONLY ", " ON "))
+        if revision == "head":  # the idempotency keys, as migration 0020 fills them
+            cur.execute("ALTER TABLE usage_request_ids DROP CONSTRAINT pk_usage_request_ids")
+            cur.execute(
+                "INSERT INTO usage_request_ids (user_id, request_id, event_id, event_time) "
+                "SELECT user_id, request_id, id, event_time FROM usage_events"
+            )
+            cur.execute(
+                "ALTER TABLE usage_request_ids ADD CONSTRAINT pk_usage_request_ids "
+                "PRIMARY KEY (user_id, request_id)"
+            )
         cur.execute(
             "INSERT INTO usage_monthly (user_id, month, cost_micros, input_tokens, "
             "output_tokens, api_calls, event_count) SELECT user_id, month, sum(cost_micros), "
@@ -131,6 +171,8 @@ def load(name: str, rows: int, chunk: int = 1_000_000) -> float:
         )
         cur.execute("VACUUM ANALYZE")
     conn.close()
+    if revision == "head":
+        _name_indexes(name)
     return time.perf_counter() - started
 
 
@@ -170,13 +212,16 @@ def record_rate(name: str, seconds: float) -> float:
 def report_ms(name: str, owner: bool) -> tuple[float, list]:
     """One month's cost report (rows and total, as GetCostReport runs them): ms and rows."""
     now = dt.datetime.now(dt.UTC)
-    params = {"start": partitions.month_start(now, -1), "end": partitions.month_start(now)}
+    params: dict[str, object] = {
+        "start": partitions.month_start(now, -1),
+        "end": partitions.month_start(now),
+    }
     conn = psycopg2.connect(url(name))
     with conn.cursor() as cur:
         where = ""
         if owner:
             cur.execute("SELECT id FROM users ORDER BY email LIMIT 1")
-            params["user"] = cur.fetchone()[0]
+            (params["user"],) = cur.fetchone() or (None,)
             where = "AND user_id = %(user)s"
         key = "to_char(timezone('UTC', event_time), 'YYYY-MM-DD')" if owner else "model"
         cur.execute(_TOTAL.format(owner=where), params)  # a warm connection, as a pool's
@@ -184,7 +229,7 @@ def report_ms(name: str, owner: bool) -> tuple[float, list]:
         cur.execute(_REPORT.format(key=key, owner=where), params)
         rows = cur.fetchall()
         cur.execute(_TOTAL.format(owner=where), params)
-        rows.append(cur.fetchone())
+        rows.append(cur.fetchone() or ())
         elapsed = (time.perf_counter() - started) * 1000
     conn.close()
     return elapsed, rows
@@ -204,21 +249,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="per RecordUsage round")
     parser.add_argument("--keep-db", action="store_true")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="load the partitioned database at head (months created first) instead of "
+        "converting it with migration 0020: faster, and the migration is not timed",
+    )
+    parser.add_argument("--keep-plain", action="store_true", help="reuse a kept plain one")
     parser.add_argument("--reuse", action="store_true", help="measure the kept databases")
     args = parser.parse_args(argv)
     try:
         if not args.reuse:
             print(f"loading {args.rows:,} usage events into each database; {uptime()}")
-            print(f"{PLAIN}: loaded in {load(PLAIN, args.rows):.0f} s")
-            print(f"{PART}: loaded in {load(PART, args.rows):.0f} s")
-            started = time.perf_counter()
-            migrate.upgrade(url(PART))
-            print(f"{PART}: migration 0020 (in place) {time.perf_counter() - started:.0f} s")
-            conn = psycopg2.connect(url(PART))
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                cur.execute("VACUUM ANALYZE")
-            conn.close()
+            if not args.keep_plain:
+                print(f"{PLAIN}: loaded in {load(PLAIN, args.rows):.0f} s")
+            if args.direct:
+                print(f"{PART}: loaded at head in {load(PART, args.rows, 'head'):.0f} s")
+            else:
+                print(f"{PART}: loaded in {load(PART, args.rows):.0f} s")
+                started = time.perf_counter()
+                migrate.upgrade(url(PART))
+                print(f"{PART}: migration 0020 (in place) {time.perf_counter() - started:.0f} s")
+                conn = psycopg2.connect(url(PART))
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute("VACUUM ANALYZE")
+                conn.close()
         rates: dict[str, list[float]] = {PLAIN: [], PART: []}
         reports: dict[tuple[str, bool], list[float]] = {}
         answers: dict[tuple[str, bool], list] = {}
