@@ -10,6 +10,7 @@ from sqlalchemy import create_engine, pool, text
 
 from storage import embeddings, phrase_index
 from storage.engine import normalize_url
+from storage.lifecycle import partitions
 from storage.migrate import MIGRATION_LOCK_ID, record_compatibility, schema_compatibility
 from storage.models import Base
 
@@ -19,9 +20,10 @@ target_metadata = Base.metadata
 
 def include_name(name: str | None, type_: str, _parents: object) -> bool:
     """Autogenerate and `alembic check` skip migration bookkeeping, as with alembic_version,
-    and the embedding tables, which exist only where pgvector does (storage/embeddings.py)."""
+    the embedding tables, which exist only where pgvector does (storage/embeddings.py), and the
+    ledgers' monthly partitions (storage/lifecycle/partitions.py)."""
     skipped = (schema_compatibility.name, *embeddings.TABLES)
-    return not (type_ == "table" and name in skipped)
+    return not (type_ == "table" and (name in skipped or partitions.is_partition_name(name)))
 
 
 def include_object(_object: object, name: str | None, type_: str, *_: object) -> bool:

@@ -33,6 +33,7 @@ from server.interceptors import RequestInterceptor
 from server.limits import max_request_bytes
 from server.login import PasswordHasher, login_throttle
 from server.paging import PageTokens
+from server.partitions import PartitionMaintainer
 from server.reflection import enable_server_reflection
 from server.services.articles import ArticlesServicer
 from server.services.competitors import CompetitorsServicer
@@ -71,6 +72,7 @@ class App:
     settings: Settings
     telemetry: Telemetry
     passwords: PasswordHasher
+    partitions: PartitionMaintainer
 
     def start(self) -> None:
         if self.db.replicas is not None:
@@ -82,6 +84,7 @@ class App:
         self.health.start()
         self.listener.start()
         self.usage_counts.start()
+        self.partitions.start()
         self.telemetry.start()
         log.info("blogstore listening on %s:%d", self.settings.host, self.port)
 
@@ -120,6 +123,7 @@ class App:
         self.watch_hub.stop()
         self.server.stop(grace).wait()
         self.usage_counts.stop()  # the last counts, after the last call
+        self.partitions.stop()
         self.passwords.shutdown()
         self.db.dispose()
         self.telemetry.stop()
@@ -287,4 +291,5 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         usage_counts=usage_counts, credentials=credentials, article_cache=article_cache, db=db,
         settings=settings,
         telemetry=telemetry, passwords=passwords,
+        partitions=PartitionMaintainer(engine, settings.partitions_ahead),
     )  # fmt: skip

@@ -1,5 +1,5 @@
-"""`blogstore serve | migrate | create-admin | healthcheck | retention | import-json |
-rotate-secrets | enable-embeddings | enable-phrase-index`."""
+"""`blogstore serve | migrate | create-admin | healthcheck | retention | partitions |
+import-json | rotate-secrets | enable-embeddings | enable-phrase-index`."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from server.commands import backup as backup_commands
 from server.commands import embeddings as embeddings_commands
 from server.commands import healthcheck as healthcheck_commands
 from server.commands import import_json as import_json_commands
+from server.commands import partitions as partitions_commands
 from server.commands import phrase_index as phrase_index_commands
 from server.commands import retention as retention_commands
 from server.commands import secrets as secrets_commands
@@ -108,6 +109,7 @@ def _parser() -> argparse.ArgumentParser:
     healthcheck_commands.register(commands)
     backup_commands.register(commands)
     retention_commands.register(commands)
+    partitions_commands.register(commands)
     import_json_commands.register(commands)
     secrets_commands.register(commands)
     embeddings_commands.register(commands)

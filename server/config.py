@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, Setting
 
 from storage.credentials import digest
 from storage.embeddings import DEFAULT_DIMENSIONS, MAX_DIMENSIONS
+from storage.lifecycle.partitions import DEFAULT_AHEAD
 from storage.rls import APP_ROLE
 from storage.secrets import Keyring, parse_keyring, parse_keys
 
@@ -187,6 +188,9 @@ class Settings(BaseSettings):
     # serves only reads whose consistency token it has replayed.
     replica_urls: SecretStr | None = None
     replica_max_lag_ms: int = Field(1000, ge=0, le=3_600_000)
+    # The ledgers' monthly partitions (server/partitions.py): months created ahead of the
+    # current one, by each server process at start and hourly.
+    partitions_ahead: int = Field(DEFAULT_AHEAD, ge=0, le=120)
 
     @field_validator("service_keys", mode="before")
     @classmethod

@@ -30,7 +30,7 @@ _MIGRATION = (
 # Tables with no owner: bookkeeping, and state keyed by something else than a user.
 NOT_USER_OWNED = {"alembic_version", "schema_compatibility", "login_throttles"}
 # User-owned tables of later migrations, with the same two policies (each names its own).
-LATER_OWNED = {"user_settings", "user_secrets"}  # 0014
+LATER_OWNED = {"user_settings", "user_secrets", "usage_request_ids"}  # 0014, 0020
 READ_ONLY = {"alembic_version", "schema_compatibility"}
 
 
@@ -187,8 +187,14 @@ def test_anonymous_reaches_only_what_login_and_registration_need(db, tenants):
 def test_every_user_owned_table_has_row_level_security(owner_engine):
     """Every table with a user_id column, or a foreign key to such a table (owned through its
     parent), or users itself: RLS on, and a policy for the user scope and for the 'all' role.
-    A new table that misses them fails here."""
+    A new table that misses them fails here. The ledgers' monthly partitions (migration 0020)
+    are checked as their parent, and must carry its policies too."""
     with owner_engine.connect() as connection:
+        partitions = set(
+            connection.scalars(
+                text("SELECT relname FROM pg_class WHERE relispartition AND relkind = 'r'")
+            )
+        )
         tables = set(
             connection.scalars(
                 text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")
@@ -217,8 +223,13 @@ def test_every_user_owned_table_has_row_level_security(owner_engine):
                 )
             ).all()
         )
-    owned = {"users"} | with_user_id
-    while grown := {child for child, parent in parents if parent in owned} - owned:
+    for partition in partitions:
+        assert partition in rls_on, f"{partition}: a partition without RLS"
+        assert (partition, "blogstore_owner") in policies, f"{partition}: no blogstore_owner"
+        assert (partition, "blogstore_all") in policies, f"{partition}: no blogstore_all"
+    tables -= partitions
+    owned = {"users"} | (with_user_id - partitions)
+    while grown := {child for child, parent in parents if parent in owned} - owned - partitions:
         owned |= grown
     assert owned - NOT_USER_OWNED == _owned_rows() | LATER_OWNED  # 0012 and later
     for table in owned:

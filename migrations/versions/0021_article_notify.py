@@ -9,7 +9,7 @@ notification, not one per row. INSERT sends nothing (a reply is only ever kept f
 that exists). NOTIFY is delivered at commit, and not at all on rollback.
 
 Revision ID: 0021
-Revises: 0019
+Revises: 0020
 Create Date: 2026-12-06
 """
 
@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0021"
-down_revision: str | None = "0019"
+down_revision: str | None = "0020"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 # Only triggers: code from 0012 on runs beside them (it just does not listen).

@@ -108,6 +108,8 @@ def describe(report: retention.Report) -> str:
         if report.applied and p.batches:
             batches = f"{p.batches} batch" + ("es" if p.batches > 1 else "")
             count += f" in {batches}, longest {p.longest_batch_ms:.0f} ms"
+        if p.partitions:
+            count += f"; whole months: {', '.join(p.partitions)}"
         if p.error:
             count += f"; stopped: {p.error}"
         rows.append((p.name, p.rule if p.enabled else "off", cutoff, count if p.enabled else "-"))

@@ -12,6 +12,13 @@ so plan and apply agree row for row. Monthly usage rollups (usage_monthly) are n
 they stay exact when the events behind them go. A purged pipeline's usage events keep their
 cost (their pipeline_id is set NULL by the foreign key). One policy clears instead of
 deleting: usage_texts sets the logged prompt and completion of old usage events to NULL.
+
+The ledgers are partitioned by month (storage/lifecycle/partitions.py): a month wholly
+before the cutoff goes as a partition (DETACH, then DROP: one short lock on the parent,
+bounded by lock_timeout like a batch) instead of row by row; the rows left before the
+cutoff (the boundary month of audit_events, old rows in a default partition) go in batches
+as before. A dropped usage partition's idempotency keys (usage_request_ids) go in batches
+between the DETACH and the DROP; they are bookkeeping, not counted.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 
 from storage.actors import SYSTEM, Actor, Caller
+from storage.lifecycle import partitions
 from storage.models import (
     Article,
     ArticleRevision,
@@ -48,6 +56,7 @@ from storage.models import (
     CompetitorArticle,
     Pipeline,
     UsageEvent,
+    UsageRequestId,
 )
 from storage.repositories.pipelines import TERMINAL_STATES
 from storage.uow import Database
@@ -91,6 +100,7 @@ class PolicyResult:
     batches: int = 0
     longest_batch_ms: float = 0.0
     error: str = ""
+    partitions: list[str] = field(default_factory=list)  # whole months dropped (or to drop)
 
 
 @dataclass
@@ -118,6 +128,7 @@ class _Walk:
     where: Callable[[dt.datetime], ColumnElement[bool]]
     related: tuple[Any, ...] = ()  # foreign-key columns of rows deleted first (and counted)
     clear: tuple[Any, ...] = ()  # set these columns NULL instead of deleting the rows
+    partitioned: bool = False  # a ledger: drop whole monthly partitions before the cutoff
 
 
 _WALKS = {
@@ -143,10 +154,14 @@ _WALKS = {
         clear=(UsageEvent.input_text, UsageEvent.output_text),
     ),
     "usage_events": _Walk(
-        (UsageEvent.event_time, UsageEvent.id), lambda cutoff: UsageEvent.event_time < cutoff
+        (UsageEvent.event_time, UsageEvent.id),
+        lambda cutoff: UsageEvent.event_time < cutoff,
+        partitioned=True,
     ),
     "audit_events": _Walk(
-        (AuditEvent.create_time, AuditEvent.id), lambda cutoff: AuditEvent.create_time < cutoff
+        (AuditEvent.create_time, AuditEvent.id),
+        lambda cutoff: AuditEvent.create_time < cutoff,
+        partitioned=True,
     ),
     "competitor_articles": _Walk(
         (CompetitorArticle.last_seen_time, CompetitorArticle.id),
@@ -233,6 +248,8 @@ def _count(
         return
     assert result.cutoff is not None
     walk = _WALKS[result.name]
+    if walk.partitioned:
+        result.partitions = [p.name for p in partitions.droppable(c, result.name, result.cutoff)]
     doomed = walk.where(result.cutoff)
     result.rows = c.scalar(select(func.count()).where(doomed)) or 0
     for column in walk.related:
@@ -362,6 +379,8 @@ def _apply_walk(run: _Run, result: PolicyResult, walk: _Walk) -> None:
     batch_size rows deleted in all."""
     assert result.cutoff is not None
     cutoff = result.cutoff
+    if walk.partitioned:
+        _drop_partitions(run, result, cutoff)
     after: tuple[Any, ...] | None = None
     limit = max(1, run.batch_size // 10) if walk.related else run.batch_size
     while True:
@@ -396,8 +415,65 @@ def _delete_batch(
 def _delete_ids(c: Connection, pk: Any, ids: list[Any], related: Sequence[Any] = ()) -> Counts:
     counts = {col.table.name: c.execute(delete(col.table).where(col.in_(ids))).rowcount
               for col in related}  # fmt: skip
+    if pk.table is UsageEvent.__table__:  # their idempotency keys too (bookkeeping)
+        keys = c.execute(
+            delete(pk.table)
+            .where(pk.in_(ids))
+            .returning(UsageEvent.user_id, UsageEvent.request_id, UsageEvent.id)
+        ).all()
+        counts[_OWN] = len(keys)
+        _forget_request_ids(c, keys)
+        return counts
     counts[_OWN] = c.execute(delete(pk.table).where(pk.in_(ids))).rowcount
     return counts
+
+
+def _forget_request_ids(c: Connection, keys: Sequence[Any]) -> None:
+    """Delete the usage_request_ids of deleted events (user_id, request_id, id): only those
+    still pointing at them (a retry may have claimed the request_id again meanwhile)."""
+    if keys:
+        r = UsageRequestId
+        columns = tuple_(r.user_id, r.request_id, r.event_id)
+        c.execute(delete(r).where(columns.in_([tuple(k) for k in keys])))
+
+
+def _drop_partitions(run: _Run, result: PolicyResult, cutoff: dt.datetime) -> None:
+    """Whole months before the cutoff: count, DETACH, forget their request ids, DROP. A
+    partition left detached by a crash (named like one, attached to nothing) is finished."""
+    table = result.name
+    with run.connection.begin():
+        todo = partitions.droppable(run.connection, table, cutoff)
+        todo += partitions.detached(run.connection, table)
+    for partition in todo:
+
+        def detach(p: partitions.Partition = partition) -> tuple[int, Counts]:
+            rows = run.connection.scalar(text(f"SELECT count(*) FROM {p.name}")) or 0
+            partitions.detach(run.connection, table, p)
+            return rows, {}
+
+        rows = run.batch(result, detach)
+        if table == "usage_events":
+            after: tuple[Any, ...] = ()
+            while after is not None:
+                after = run.batch(result, lambda a=after, p=partition: _forget_batch(run, p, a))
+        run.batch(result, lambda p=partition: (partitions.drop_detached(run.connection, p), {}))
+        result.rows += rows
+        result.partitions.append(partition.name)
+
+
+def _forget_batch(run: _Run, p: partitions.Partition, after: tuple) -> tuple[Any, Counts]:
+    """One batch of a detached usage partition's request ids; the next key, or None."""
+    where = "WHERE (event_time, id) > (:t, :i)" if after else ""
+    params = {"t": after[0], "i": after[1]} if after else {}
+    keys = run.connection.execute(
+        text(
+            f"SELECT user_id, request_id, id, event_time FROM {p.name} {where} "
+            f"ORDER BY event_time, id LIMIT {run.batch_size}"
+        ),
+        params,
+    ).all()
+    _forget_request_ids(run.connection, [k[:3] for k in keys])
+    return ((keys[-1][3], keys[-1][2]) if len(keys) == run.batch_size else None), {}
 
 
 def _apply_revisions(run: _Run, result: PolicyResult, p: Policies) -> None:

@@ -7,7 +7,7 @@ from storage.models.competitors import Competitor, CompetitorArticle
 from storage.models.pipelines import Pipeline
 from storage.models.tags import ArticleTagCount
 from storage.models.throttles import LoginThrottle
-from storage.models.usage import UsageEvent, UsageLimit, UsageMonth
+from storage.models.usage import UsageEvent, UsageLimit, UsageMonth, UsageRequestId
 from storage.models.user_settings import UserSecret, UserSettings
 from storage.models.users import AccessToken, ApiKey, User
 
@@ -26,6 +26,7 @@ __all__ = [
     "UsageEvent",
     "UsageLimit",
     "UsageMonth",
+    "UsageRequestId",
     "User",
     "UserSecret",
     "UserSettings",

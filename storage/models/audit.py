@@ -6,19 +6,21 @@ import datetime as dt
 import uuid
 from typing import Any
 
-from sqlalchemy import BigInteger, Identity, Index, String
+from sqlalchemy import BigInteger, Identity, Index, String, func
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from storage.models.base import Base, created_at
+from storage.models.base import Base
 
 
 class AuditEvent(Base):
+    """Range-partitioned by UTC month of create_time (migration 0020)."""
+
     __tablename__ = "audit_events"
 
     # No foreign key on actor or resource: the trail outlives purged users.
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    create_time: Mapped[dt.datetime] = created_at()
+    create_time: Mapped[dt.datetime] = mapped_column(server_default=func.now(), primary_key=True)
     actor_kind: Mapped[str] = mapped_column(String(16))
     actor_id: Mapped[uuid.UUID | None]
     actor_name: Mapped[str] = mapped_column(String(100), server_default="")
@@ -37,4 +39,5 @@ class AuditEvent(Base):
         # ListAuditEvents for one user, and for everyone; retention's walk by age.
         Index("ix_audit_events_user_id_create_time_id", "user_id", "create_time", "id"),
         Index("ix_audit_events_create_time_id", "create_time", "id"),
+        {"postgresql_partition_by": "RANGE (create_time)"},
     )

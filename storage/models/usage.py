@@ -35,6 +35,10 @@ HAS_TEXT = "input_text IS NOT NULL OR output_text IS NOT NULL"
 
 
 class UsageEvent(Base):
+    """Range-partitioned by UTC month of event_time (migration 0020; storage/lifecycle/
+    partitions.py): the primary key holds the partition key, and request_id's uniqueness
+    lives in UsageRequestId."""
+
     __tablename__ = "usage_events"
 
     id: Mapped[uuid.UUID] = uuid_pk()
@@ -56,7 +60,7 @@ class UsageEvent(Base):
     articles_generated: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     api_calls: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     request_id: Mapped[uuid.UUID]
-    event_time: Mapped[dt.datetime]
+    event_time: Mapped[dt.datetime] = mapped_column(primary_key=True)
     month: Mapped[dt.date]  # the UTC month of event_time (first day)
     create_time: Mapped[dt.datetime] = created_at()
     # The call behind the event (migration 0013). NULL duration: the caller did not say.
@@ -83,7 +87,6 @@ class UsageEvent(Base):
             name="status_valid",
         ),
         CheckConstraint("status = 'ok' OR articles_generated = 0", name="failed_call_no_articles"),
-        Index("uq_usage_events_user_id_request_id", "user_id", "request_id", unique=True),
         Index("ix_usage_events_user_id_event_time", "user_id", "event_time", "id"),
         Index("ix_usage_events_event_time", "event_time", "id"),
         Index("ix_usage_events_pipeline_id", "pipeline_id"),
@@ -105,7 +108,22 @@ class UsageEvent(Base):
             "id",
             postgresql_where=text(HAS_TEXT),
         ),
+        {"postgresql_partition_by": "RANGE (event_time)"},
     )
+
+
+class UsageRequestId(Base):
+    """A usage event's idempotency key, unique across all months (migration 0020 says why
+    this is a table of its own), written by blogstore_record_usage() before the event."""
+
+    __tablename__ = "usage_request_ids"
+
+    user_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+    )
+    request_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    event_id: Mapped[uuid.UUID]
+    event_time: Mapped[dt.datetime]
 
 
 class UsageMonth(Base):
