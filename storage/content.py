@@ -59,8 +59,13 @@ def derive(markdown: str, content_html: str = "", site_url: str = "") -> Derived
         reading_time_minutes=math.ceil(words / WORDS_PER_MINUTE),
         internal_links=internal,
         external_links=external,
-        content_hash=hashlib.sha256(markdown.encode()).hexdigest(),
+        content_hash=markdown_hash(markdown),
     )
+
+
+def markdown_hash(markdown: str) -> str:
+    """`content_hash`: what dedupe and a request's replay compare, without rendering."""
+    return hashlib.sha256(markdown.encode()).hexdigest()
 
 
 def slug_from_title(title: str) -> str:
