@@ -21,7 +21,12 @@ SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
 _LINK = re.compile(r'<a href="([^"]*)"')
 _TAG = re.compile(r"<[^>]+>")
-_WORD = re.compile(r"\w+(?:['’\-]\w+)*")
+_WORD = re.compile(r"\w+(?:['’\-]\w+)*")  # a word: word characters, single joiners inside
+# The same count for ASCII text without a match per word: runs of word characters (every
+# other byte made a space, then split) less the joiners that sit between two of them.
+_ASCII_WORD_BYTES = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_ASCII_RUNS = bytes(b if b in _ASCII_WORD_BYTES else 0x20 for b in range(256))
+_JOINER = re.compile(r"['’\-](?<=\w['’\-])(?=\w)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +47,7 @@ def render_html(markdown: str) -> str:
 def derive(markdown: str, content_html: str = "", site_url: str = "") -> Derived:
     """Counts come from the rendered markdown, so a caller's own HTML cannot skew them."""
     rendered = render_html(markdown)
-    words = len(_WORD.findall(html.unescape(_TAG.sub(" ", rendered))))
+    words = count_words(html.unescape(_TAG.sub(" ", rendered)))
     internal = external = 0
     site_host = urlsplit(site_url).hostname if site_url else None
     for href in _LINK.findall(rendered):
@@ -61,6 +66,13 @@ def derive(markdown: str, content_html: str = "", site_url: str = "") -> Derived
         external_links=external,
         content_hash=markdown_hash(markdown),
     )
+
+
+def count_words(text: str) -> int:
+    """How many `_WORD`s `text` holds; ASCII text (the common case) ~3x faster than findall."""
+    if not text.isascii():
+        return len(_WORD.findall(text))
+    return len(text.encode().translate(_ASCII_RUNS).split()) - len(_JOINER.findall(text))
 
 
 def markdown_hash(markdown: str) -> str:
