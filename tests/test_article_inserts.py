@@ -130,9 +130,7 @@ def test_a_basic_batch_derives_each_row_as_it_is_written(new_account, connect):
     assert [a.word_count for a in again] == [a.word_count for a in created]
 
 
-def test_a_copy_sized_batch_with_invalid_items_names_each_and_writes_nothing(
-    new_account, connect
-):
+def test_a_copy_sized_batch_with_invalid_items_names_each_and_writes_nothing(new_account, connect):
     account = new_account()
     stub = articles_pb2_grpc.ArticlesServiceStub(connect(account.token))
     articles = [pb.Article(title=f"Fine {i}", content_markdown="ok") for i in range(COPY_MIN_ROWS)]
