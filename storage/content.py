@@ -22,10 +22,11 @@ SLUG_PATTERN = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 _LINK = re.compile(r'<a href="([^"]*)"')
 _TAG = re.compile(r"<[^>]+>")
 _WORD = re.compile(r"\w+(?:['’\-]\w+)*")  # a word: word characters, single joiners inside
-# The same count for ASCII text without a match per word: runs of word characters (every
-# other byte made a space, then split) less the joiners that sit between two of them.
+# The same count for ASCII text without a match per word: runs of word characters (each
+# word byte made "x", every other byte a space: a run starts at each " x") less the joiners
+# that sit between two of them.
 _ASCII_WORD_BYTES = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
-_ASCII_RUNS = bytes(b if b in _ASCII_WORD_BYTES else 0x20 for b in range(256))
+_ASCII_RUNS = bytes(0x78 if b in _ASCII_WORD_BYTES else 0x20 for b in range(256))
 _JOINER = re.compile(r"['’\-](?<=\w['’\-])(?=\w)")
 
 
@@ -72,7 +73,8 @@ def count_words(text: str) -> int:
     """How many `_WORD`s `text` holds; ASCII text (the common case) ~3x faster than findall."""
     if not text.isascii():
         return len(_WORD.findall(text))
-    return len(text.encode().translate(_ASCII_RUNS).split()) - len(_JOINER.findall(text))
+    runs = (b" " + text.encode().translate(_ASCII_RUNS)).count(b" x")
+    return runs - len(_JOINER.findall(text))
 
 
 def markdown_hash(markdown: str) -> str:

@@ -152,7 +152,7 @@ class TestClaim:
                 placeholders = ", ".join(["%s"] * len(args))
                 plan = conn.exec_driver_sql(
                     f"EXPLAIN (FORMAT JSON) EXECUTE plan_test ({placeholders})", tuple(args)
-                ).scalar()
+                ).scalar_one()
                 conn.exec_driver_sql("DEALLOCATE plan_test")
         finally:
             engine.dispose()
