@@ -14,7 +14,7 @@ from blogstore.v1 import articles_pb2_grpc, users_pb2, users_pb2_grpc
 from bench import copylimit
 from storage.engine import libpq_dsn
 from storage.repositories.article_inserts import COPY_MIN_ROWS
-from tests.support import status_of, unique
+from tests.support import details_of, status_of, unique
 
 Code = grpc.StatusCode
 ODD = 'Tab\there, "quotes", back\\slash,\nnewline and {braces}'
@@ -82,6 +82,67 @@ def test_a_copied_batch_is_all_or_nothing(new_account, connect):
     )
     listed = stub.ListArticles(pb.ListArticlesRequest(page_size=100)).articles
     assert [a.id for a in listed] == [first.id]
+
+
+def test_a_basic_batch_derives_each_row_as_it_is_written(new_account, connect):
+    """A BASIC answer: rows rendered as COPY pulls them (no HTML held), the same derived
+    columns as CreateArticle's, taken derived slugs retried in a later (re-derived) round,
+    replayed and existing-content items answered per item."""
+    account = new_account()
+    stub = articles_pb2_grpc.ArticlesServiceStub(connect(account.token))
+    one = stub.CreateArticle(pb.CreateArticleRequest(article=pb.Article(
+        title="Taken", content_markdown="# Same\n\nSee [a](/in) and [b](https://e.org)."
+    ))).article  # fmt: skip
+    articles = [
+        pb.Article(
+            title="Taken" if i % 10 == 0 else f"Row {i}",
+            content_markdown=one.content_markdown if i == 7 else f"# {ODD} {i}\n\n[x](/in/{i})",
+            content_html="<p>mine</p>" if i == 3 else "",
+        )
+        for i in range(COPY_MIN_ROWS + 20)
+    ]  # fmt: skip
+    request = pb.BatchCreateArticlesRequest(
+        articles=articles, request_id=str(uuid.uuid4()),
+        if_content_exists=pb.IF_CONTENT_EXISTS_RETURN_EXISTING,
+    )  # fmt: skip
+    created = stub.BatchCreateArticles(request).articles
+    assert created[7].id == one.id  # the owner's existing content, answered in its place
+    assert not created[0].content_html and not created[0].content_markdown  # BASIC
+    assert len({a.slug for a in created}) == len(created) and one.slug not in {
+        a.slug for i, a in enumerate(created) if i != 7
+    }
+    for i, (sent, got) in enumerate(zip(articles, created, strict=True)):
+        if i == 7:
+            continue
+        full = stub.GetArticle(pb.GetArticleRequest(id=got.id)).article
+        alone = stub.CreateArticle(pb.CreateArticleRequest(article=pb.Article(
+            title=f"Alone {i}", content_markdown=sent.content_markdown,
+            content_html=sent.content_html))).article  # fmt: skip
+        for name in ("word_count", "reading_time_minutes", "internal_links", "external_links",
+                     "content_hash"):  # fmt: skip
+            assert getattr(full, name) == getattr(alone, name) == getattr(got, name), (i, name)
+        assert full.content_html == alone.content_html and full.internal_links == 1
+        assert full.content_markdown == sent.content_markdown
+    mine = stub.GetArticle(pb.GetArticleRequest(id=created[3].id)).article
+    assert mine.content_html == "<p>mine</p>"  # given HTML is kept, not rendered over
+    again = stub.BatchCreateArticles(request).articles  # a retry replays, writes nothing
+    assert [a.id for a in again] == [a.id for a in created]
+    assert [a.word_count for a in again] == [a.word_count for a in created]
+
+
+def test_a_copy_sized_batch_with_invalid_items_names_each_and_writes_nothing(new_account, connect):
+    account = new_account()
+    stub = articles_pb2_grpc.ArticlesServiceStub(connect(account.token))
+    articles = [pb.Article(title=f"Fine {i}", content_markdown="ok") for i in range(COPY_MIN_ROWS)]
+    articles[5] = pb.Article(title="", content_markdown="no title")
+    articles[40] = pb.Article(title="Bad slug", slug="Not A Slug", content_markdown="x")
+    error = details_of(
+        lambda: stub.BatchCreateArticles(pb.BatchCreateArticlesRequest(articles=articles))
+    )
+    assert error.code is Code.INVALID_ARGUMENT
+    assert {"articles[5].title", "articles[40].slug"} <= set(error.field_violations)
+    assert not any(f.startswith("articles[6]") for f in error.field_violations)
+    assert list(stub.ListArticles(pb.ListArticlesRequest(page_size=10)).articles) == []
 
 
 def test_create_article_writes_its_audit_event_in_the_same_statement(new_account, connect):

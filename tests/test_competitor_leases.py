@@ -15,6 +15,8 @@ import grpc
 import pytest
 from blogstore.v1 import competitors_pb2 as pb
 
+from storage.engine import make_engine
+from storage.repositories import competitor_jobs
 from tests.competitor_support import create, now, sql, stub, ts
 from tests.support import SERVICE_KEY, details_of
 
@@ -39,6 +41,13 @@ def due(competitors, user_id: str = "", **fields) -> pb.Competitor:
 def claim(competitors, limit: int = 1000, lease_seconds: int = 600) -> list[pb.Competitor]:
     request = pb.ClaimDueCompetitorsRequest(limit=limit, lease_seconds=lease_seconds)
     return list(competitors.ClaimDueCompetitors(request).competitors)
+
+
+def _nodes(plan: dict):
+    """The plan's nodes, depth first."""
+    yield plan
+    for child in plan.get("Plans", []):
+        yield from _nodes(child)
 
 
 def ids(competitors: list[pb.Competitor]) -> set[str]:
@@ -120,6 +129,38 @@ class TestClaim:
         theirs = due(service, other.id).id
         assert ids(claim(stub(connect(me.token)))) == mine
         assert ids(claim(service)) == {theirs}
+
+    def test_a_claim_passes_over_leased_rows_inside_the_index(
+        self, service, new_account, database_url
+    ):
+        """Migration 0022: both of the claim's conditions are conditions of ix_competitors_due:
+        a leased row is passed over inside the index, never fetched from the table."""
+        owner = new_account().id
+        for _ in range(30):
+            due(service, owner)
+        assert len(claim(service, limit=20)) == 20
+        prepared = competitor_jobs.CLAIM[False]
+        values = {"limit": 10, "lease_seconds": 60, "recent": "30 days", "action": "x"}
+        args = [values.get(name) for name in prepared.params]
+        engine = make_engine(database_url, pool_size=1)
+        try:
+            with engine.begin() as conn:
+                conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # a small table
+                conn.exec_driver_sql(
+                    f"PREPARE plan_test ({', '.join(prepared.types)}) AS {prepared.body}"
+                )
+                placeholders = ", ".join(["%s"] * len(args))
+                plan = conn.exec_driver_sql(
+                    f"EXPLAIN (FORMAT JSON) EXECUTE plan_test ({placeholders})", tuple(args)
+                ).scalar_one()
+                conn.exec_driver_sql("DEALLOCATE plan_test")
+        finally:
+            engine.dispose()
+        nodes = list(_nodes(plan[0]["Plan"]))
+        used = [n for n in nodes if n.get("Index Name") == "ix_competitors_due"]
+        assert used and "coalesce" in used[0]["Index Cond"].lower()
+        assert "next_check_time" in used[0]["Index Cond"]
+        assert not [n for n in nodes if "lease_expire_time" in n.get("Filter", "")]
 
     @pytest.mark.parametrize(
         ("limit", "lease_seconds", "bad_field"),

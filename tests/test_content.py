@@ -119,3 +119,17 @@ def test_rendering_frees_what_cmark_allocates():
     for _ in range(2000):
         content.render_html(article)
     assert _rss_mb() - before < 15
+
+
+def test_count_words_is_the_word_pattern_on_every_text():
+    """The ASCII fast path counts exactly what `_WORD.findall` finds (joiners, underscores,
+    digits, leading and trailing joiners, runs of them), and non-ASCII text takes the regex."""
+    import random
+
+    rng = random.Random(17)
+    alphabet = "ab_19-'’ .,\n\t—é<>&"
+    texts = ["", "-", "a-b-c d--e f'g h-", "_a_ 12-3 x''y", "don’t stop-and-go", "é-ü ok"]
+    texts += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 14))) for _ in range(5000)]
+    for text in texts:
+        assert content.count_words(text) == len(content._WORD.findall(text)), text
+    assert content.count_words("a-b-c d--e f'g h-") == 5  # a-b-c, d, e, f'g, h

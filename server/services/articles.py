@@ -49,7 +49,13 @@ from storage.queries import list_articles, search_articles
 from storage.repositories import article_updates
 from storage.repositories.article_dedupe import IfContentExists
 from storage.repositories.article_reads import ORDER_BY
-from storage.repositories.articles import CONTENT_FIELDS, NewArticle, from_snapshot, with_derived
+from storage.repositories.articles import (
+    CONTENT_FIELDS,
+    NewArticle,
+    from_snapshot,
+    with_derived,
+    with_hash,
+)
 from storage.repositories.audit import event_values
 
 MAX_BATCH = 1000
@@ -164,8 +170,10 @@ class ArticlesServicer(ArticleGetMixin, EmbeddingsMixin, articles_pb2_grpc.Artic
         prefixes = [f"articles[{i}]." for i in range(len(request.articles))]
         embeddings = self._embedding_inputs(v, prefixes, request.articles)
         v.raise_if_any()
-        for item in items:
-            item.values = with_derived(item.values)
+        full = is_full(request.view, articles_pb2.ARTICLE_VIEW_BASIC)
+        for item in items:  # a BASIC answer needs no HTML: render each row as it is written
+            item.derive_late = not full
+            item.values = with_hash(item.values) if item.derive_late else with_derived(item.values)
 
         def create(tx):
             _require_links(tx, items)
@@ -183,7 +191,6 @@ class ArticlesServicer(ArticleGetMixin, EmbeddingsMixin, articles_pb2_grpc.Artic
             return articles
 
         articles = self.db.run(caller, create)
-        full = is_full(request.view, articles_pb2.ARTICLE_VIEW_BASIC)
         return articles_pb2.BatchCreateArticlesResponse(
             articles=[
                 with_embedding(article_to_proto(a, full=full), e)

@@ -27,6 +27,9 @@ MAX_CHECK_FREQUENCY_HOURS = 720
 MAX_NAME_LENGTH = 200  # a competitor's name
 MAX_AUTHOR_LENGTH = 200  # a competitor article's author
 DEFAULT_CHECK_FREQUENCY_HOURS = 24
+# When a competitor's lease ends; -infinity when it has none. What ClaimDueCompetitors tests
+# (`<= now()`: free to claim) and what ix_competitors_due keys, so the test is in the index.
+LEASE_END = "coalesce(lease_expire_time, '-infinity')"
 
 
 class Competitor(Base):
@@ -64,9 +67,11 @@ class Competitor(Base):
         ),
         CheckConstraint("length(domain) > 0", name="domain_not_empty"),
         # The due-check scan of ClaimDueCompetitors: active rows by next_check_time.
+        # ClaimDueCompetitors (migration 0022): a leased row is passed over inside the index.
         Index(
-            "ix_competitors_next_check_time_active",
+            "ix_competitors_due",
             "next_check_time",
+            text(LEASE_END),
             postgresql_where=text("is_active"),
         ),
         Index("ix_competitors_user_id_create_time_id", "user_id", "create_time", "id"),

@@ -100,7 +100,7 @@ INSERT_STAGED = (
 
 def row_values(caller: Caller, item: Any, publish_time: Any) -> dict[str, Any]:
     """An item's column values (NewArticle): its own, provenance, id and request id."""
-    values = item.values
+    values = item.row()
     pipeline_id = values.get("pipeline_id")
     step = PipelineStep(pipeline_id, item.pipeline_stage) if pipeline_id else None
     return {
@@ -141,19 +141,27 @@ def insert_one(session: Session, caller: Caller, item: Any) -> Any | None:
     row = session.connection().exec_driver_sql(INSERT_ONE, params).fetchone()
     if row is None:
         return None
-    return Row(RETURNED, row, item.values)
+    return Row(RETURNED, row, item)
 
 
 class Row:
-    """A returned article row (BASIC columns) with the content the caller already holds."""
+    """A returned article row (BASIC columns); its content is the item's (NewArticle), read
+    only when asked for (a FULL answer): a batch's rows hold no HTML of their own."""
 
-    __slots__ = (*RETURNED, "content_markdown", "content_html")
+    __slots__ = (*RETURNED, "_item")
 
-    def __init__(self, names: Sequence[str], row: Sequence[Any], values: dict[str, Any]) -> None:
+    def __init__(self, names: Sequence[str], row: Sequence[Any], item: Any) -> None:
         for name, value in zip(names, row, strict=True):
             setattr(self, name, value)
-        self.content_markdown = values["content_markdown"]
-        self.content_html = values["content_html"]
+        self._item = item
+
+    @property
+    def content_markdown(self) -> str:
+        return self._item.values["content_markdown"]
+
+    @property
+    def content_html(self) -> str:
+        return self._item.row()["content_html"]
 
 
 def copy_insert(
@@ -171,7 +179,7 @@ def copy_insert(
     inserted: dict[uuid.UUID, Any] = {}
     for row in connection.exec_driver_sql(INSERT_STAGED):
         item = by_id[row[0]]
-        inserted[item.id] = Row(RETURNED, row, item.values)
+        inserted[item.id] = Row(RETURNED, row, item)
     return inserted
 
 

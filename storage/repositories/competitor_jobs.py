@@ -17,6 +17,7 @@ from typing import Any
 from storage.actors import Caller
 from storage.errors import NotFound
 from storage.models import Competitor
+from storage.models.competitors import LEASE_END
 from storage.repositories.audit import event_values
 from storage.repositories.competitors import (
     RECENT,
@@ -68,8 +69,8 @@ def _claim(scoped: bool) -> Prepared:
     return _prepared(
         "claim_due_competitors" + ("_owned" if scoped else ""),
         "WITH due AS MATERIALIZED (SELECT id FROM competitors WHERE is_active "
-        "AND next_check_time <= now() AND (lease_expire_time IS NULL OR lease_expire_time "
-        f"<= now()){owner} ORDER BY next_check_time LIMIT :limit FOR UPDATE SKIP LOCKED), "
+        f"AND next_check_time <= now() AND {LEASE_END} <= now(){owner} "
+        "ORDER BY next_check_time LIMIT :limit FOR UPDATE SKIP LOCKED), "
         "c AS (UPDATE competitors SET lease_expire_time = now() + "
         "make_interval(secs => :lease_seconds) WHERE id IN (SELECT id FROM due) RETURNING *), "
         f"audit AS ({_AUDIT} ORDER BY c.next_check_time, c.id) "
@@ -93,7 +94,7 @@ def _record(scoped: bool) -> Prepared:
     )
 
 
-_CLAIM = {False: _claim(False), True: _claim(True)}
+CLAIM = {False: _claim(False), True: _claim(True)}
 _RECORD = {False: _record(False), True: _record(True)}
 
 
@@ -116,7 +117,7 @@ def claim_due(
         "limit": limit, "lease_seconds": lease_seconds, "owner": owner, "recent": RECENT,
         **_audit(caller, "competitor.claim", {"lease_seconds": lease_seconds}),
     }  # fmt: skip
-    rows = db.query(caller, _CLAIM[owner is not None], params)
+    rows = db.query(caller, CLAIM[owner is not None], params)
     return [(row, stats_of(row)) for row in rows]
 
 
