@@ -17,7 +17,7 @@ Built CONCURRENTLY, so claims and edits go on while it builds; a rerun after a f
 drops the INVALID index it left and starts over.
 
 Revision ID: 0022
-Revises: 0019
+Revises: 0021
 Create Date: 2026-12-06
 """
 
@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from alembic import op
 
 revision: str = "0022"
-down_revision: str | None = "0019"
+down_revision: str | None = "0021"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 # Only an index: code from 0012 on runs beside it (older claims just do not use it).
