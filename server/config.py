@@ -177,6 +177,14 @@ class Settings(BaseSettings):
     # database). Revocations reach every process by NOTIFY.
     credential_cache_size: int = Field(10_000, ge=0, le=1_000_000)
     credential_cache_ttl_seconds: int = Field(60, ge=0, le=86_400)
+    # Behind a connection pooler (PgBouncer in transaction mode): the session-bound work (the
+    # LISTEN connection, migrations' advisory lock, pg_dump) goes to this URL, straight to
+    # PostgreSQL. Unset: DATABASE_URL (see `direct_url`).
+    direct_database_url: SecretStr | None = None
+    # Server-side PREPARE of the hot statements (storage/uow.py): "auto" prepares unless the
+    # connection turns out to go through a pooler (PgBouncer: storage.engine.behind_pooler),
+    # where a later transaction may run on another server connection without the statement.
+    db_prepare: Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower)] = "auto"
 
     @field_validator("service_keys", mode="before")
     @classmethod
@@ -195,6 +203,12 @@ class Settings(BaseSettings):
         cls, settings_cls: type[BaseSettings], init_settings: Any, **_others: Any
     ) -> tuple[Any, ...]:
         return (init_settings, _Environment(settings_cls))
+
+    @property
+    def direct_url(self) -> str | None:
+        """Where session-bound work connects: BLOGSTORE_DIRECT_DATABASE_URL, else DATABASE_URL."""
+        url = self.direct_database_url or self.database_url
+        return url.get_secret_value() if url else None
 
     @property
     def pool_size(self) -> int:
@@ -241,7 +255,9 @@ class Settings(BaseSettings):
             _ENVIRONMENT.reset(token)
 
 
-SECRET_FIELDS = frozenset({"database_url", "service_keys", "page_token_secret", "secret_keys"})
+SECRET_FIELDS = frozenset(
+    {"database_url", "direct_database_url", "service_keys", "page_token_secret", "secret_keys"}
+)
 
 
 def variable_name(name: str) -> str:
