@@ -104,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only GetArticle and ListArticles, row-level security on vs off, as the service "
         "and as a user, in alternating rounds (--rounds, default 2)",
     )
+    run.add_argument(
+        "--pgbouncer-compare",
+        action="store_true",
+        help="only GetArticle: direct, direct without PREPARE and through a PgBouncer of its "
+        "own (transaction mode), in rotating rounds (--rounds, default 2)",
+    )
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
     run.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
     table = commands.add_parser("report", help="print a results JSON file as a Markdown table")
@@ -178,6 +184,7 @@ def _run(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         login_flood=args.login_flood,
         rls_compare=args.rls_compare,
+        pgbouncer_compare=args.pgbouncer_compare,
     )
     return Harness(opts).run()
 

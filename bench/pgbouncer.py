@@ -77,9 +77,7 @@ class PgBouncer:
     `url_for(direct_url)`: the same database, user and password through PgBouncer.
     """
 
-    def __init__(
-        self, upstream_url: str, *, port: int | None = None, pool_size: int = 20
-    ) -> None:
+    def __init__(self, upstream_url: str, *, port: int | None = None, pool_size: int = 20) -> None:
         """`pool_size`: server connections per database and user (1: every client takes
         turns on one, so any session state a client left behind would meet the next)."""
         found = binary()

@@ -23,7 +23,16 @@ import grpc
 import psycopg2
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
-from bench import compare, copylimit, dataset, flood, prepare, report, rls_compare
+from bench import (
+    compare,
+    copylimit,
+    dataset,
+    flood,
+    pgbouncer_compare,
+    prepare,
+    report,
+    rls_compare,
+)
 from bench.jobs import Job
 from bench.loadgen import Pool, split
 from bench.noop import CONTROL
@@ -83,6 +92,7 @@ class Options:
     rounds: int | None = None  # metrics_compare's rotating rounds
     login_flood: bool = False  # only GetCurrentUser, quiet vs under a login flood (flood.py)
     rls_compare: bool = False  # only GetArticle and ListArticles, RLS on vs off
+    pgbouncer_compare: bool = False  # only GetArticle, through PgBouncer vs direct
 
 
 def machine_info() -> dict:
@@ -164,6 +174,8 @@ class Harness:
                 flood.login_flood(self, self.opts.baseline_checkout, self.opts.rounds)
             elif self.opts.rls_compare:
                 rls_compare.rls_compare(self, self.opts.rounds)
+            elif self.opts.pgbouncer_compare:
+                pgbouncer_compare.pgbouncer_compare(self, self.opts.rounds)
             else:
                 self.measure_all()
         finally:
@@ -200,7 +212,9 @@ class Harness:
 
     def plan(self) -> list[Scenario]:
         names = self.opts.scenarios or (QUICK if self.opts.quick else [s.name for s in CATALOG])
-        names = ["GetArticle"] if self.opts.metrics_compare else names
+        names = (
+            ["GetArticle"] if self.opts.metrics_compare or self.opts.pgbouncer_compare else names
+        )
         names = ["Authenticate"] if self.opts.login_flood else names
         names = ["GetArticle", "ListArticles first page"] if self.opts.rls_compare else names
         chosen = [s for s in CATALOG if s.name in names]
