@@ -26,7 +26,7 @@ from storage.actors import SYSTEM, Caller
 from storage.engine import behind_pooler, libpq_dsn, make_engine
 from storage.migrate import PROJECT_ROOT
 from storage.queries import get_article
-from storage.uow import Database
+from storage.uow import Database, Prepared
 from tests.support import make_settings
 
 pytestmark = pytest.mark.skipif(
@@ -174,3 +174,35 @@ def test_settings_direct_url_defaults_to_database_url():
     assert both.direct_url == "postgresql://a@d/db"
     assert Settings.from_env({"BLOGSTORE_DB_PREPARE": "OFF"}).db_prepare == "off"
     assert Settings().db_prepare == "auto"
+
+
+def hot_statements() -> dict[str, Prepared]:
+    """Every Prepared the storage modules hold (List/Search shapes: those built so far)."""
+    from storage import queries, throttle
+    from storage.repositories import competitor_jobs
+
+    found: dict[str, Prepared] = {}
+    for module in (queries, throttle, competitor_jobs):
+        for value in vars(module).values():
+            for item in value.values() if isinstance(value, dict) else [value]:
+                if isinstance(item, Prepared):
+                    found[item.name] = item
+    return found
+
+
+def test_every_hot_statement_plans_unprepared_with_its_declared_types(owner_engine):
+    """EXPLAIN of each statement's unprepared form (values NULL, cast to the declared types)."""
+    statements = hot_statements()
+    assert {"blogstore_get_article", "blogstore_record_usage"} <= set(statements)
+    connection = owner_engine.raw_connection()
+    try:
+        for statement in statements.values():
+            sql = statement.unprepared_sql
+            assert "$" not in sql.replace("$$", ""), statement.name
+            body = sql.split("; ", 1)[1]  # after the SELECT set_config(...) prefix
+            with connection.cursor() as cursor:
+                cursor.execute("EXPLAIN " + body, dict.fromkeys(
+                    [f"p{i}" for i in range(len(statement.params))]))  # fmt: skip
+        connection.rollback()
+    finally:
+        connection.close()
