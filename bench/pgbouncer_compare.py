@@ -36,12 +36,18 @@ def pgbouncer_compare(harness: Any, rounds: int | None = None) -> None:
     url, key = harness.url, harness.server.key
     bouncer = PgBouncer(url)
     servers: dict[str, Managed] = {}
+    # One service key sends every call: its share must hold them all, or the calls past it
+    # are refused alike on every side (RESOURCE_EXHAUSTED) instead of queueing.
+    share = {"BLOGSTORE_MAX_CALLS_PER_SERVICE": str(max(harness.opts.concurrency))}
     try:
-        servers[DIRECT] = start_server(url, key=key)
-        servers[UNPREPARED] = start_server(url, key=key, extra_env={"BLOGSTORE_DB_PREPARE": "off"})
-        servers[POOLED] = start_server(
-            bouncer.url_for(url), key=key, extra_env={"BLOGSTORE_DIRECT_DATABASE_URL": url}
+        servers[DIRECT] = start_server(url, key=key, extra_env=share)
+        servers[UNPREPARED] = start_server(
+            url, key=key, extra_env={**share, "BLOGSTORE_DB_PREPARE": "off"}
         )
+        servers[POOLED] = start_server(
+            bouncer.url_for(url), key=key,
+            extra_env={**share, "BLOGSTORE_DIRECT_DATABASE_URL": url},
+        )  # fmt: skip
         pgbouncer = psutil.Process(bouncer.process.pid)
         scenario = BY_CLIENT["get"]
         for concurrency in harness.opts.concurrency:
