@@ -110,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         help="only GetArticle, with a user's key and a service key, against the no-op (and "
         "--baseline-checkout) in rotating rounds (--rounds, default 3): issue 17's target",
     )
+    run.add_argument(
+        "--pgbouncer-compare",
+        action="store_true",
+        help="only GetArticle: direct, direct without PREPARE and through a PgBouncer of its "
+        "own (transaction mode), in rotating rounds (--rounds, default 2)",
+    )
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
     run.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
     run.add_argument(
@@ -200,6 +206,7 @@ def _run(args: argparse.Namespace) -> int:
         login_flood=args.login_flood,
         rls_compare=args.rls_compare,
         cache_compare=args.cache_compare,
+        pgbouncer_compare=args.pgbouncer_compare,
     )
     return Harness(opts).run()
 

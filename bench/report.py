@@ -210,6 +210,10 @@ def markdown(report: dict) -> str:
         from bench.replica_compare import markdown as replica_markdown
 
         return replica_markdown(report)
+    if report.get("pgbouncer_compare"):
+        from bench.pgbouncer_compare import markdown as pgbouncer_markdown
+
+        return pgbouncer_markdown(report)
     lines = [
         "| scenario | in flight | calls/s | p50 ms | p95 ms | p99 ms | errors | server CPU ms/call "
         "| PG CPU ms/call | RSS MB | other CPU % | no-op calls/s | x no-op | p95 x no-op "

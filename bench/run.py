@@ -29,6 +29,7 @@ from bench import (
     copylimit,
     dataset,
     flood,
+    pgbouncer_compare,
     prepare,
     replica_compare,
     report,
@@ -95,6 +96,7 @@ class Options:
     rls_compare: bool = False  # only GetArticle and ListArticles, RLS on vs off
     cache_compare: bool = False  # only GetArticle (both keys) vs the no-op, rounds
     replica_url: str | None = None  # only GetArticle and ListArticles, a replica vs none
+    pgbouncer_compare: bool = False  # only GetArticle, through PgBouncer vs direct
 
 
 def machine_info() -> dict:
@@ -181,6 +183,8 @@ class Harness:
                 cache_compare.cache_compare(self, self.opts.baseline_checkout, self.opts.rounds)
             elif self.opts.replica_url:
                 replica_compare.replica_compare(self, self.opts.replica_url, self.opts.rounds)
+            elif self.opts.pgbouncer_compare:
+                pgbouncer_compare.pgbouncer_compare(self, self.opts.rounds)
             else:
                 self.measure_all()
         finally:
@@ -217,7 +221,9 @@ class Harness:
 
     def plan(self) -> list[Scenario]:
         names = self.opts.scenarios or (QUICK if self.opts.quick else [s.name for s in CATALOG])
-        names = ["GetArticle"] if self.opts.metrics_compare else names
+        names = (
+            ["GetArticle"] if self.opts.metrics_compare or self.opts.pgbouncer_compare else names
+        )
         names = ["Authenticate"] if self.opts.login_flood else names
         two = self.opts.rls_compare or self.opts.replica_url
         names = ["GetArticle", "ListArticles first page"] if two else names

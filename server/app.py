@@ -170,12 +170,13 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         observe=telemetry.observe_statement,
         role=settings.db_role,
         replicas=replicas,
+        prepare=settings.db_prepare,
     )
     page_tokens = PageTokens(settings.page_token_secret.get_secret_value())
     embeddings = Availability(settings.embedding_dimensions)
     shares = Shares.from_settings(settings)
     passwords = PasswordHasher(settings.bcrypt_threads, settings.bcrypt_rounds)
-    listener = ChangeListener(database_url)
+    listener = ChangeListener(settings.direct_url or database_url)  # LISTEN: no pooler
     usage_counts = UsageCounts(
         lambda uses: db.run(
             Caller(SYSTEM, "credential-usage", None), lambda tx: tx.credentials.record_uses(uses)

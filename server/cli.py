@@ -267,7 +267,7 @@ def migrate_command(args: argparse.Namespace, settings: Settings) -> int:
     from storage import migrate
     from storage.engine import normalize_url
 
-    url = database_url(settings, migrate_embedded=False)
+    url = database_url(settings, migrate_embedded=False, direct=True)  # the advisory lock
     if args.action == "upgrade":
         migrate.upgrade(url, args.revision or "head")
     elif args.action == "downgrade":

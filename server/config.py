@@ -191,6 +191,14 @@ class Settings(BaseSettings):
     # The ledgers' monthly partitions (server/partitions.py): months created ahead of the
     # current one, by each server process at start and hourly.
     partitions_ahead: int = Field(DEFAULT_AHEAD, ge=0, le=120)
+    # Behind a connection pooler (PgBouncer in transaction mode): the session-bound work (the
+    # LISTEN connection, migrations' advisory lock, pg_dump) goes to this URL, straight to
+    # PostgreSQL. Unset: DATABASE_URL (see `direct_url`).
+    direct_database_url: SecretStr | None = None
+    # Server-side PREPARE of the hot statements (storage/uow.py): "auto" prepares unless the
+    # connection turns out to go through a pooler (PgBouncer: storage.engine.behind_pooler),
+    # where a later transaction may run on another server connection without the statement.
+    db_prepare: Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower)] = "auto"
 
     @field_validator("service_keys", mode="before")
     @classmethod
@@ -215,6 +223,12 @@ class Settings(BaseSettings):
         """BLOGSTORE_REPLICA_URLS, split on commas (empty: no replicas)."""
         raw = self.replica_urls.get_secret_value() if self.replica_urls else ""
         return [url.strip() for url in raw.split(",") if url.strip()]
+
+    @property
+    def direct_url(self) -> str | None:
+        """Where session-bound work connects: BLOGSTORE_DIRECT_DATABASE_URL, else DATABASE_URL."""
+        url = self.direct_database_url or self.database_url
+        return url.get_secret_value() if url else None
 
     @property
     def pool_size(self) -> int:
@@ -262,7 +276,14 @@ class Settings(BaseSettings):
 
 
 SECRET_FIELDS = frozenset(
-    {"database_url", "service_keys", "page_token_secret", "secret_keys", "replica_urls"}
+    {
+        "database_url",
+        "direct_database_url",
+        "service_keys",
+        "page_token_secret",
+        "secret_keys",
+        "replica_urls",
+    }  # fmt: skip
 )
 
 

@@ -182,6 +182,23 @@ def ping_when_idle(engine: Engine, idle_seconds: float = PING_AFTER_IDLE_SECONDS
             raise sa_exc.DisconnectionError() from error
 
 
+def behind_pooler(dbapi_connection: Any) -> bool:
+    """Whether a connection pooler (PgBouncer, ...) stands between this psycopg2 connection and
+    PostgreSQL, so that two transactions may run on different server connections.
+
+    The handshake's BackendKeyData names the backend's pid when the client talks to PostgreSQL
+    itself, even through a TCP proxy or a port mapping; a pooler hands each client a key of its
+    own (PgBouncer: random), since the server connection behind it changes. Leaves no
+    transaction open.
+    """
+    with dbapi_connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        row = cursor.fetchone()
+    if not dbapi_connection.autocommit:
+        dbapi_connection.rollback()
+    return row is None or row[0] != dbapi_connection.get_backend_pid()
+
+
 def start_embedded(data_dir: Path) -> str:
     """Start (or reuse) a pgserver cluster in data_dir and return a URL to its database.
 

@@ -10,6 +10,8 @@ token), else the primary; `run` always goes to the primary.
 
 `Database.query(caller, statement, params)` is the hot-path variant for single statements
 (storage/queries.py): one round trip, prepared once per pooled connection, same timeout rule.
+Behind a pooler (PgBouncer in transaction mode) it is sent unprepared instead: Database's
+`prepare` ("auto" finds out per connection, storage.engine.behind_pooler).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import random
+import re
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -32,6 +35,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from storage import deadlines, rls
 from storage.actors import Caller
+from storage.engine import behind_pooler
 from storage.errors import (
     DeadlineExceeded,
     DomainError,
@@ -66,6 +70,7 @@ _SET_READ_ONLY = text(
 _TIMEOUT = f"set_config('statement_timeout', %(timeout_ms)s, true), {rls.PYFORMAT_SQL}"
 _NO_FLUSH = "set_config('synchronous_commit', 'off', true)"
 _CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
+_PLACEHOLDER = re.compile(r"(?<![\w$])\$(\d+)\b")  # $n, not inside an identifier
 
 
 # Around each Database.query round trip: given the statement and the caller, a context manager
@@ -105,15 +110,31 @@ class Prepared:
 
     def sql(self, *, prepare: bool) -> str:
         execute = f"EXECUTE {self.name}({', '.join(f'%(p{i})s' for i in range(len(self.params)))})"
+        if not prepare:
+            return self._prefix + execute
+        body = self.body.replace("%", "%%")  # the string also carries pyformat parameters
+        prepare_sql = f"PREPARE {self.name} ({', '.join(self.types)}) AS {body}; "
+        return self._prefix + prepare_sql + execute
+
+    @cached_property
+    def unprepared_sql(self) -> str:
+        """The statement without PREPARE (behind PgBouncer in transaction mode, where the next
+        transaction may find another server connection): each $n becomes its value cast to
+        the type PREPARE would have declared, so it plans and types the same way."""
+        body = self.body.replace("%", "%%")
+
+        def bind(match: re.Match[str]) -> str:
+            n = int(match.group(1))
+            return f"CAST(%(p{n - 1})s AS {self.types[n - 1]})"
+
+        return self._prefix + _PLACEHOLDER.sub(bind, body)
+
+    @cached_property
+    def _prefix(self) -> str:
         settings = [_TIMEOUT]
         settings += [] if self.durable else [_NO_FLUSH]
         settings += [_CUSTOM_PLANS] if self.custom_plans else []
-        prefix = f"SELECT {', '.join(settings)}; "
-        if not prepare:
-            return prefix + execute
-        body = self.body.replace("%", "%%")  # the string also carries pyformat parameters
-        prepare_sql = f"PREPARE {self.name} ({', '.join(self.types)}) AS {body}; "
-        return prefix + prepare_sql + execute
+        return f"SELECT {', '.join(settings)}; "
 
 
 class Tx:
@@ -211,11 +232,16 @@ class Database:
         role: str = rls.NO_ROLE,
         on_connection_failure: Callable[[], None] | None = None,
         replicas: Replicas | None = None,
+        prepare: str = "auto",
     ) -> None:
         """`role`: what every transaction switches to (SET LOCAL ROLE); NO_ROLE stays the
         connecting user (lifecycle commands, which run as the tables' owner).
         `on_connection_failure`: called (cheaply, from the request thread) when a call finds
-        the database unreachable or hung; server/health re-checks readiness at once."""
+        the database unreachable or hung; server/health re-checks readiness at once.
+        `prepare`: "on", "off", or "auto" (per connection: on unless behind a pooler)."""
+        if prepare not in ("auto", "on", "off"):
+            raise ValueError(f"prepare must be auto, on or off, not {prepare!r}")
+        self.prepare = prepare
         self.on_connection_failure = on_connection_failure
         self.engine = engine
         self.replicas = replicas  # storage/replicas.py: where Database.read may go
@@ -348,7 +374,7 @@ class Database:
             raise (self._failure(error) or error) from None
         dbapi = connection.dbapi_connection
         assert dbapi is not None  # a checked-out connection has its DBAPI connection
-        prepared: set[str] = connection.info.setdefault("prepared_statements", set())
+        info = connection.info
         params = {**statement.constants, **params}
         values = {**{f"p{i}": params[name] for i, name in enumerate(statement.params)},
                   "timeout_ms": str(timeout), **rls.context(caller.actor, self.role)}  # fmt: skip
@@ -357,8 +383,17 @@ class Database:
             if check and replica is not None and caller.read_after is not None:
                 assert self.replicas is not None
                 self.replicas.check(replica, dbapi, caller.read_after)
+            if "prepared_statements" not in info:  # a new connection: may it PREPARE?
+                server_side = self.prepare == "on" or (
+                    self.prepare == "auto" and not behind_pooler(dbapi)
+                )
+                info["prepared_statements"] = set() if server_side else None
+            prepared: set[str] | None = info["prepared_statements"]
             with self.observe(statement, caller):
-                names, rows = self._execute(dbapi, statement, prepared, values)
+                if prepared is None:
+                    names, rows = self._execute_unprepared(dbapi, statement, values)
+                else:
+                    names, rows = self._execute(dbapi, statement, prepared, values)
         except psycopg2.Error as error:
             if dbapi.closed:
                 connection.invalidate()
@@ -370,6 +405,17 @@ class Database:
                 dbapi.autocommit = False
             connection.close()
         return [SimpleNamespace(**dict(zip(names, row, strict=True))) for row in rows]
+
+    @staticmethod
+    def _execute_unprepared(
+        dbapi: Any, statement: Prepared, values: dict[str, Any]
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        with dbapi.cursor() as cursor:
+            if statement.uuids_as_text:
+                psycopg2.extensions.register_type(_UUID_AS_TEXT, cursor)
+            cursor.execute(statement.unprepared_sql, values)
+            names = [column.name for column in cursor.description or ()]
+            return names, (cursor.fetchall() if names else [])
 
     @staticmethod
     def _execute(

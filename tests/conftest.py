@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -11,6 +12,7 @@ from blogstore import client
 from blogstore.v1 import users_pb2, users_pb2_grpc
 from sqlalchemy import Engine, create_engine, make_url
 
+from bench.pgbouncer import PgBouncer, running
 from server.admin import create_admin
 from server.app import App, create_server
 from server.config import Settings
@@ -24,6 +26,22 @@ from tests.support import PASSWORD, Account, make_settings, unique
 def pg_admin_url() -> Iterator[str]:
     with support.postgres_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pgbouncer(request: pytest.FixtureRequest) -> Iterator[PgBouncer | None]:
+    """With BLOGSTORE_TEST_PGBOUNCER=1, one PgBouncer (transaction mode) per run in front of
+    the test PostgreSQL: every server the tests start (support.make_settings, server_env)
+    goes through it; admin work and the tests' own connections go straight to PostgreSQL."""
+    if os.environ.get("BLOGSTORE_TEST_PGBOUNCER") != "1":
+        yield None
+        return
+    with running(request.getfixturevalue("pg_admin_url")) as bouncer:
+        support.PGBOUNCER.append(bouncer)
+        try:
+            yield bouncer
+        finally:
+            support.PGBOUNCER.remove(bouncer)
 
 
 @pytest.fixture(scope="session")

@@ -22,6 +22,7 @@ from blogstore import client
 from blogstore.v1 import users_pb2, users_pb2_grpc
 from sqlalchemy import create_engine, make_url, text
 
+from bench.pgbouncer import PgBouncer
 from server.app import App, create_server
 from server.config import Settings, parse_service_keys
 from storage.engine import normalize_url
@@ -211,9 +212,33 @@ class Cluster:
         self._as_postgres("pg_ctl", "-D", self.data, "-m", "immediate", "stop", check=False)
 
 
+# The run's PgBouncer when BLOGSTORE_TEST_PGBOUNCER=1 (started by conftest's `pgbouncer`).
+PGBOUNCER: list[PgBouncer] = []
+
+
+def through_pgbouncer(database_url: str) -> str:
+    """`database_url` through the run's PgBouncer, if there is one and it fronts that server
+    (a TcpProxy's or a throwaway Cluster's URL stays as it is)."""
+    if PGBOUNCER and PGBOUNCER[0].fronts(database_url):
+        return PGBOUNCER[0].url_for(database_url)
+    return database_url
+
+
+def server_env(database_url: str) -> dict[str, str]:
+    """DATABASE_URL (and the direct URL past PgBouncer) for a `python -m server` process."""
+    pooled = through_pgbouncer(database_url)
+    if pooled == database_url:
+        return {"DATABASE_URL": database_url}
+    return {"DATABASE_URL": pooled, "BLOGSTORE_DIRECT_DATABASE_URL": database_url}
+
+
 def make_settings(database_url: str, **overrides: object) -> Settings:
+    """A test server's settings; with BLOGSTORE_TEST_PGBOUNCER=1 it goes through PgBouncer,
+    and only its session-bound work (LISTEN) connects straight to `database_url`."""
+    pooled = through_pgbouncer(database_url)
     base = Settings(
-        database_url=database_url,
+        database_url=pooled,
+        direct_database_url=None if pooled == database_url else database_url,
         host="127.0.0.1",
         port=0,
         threads=8,

@@ -27,7 +27,7 @@ from storage.lifecycle.restore import restore
 from storage.lifecycle.rotation import Policy, keep
 from storage.lifecycle.verify import verify
 from tests import support
-from tests.support import unique
+from tests.support import server_env, unique
 
 ROOT = Path(__file__).resolve().parent.parent
 UTC = dt.UTC
@@ -38,7 +38,7 @@ def cli(*args: object, database_url: str | None, **env: str) -> subprocess.Compl
     environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     environ.update(env)
     if database_url:
-        environ["DATABASE_URL"] = database_url
+        environ.update(server_env(database_url))
     return subprocess.run(
         [sys.executable, "-m", "server", *map(str, args)],
         env=environ, cwd=ROOT, capture_output=True, text=True, timeout=600,

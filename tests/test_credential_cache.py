@@ -20,7 +20,7 @@ from storage.credentials import API_KEY_PREFIX, digest, new_secret
 from storage.engine import libpq_dsn
 from storage.errors import Unauthenticated
 from storage.notify import ChangeListener
-from tests.support import PASSWORD, start_app, status_of
+from tests.support import PASSWORD, server_env, start_app, status_of
 from tests.test_process import admin_key, free_port, wait_serving
 
 Code = grpc.StatusCode
@@ -62,7 +62,7 @@ def _refused(stub: users_pb2_grpc.UsersServiceStub, key: str) -> bool:
 def test_revocation_reaches_another_process_within_100ms(database_url, tmp_path):
     """Process B caches a key, process A revokes it: B refuses it, p99 < 100 ms."""
     env = {
-        "DATABASE_URL": database_url,
+        **server_env(database_url),
         "BLOGSTORE_METRICS_PORT": "0",
         "BLOGSTORE_SHUTDOWN_GRACE_SECONDS": "1",
         "PATH": "/usr/bin:/bin",

@@ -26,6 +26,7 @@ from storage.engine import make_engine
 from storage.errors import NotFound
 from storage.lifecycle.legacy_import import import_legacy
 from storage.uow import Database
+from tests.support import server_env
 
 SAMPLES = Path(__file__).parent / "data" / "legacy"
 INVALID = {
@@ -192,7 +193,7 @@ def test_an_unknown_user_is_not_found(db):
 
 
 def test_the_command_line(database_url, owner):
-    env = {**os.environ, "DATABASE_URL": database_url}
+    env = {**os.environ, **server_env(database_url)}
     command = [sys.executable, "-m", "server", "import-json", str(SAMPLES), "--user"]
     dry = subprocess.run([*command, owner.user.email, "--dry-run"], env=env,
                          capture_output=True, text=True, timeout=120)  # fmt: skip

@@ -42,7 +42,7 @@ def test_upgrade_downgrade_upgrade_and_models_match(pg_admin_url):
 def test_concurrent_migrations_serialize_on_the_advisory_lock(pg_admin_url):
     """Three `blogstore migrate` processes at once (as replicas would): all succeed, one schema."""
     url = support.create_database(pg_admin_url)
-    env = {**os.environ, "DATABASE_URL": url}
+    env = {**os.environ, **support.server_env(url)}
     try:
         processes = [
             subprocess.Popen(

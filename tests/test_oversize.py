@@ -16,6 +16,7 @@ from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
 from server.limits import MAX_BATCH_BYTES, largest_article_request_bytes, max_request_bytes
 from storage import rules
+from tests.support import server_env
 from tests.test_process import admin_key, blogstore, free_port, stop, wait_serving
 
 CREATE_ARTICLE = "/blogstore.v1.ArticlesService/CreateArticle"
@@ -75,7 +76,7 @@ def served(database_url: str) -> Iterator[tuple[int, int, str]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLOGSTORE_")}
     # All 16 parallel calls of one admin read their body (the default share is 8 at once).
     env.update(
-        DATABASE_URL=database_url,
+        **server_env(database_url),
         BLOGSTORE_METRICS_PORT="0",
         BLOGSTORE_MAX_CALLS_PER_PRINCIPAL="16",
     )

@@ -32,7 +32,7 @@ QUERIES = [
 
 @pytest.fixture(scope="module")
 def engine(settings):
-    engine = create_engine(normalize_url(settings.database_url.get_secret_value()))
+    engine = create_engine(normalize_url(settings.direct_url))
     yield engine
     engine.dispose()
 
@@ -115,7 +115,7 @@ def test_a_bounded_phrase_search_reads_the_index_with_its_time_range(herons, eng
     statement = search_rank_statement(ArticleFilters(), None, after=False, phrase_since=True)
     prepared = _prepare("phrase_index_check", statement)
     values = {**prepared.constants, "query": '"cobalt heron"', "limit": 21, "phrase_since": since}
-    dsn = libpq_dsn(settings.database_url.get_secret_value())
+    dsn = libpq_dsn(settings.direct_url)
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute("ANALYZE articles")
         cur.execute(f"PREPARE phrase_index_check ({', '.join(prepared.types)}) AS {prepared.body}")

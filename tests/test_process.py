@@ -19,6 +19,7 @@ from blogstore.v1 import users_pb2, users_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.admin import create_admin
+from tests import support
 from tests.support import PASSWORD, make_settings, unique
 
 
@@ -83,7 +84,7 @@ def server_env(database_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("BLOGSTORE_")}
     return {
         **env,
-        "DATABASE_URL": database_url,
+        **support.server_env(database_url),
         "BLOGSTORE_SHUTDOWN_GRACE_SECONDS": "20",
         "BLOGSTORE_METRICS_PORT": "0",  # no fixed port in tests (tests/test_telemetry.py)
     }

@@ -322,7 +322,11 @@ def test_writers_wait_at_most_about_one_batch(db):
 
 def test_cli_plan_and_apply(database_url, db):
     populate(db)
-    env = {**os.environ, "DATABASE_URL": database_url, "BLOGSTORE_RETENTION_AUDIT_EVENT_DAYS": "0"}
+    env = {
+        **os.environ,
+        **support.server_env(database_url),
+        "BLOGSTORE_RETENTION_AUDIT_EVENT_DAYS": "0",
+    }
     plan = subprocess.run([sys.executable, "-m", "server", "retention"], env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert plan.returncode == 0, plan.stderr

@@ -125,7 +125,7 @@ def test_a_phrase_is_looked_for_in_the_newest_articles_in_scope(
     for caller in (stub, admin):
         assert [r.article.id for r in search(caller, '"cobalt heron"')] == [newest]
     # The benchmark's database limit issues the same SQL, as a service (everyone's articles).
-    dsn = libpq_dsn(settings.database_url.get_secret_value())
+    dsn = libpq_dsn(settings.direct_url)
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         assert [str(row[0]) for row in dblimit.search(cur, '"cobalt heron"')] == [newest]
 
@@ -244,7 +244,7 @@ def test_the_rank_statement_folds_the_functions_of_its_query(settings, app, quer
     statement = search_rank_statement(ArticleFilters(), None, after=False, phrase_since=False)
     prepared = _prepare("fold_check", statement)
     values = {**prepared.constants, "query": query, "limit": 21}
-    dsn = libpq_dsn(settings.database_url.get_secret_value())
+    dsn = libpq_dsn(settings.direct_url)
     with psycopg2.connect(dsn) as conn, conn.cursor() as cur:
         cur.execute(f"PREPARE fold_check ({', '.join(prepared.types)}) AS {prepared.body}")
         cur.execute("SET plan_cache_mode = force_custom_plan")

@@ -41,7 +41,7 @@ from sqlalchemy import text
 from server.app import create_server
 from server.telemetry import Telemetry
 from storage.credentials import digest
-from tests.support import PASSWORD, SERVICE_KEY, admin_engine, unique
+from tests.support import PASSWORD, SERVICE_KEY, admin_engine, server_env, unique
 from tests.test_process import admin_key as make_admin_key
 from tests.test_process import blogstore, free_port, wait_serving
 
@@ -393,7 +393,7 @@ def test_two_workers_are_scraped_as_one_server(database_url, tmp_path: Path):
     port, metrics_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BLOGSTORE_", "OTEL_"))}
     env |= {
-        "DATABASE_URL": database_url,
+        **server_env(database_url),
         "BLOGSTORE_HOST": "127.0.0.1",
         "BLOGSTORE_METRICS_PORT": str(metrics_port),
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),

@@ -22,7 +22,7 @@ from server.admin import create_admin
 from server.app import App, create_server
 from server.config import ConfigError, Settings
 from server.tls import certificate_files, is_loopback
-from tests.support import PASSWORD, make_settings
+from tests.support import PASSWORD, make_settings, server_env
 from tests.tls_support import Pki, make_pki
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,7 +223,7 @@ def test_serve_with_unreadable_tls_files_fails_in_one_line(database_url: str, pk
         "serve",
         "--port", "0",
         env={
-            "DATABASE_URL": database_url,
+            **server_env(database_url),
             "BLOGSTORE_TLS_CERT_FILE": "/nonexistent/tls.crt",
             "BLOGSTORE_TLS_KEY_FILE": str(pki.server_key),
         },

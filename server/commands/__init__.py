@@ -20,9 +20,15 @@ def add_data_dir_option(command: argparse.ArgumentParser) -> None:
     )
 
 
-def database_url(settings: Settings, *, migrate_embedded: bool) -> str:
-    """DATABASE_URL as given, or the embedded server's URL (migrated to head on request)."""
+def database_url(settings: Settings, *, migrate_embedded: bool, direct: bool = False) -> str:
+    """DATABASE_URL as given, or the embedded server's URL (migrated to head on request).
+
+    `direct`: for session-bound work (migrations' advisory lock, pg_dump and pg_restore),
+    BLOGSTORE_DIRECT_DATABASE_URL when set: past a pooler in transaction mode.
+    """
     if settings.database_url:
+        if direct and settings.direct_url:
+            return settings.direct_url
         return settings.database_url.get_secret_value()
     from storage import migrate
     from storage.engine import start_embedded

@@ -97,7 +97,9 @@ def _run(name: str, command: Command) -> Command:
 
 def _target(settings: Settings) -> tuple[str, bool]:
     """(database URL, embedded?) by the same rules as `serve`, without migrating."""
-    return database_url(settings, migrate_embedded=False), settings.database_url is None
+    return database_url(
+        settings, migrate_embedded=False, direct=True
+    ), settings.database_url is None
 
 
 def _policy(settings: Settings) -> Policy:
