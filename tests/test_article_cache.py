@@ -3,8 +3,6 @@ and that it never shows a caller what the database would not."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 import uuid
 from typing import Any
@@ -20,7 +18,7 @@ from server.article_cache import NOTIFY_CHANNEL, ArticleCache
 from storage.engine import libpq_dsn
 from storage.notify import ChangeListener
 from tests.support import start_app, status_of
-from tests.test_process import admin_key, free_port, wait_serving
+from tests.test_process import admin_key, serving
 
 Code = grpc.StatusCode
 TRIALS = 200
@@ -57,22 +55,7 @@ def _retitle(stub, article: articles_pb2.Article, title: str) -> articles_pb2.Ar
 def test_a_change_reaches_another_process_within_100ms(database_url, tmp_path):
     """Process B caches an article, process A changes it: B answers the new version, p99 <
     100 ms from A's answer, over 200 trials."""
-    env = {
-        "DATABASE_URL": database_url,
-        "BLOGSTORE_METRICS_PORT": "0",
-        "BLOGSTORE_SHUTDOWN_GRACE_SECONDS": "1",
-        "PATH": "/usr/bin:/bin",
-    }
-    ports = [free_port(), free_port()]
-    logs = [(tmp_path / f"server-{p}.log").open("wb") for p in ports]  # a pipe would fill up
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(p)], env=env,
-                         stdout=log, stderr=subprocess.STDOUT)
-        for p, log in zip(ports, logs, strict=True)
-    ]  # fmt: skip
-    try:
-        for port, process in zip(ports, processes, strict=True):
-            wait_serving(port, process)
+    with serving(database_url, tmp_path) as ports:
         key = admin_key(database_url)
         channels = [client.connect(f"127.0.0.1:{p}", key, default_timeout=5) for p in ports]
         a, b = (articles_pb2_grpc.ArticlesServiceStub(c) for c in channels)
@@ -97,10 +80,6 @@ def test_a_change_reaches_another_process_within_100ms(database_url, tmp_path):
         assert p99 < 0.1
         for channel in channels:
             channel.close()
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(30)
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import subprocess
-import sys
 import time
 import uuid
 
@@ -20,8 +18,8 @@ from storage.credentials import API_KEY_PREFIX, digest, new_secret
 from storage.engine import libpq_dsn
 from storage.errors import Unauthenticated
 from storage.notify import ChangeListener
-from tests.support import PASSWORD, server_env, start_app, status_of
-from tests.test_process import admin_key, free_port, wait_serving
+from tests.support import PASSWORD, start_app, status_of
+from tests.test_process import admin_key, serving
 
 Code = grpc.StatusCode
 TRIALS = 200
@@ -61,22 +59,7 @@ def _refused(stub: users_pb2_grpc.UsersServiceStub, key: str) -> bool:
 
 def test_revocation_reaches_another_process_within_100ms(database_url, tmp_path):
     """Process B caches a key, process A revokes it: B refuses it, p99 < 100 ms."""
-    env = {
-        **server_env(database_url),
-        "BLOGSTORE_METRICS_PORT": "0",
-        "BLOGSTORE_SHUTDOWN_GRACE_SECONDS": "1",
-        "PATH": "/usr/bin:/bin",
-    }
-    ports = [free_port(), free_port()]
-    logs = [(tmp_path / f"server-{p}.log").open("wb") for p in ports]  # a pipe would fill up
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "server", "serve", "--port", str(p)], env=env,
-                         stdout=log, stderr=subprocess.STDOUT)
-        for p, log in zip(ports, logs, strict=True)
-    ]  # fmt: skip
-    try:
-        for port, process in zip(ports, processes, strict=True):
-            wait_serving(port, process)
+    with serving(database_url, tmp_path) as ports:
         admin = admin_key(database_url)
         channels = [grpc.insecure_channel(f"127.0.0.1:{p}") for p in ports]
         a, b = (users_pb2_grpc.UsersServiceStub(c) for c in channels)
@@ -101,10 +84,6 @@ def test_revocation_reaches_another_process_within_100ms(database_url, tmp_path)
         assert p99 < 0.1
         for channel in channels:
             channel.close()
-    finally:
-        for process in processes:
-            process.terminate()
-            process.wait(30)
 
 
 def _resolved(user_id: uuid.UUID, expire_time: dt.datetime | None = None) -> Resolved:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -9,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -33,10 +35,36 @@ def blogstore(*args: str, env: dict[str, str], **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "server", *args],
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        **kwargs,
+        **{"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, **kwargs},
     )
+
+
+@contextlib.contextmanager
+def serving(database_url: str, log_dir: Path, count: int = 2, **env: str) -> Iterator[list[int]]:
+    """`count` `blogstore serve` processes on one database (through PgBouncer in that test
+    mode), on ports of their own, SERVING; their output goes to files in `log_dir` (a pipe
+    would fill up). Stopped, with SIGTERM, when the block ends."""
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        **support.server_env(database_url),
+        "BLOGSTORE_METRICS_PORT": "0",
+        "BLOGSTORE_SHUTDOWN_GRACE_SECONDS": "1",
+        **env,
+    }
+    ports = [free_port() for _ in range(count)]
+    processes = []
+    try:
+        for port in ports:
+            with (log_dir / f"server-{port}.log").open("wb") as log:
+                processes.append(blogstore("serve", "--port", str(port), env=environment,
+                                           stdout=log))  # fmt: skip
+        for port, process in zip(ports, processes, strict=True):
+            wait_serving(port, process)
+        yield ports
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
 
 
 def wait_serving(port: int, process: subprocess.Popen, timeout: float = 90) -> None:

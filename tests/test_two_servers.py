@@ -3,7 +3,6 @@ a client's calls may land on either, and must behave as if there were one server
 
 from __future__ import annotations
 
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -23,35 +22,23 @@ from blogstore.v1 import (
 )
 
 from tests.support import SERVICE_KEY
-from tests.test_process import admin_key, blogstore, free_port, stop, wait_serving
+from tests.test_process import admin_key, serving
 
 Code = grpc.StatusCode
 
 
 @pytest.fixture(scope="module")
-def ports(database_url: str) -> Iterator[tuple[int, int]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BLOGSTORE_")}
-    env |= {
-        "DATABASE_URL": database_url,
-        "BLOGSTORE_METRICS_PORT": "0",
-        "BLOGSTORE_SERVICE_KEYS": f"crawler:{SERVICE_KEY}",
-        "BLOGSTORE_PAGE_TOKEN_SECRET": "shared-by-both-replicas",  # as the README asks
-    }
-    ports = free_port(), free_port()
-    processes = [blogstore("serve", "--port", str(port), env=env) for port in ports]
-    try:
-        for port, process in zip(ports, processes, strict=True):
-            wait_serving(port, process)
+def ports(database_url: str, tmp_path_factory) -> Iterator[list[int]]:
+    secret = "shared-by-both-replicas"  # as the README asks of several copies
+    with serving(
+        database_url, tmp_path_factory.mktemp("servers"),
+        BLOGSTORE_SERVICE_KEYS=f"crawler:{SERVICE_KEY}", BLOGSTORE_PAGE_TOKEN_SECRET=secret,
+    ) as ports:  # fmt: skip
         yield ports
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                code, output = stop(process)
-                assert code == 0, output
 
 
 @pytest.fixture(scope="module")
-def channels(ports: tuple[int, int]) -> Iterator[list[grpc.Channel]]:
+def channels(ports: list[int]) -> Iterator[list[grpc.Channel]]:
     made = [grpc.insecure_channel(f"127.0.0.1:{port}") for port in ports]
     yield made
     for channel in made:
