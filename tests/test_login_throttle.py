@@ -17,6 +17,8 @@ from server.app import create_server
 from server.config import Settings
 from tests.support import PASSWORD, SERVICE_KEY, make_settings, unique
 
+pytestmark = pytest.mark.serial  # timing-sensitive: CI runs it alone
+
 Code = grpc.StatusCode
 BACKOFF = 2.0
 

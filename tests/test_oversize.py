@@ -19,6 +19,8 @@ from storage import rules
 from tests.support import server_env
 from tests.test_process import admin_key, blogstore, free_port, stop, wait_serving
 
+pytestmark = pytest.mark.serial  # timing-sensitive: CI runs it alone
+
 CREATE_ARTICLE = "/blogstore.v1.ArticlesService/CreateArticle"
 MIB = 1024 * 1024
 RSS_SLACK_MIB = 50

@@ -24,6 +24,8 @@ from server.admin import create_admin
 from tests import support
 from tests.support import PASSWORD, make_settings, unique
 
+pytestmark = pytest.mark.serial  # timing-sensitive: CI runs it alone
+
 
 def free_port() -> int:
     with socket.socket() as sock:
