@@ -181,8 +181,10 @@ class Settings(BaseSettings):
     # GetArticle replies kept in memory per process (server/article_cache.py): at most this
     # many entries (one per article and view) and this many bytes of encoded replies (0 in
     # either: every call reads the database). Changes reach every process by NOTIFY.
+    # 128 MiB holds ~6,000 articles of ~20 KB in the FULL view (BENCHMARKS.md: the service
+    # key's 5,000-article working set is 97 MB; at 64 MiB a third of its calls missed).
     article_cache_entries: int = Field(10_000, ge=0, le=1_000_000)
-    article_cache_bytes: int = Field(64 * 1024 * 1024, ge=0, le=64 * 1024**3)
+    article_cache_bytes: int = Field(128 * 1024 * 1024, ge=0, le=64 * 1024**3)
     # Streaming replicas of the primary that serve reads (storage/replicas.py), comma-separated
     # URLs; each gets a pool as large as the primary's. A replica whose lag is over the limit
     # serves only reads whose consistency token it has replayed.
