@@ -242,8 +242,13 @@ def _env(pki: Pki, *, mutual: bool = False) -> dict[str, str]:
     return env
 
 
+# The suite's 0.2 s health interval bounds each readiness check to 0.2 s, which a loaded
+# machine can miss (NOT_SERVING for a moment); these tests are about TLS, not readiness.
+STEADY_HEALTH = {"health_interval_seconds": 5.0}
+
+
 def test_healthcheck_over_tls(serve, pki: Pki) -> None:
-    app = serve(**tls_settings(pki))
+    app = serve(**tls_settings(pki), **STEADY_HEALTH)
     port = str(app.port)
     # The server's own settings suffice: its certificate is the trust anchor.
     result = _blogstore("healthcheck", "--port", port, env=_env(pki))
@@ -256,7 +261,7 @@ def test_healthcheck_over_tls(serve, pki: Pki) -> None:
 
 
 def test_healthcheck_over_mutual_tls(serve, pki: Pki) -> None:
-    app = serve(**tls_settings(pki, mutual=True))
+    app = serve(**tls_settings(pki, mutual=True), **STEADY_HEALTH)
     port = str(app.port)
     result = _blogstore("healthcheck", "--port", port, env=_env(pki, mutual=True))
     assert (result.returncode, result.stdout.strip()) == (0, "SERVING"), result.stderr
