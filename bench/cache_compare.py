@@ -14,7 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.compare import merge
+from bench.compare import merge, round_ratios
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, checkout_of, start_server
 
@@ -62,11 +62,10 @@ def cache_compare(harness: Any, baseline: Path | None = None, rounds: int | None
 
 def _judge(report: dict, result: dict) -> None:
     sides = result["sides"]
-    noop = sides[NOOP]["rounds_calls_per_s"]
     for name, side in sides.items():
         if name == NOOP:
             continue
-        paired = [a / b for a, b in zip(side["rounds_calls_per_s"], noop, strict=True) if b]
+        paired = round_ratios(side, sides[NOOP])
         side["x_noop"] = statistics.median(paired) if paired else None
         side["x_noop_rounds"] = [round(x, 2) for x in paired]
     mine = sides["blogstore"].get("x_noop") or 0.0

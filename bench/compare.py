@@ -83,12 +83,7 @@ def judge(report: dict, result: dict) -> None:
     on, off = sides[ON], sides[OFF]
     ratio = on["calls_per_s"] / off["calls_per_s"] if off["calls_per_s"] else 0.0
     result["on_vs_off"] = ratio
-    # Each round measures the sides back to back: their ratio within a round is less exposed
-    # to what the rest of the machine did over minutes.
-    paired = [
-        a / b for a, b in zip(on["rounds_calls_per_s"], off["rounds_calls_per_s"], strict=True) if b
-    ]
-    result["on_vs_off_round_median"] = statistics.median(paired) if paired else None
+    result["on_vs_off_round_median"] = round_median(on, off)
     verdict = "met" if ratio >= METRICS_LIMIT else "NOT MET"
     report["notes"].append(
         f"GetArticle x{c}: metrics on / off = {ratio:.3f} (limit >= {METRICS_LIMIT}: {verdict}); "
@@ -122,14 +117,33 @@ def markdown(report: dict) -> str:
                 if result.get("on_vs_off_round_median"):
                     ratio += f" (rounds: {result['on_vs_off_round_median']:.3f})"
             lines.append(
-                f"| {result['concurrency']} | {name} | {s['calls_per_s']:.1f} "
-                f"| {', '.join(f'{x:.0f}' for x in s['rounds_calls_per_s'])} "
-                f"| {_m(s['p50_ms'])} | {_m(s['p95_ms'])} "
-                f"| {_m(s['server_cpu_ms_per_call'], '.3f')} | {_m(s['other_cpu_pct'], '.0f')} "
+                f"| {result['concurrency']} | {name} | {side_cells(s)} "
+                f"| {cell(s['other_cpu_pct'], '.0f')} "
                 f"| {ratio} |"
             )
     return "\n".join(lines)
 
 
-def _m(value: float | None, fmt: str = ".2f") -> str:
+def round_ratios(side: dict, base: dict) -> list[float]:
+    """side / base per round: each round measures the sides back to back, so their ratio
+    within a round is less exposed to what the rest of the machine did over minutes."""
+    pairs = zip(side["rounds_calls_per_s"], base["rounds_calls_per_s"], strict=True)
+    return [a / b for a, b in pairs if b]
+
+
+def round_median(side: dict, base: dict) -> float | None:
+    ratios = round_ratios(side, base)
+    return statistics.median(ratios) if ratios else None
+
+
+def side_cells(side: dict) -> str:
+    """A side's `calls/s | per round | p50 ms | p95 ms | server CPU ms/call` table cells."""
+    return (
+        f"{side['calls_per_s']:.1f} | {', '.join(f'{x:.0f}' for x in side['rounds_calls_per_s'])} "
+        f"| {cell(side['p50_ms'])} | {cell(side['p95_ms'])} "
+        f"| {cell(side['server_cpu_ms_per_call'], '.3f')}"
+    )
+
+
+def cell(value: float | None, fmt: str = ".2f") -> str:
     return "-" if value is None else format(value, fmt)

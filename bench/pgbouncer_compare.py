@@ -12,12 +12,11 @@ PgBouncer's own CPU per call is read from its process.
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 import psutil
 
-from bench.compare import merge
+from bench.compare import cell, merge, round_median, side_cells
 from bench.pgbouncer import PgBouncer
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, start_server
@@ -91,12 +90,7 @@ def judge(report: dict, result: dict) -> None:
     pooled, direct = sides[POOLED], sides[DIRECT]
     ratio = pooled["calls_per_s"] / direct["calls_per_s"] if direct["calls_per_s"] else 0.0
     result["pooled_vs_direct"] = ratio
-    paired = [
-        a / b
-        for a, b in zip(pooled["rounds_calls_per_s"], direct["rounds_calls_per_s"], strict=True)
-        if b
-    ]
-    result["pooled_vs_direct_round_median"] = statistics.median(paired) if paired else None
+    result["pooled_vs_direct_round_median"] = round_median(pooled, direct)
     label = f"GetArticle x{result['concurrency']}"
     verdict = "met" if ratio >= PGBOUNCER_LIMIT else "NOT MET"
     report["notes"].append(
@@ -119,16 +113,9 @@ def markdown(report: dict) -> str:
         for name, s in result["sides"].items():
             ratio = s["calls_per_s"] / direct if direct else 0.0
             shown = f"**{ratio:.3f}**" if name == POOLED else f"{ratio:.3f}"
-            bouncer = _m(result["pgbouncer_cpu_ms_per_call_max"], ".3f") if name == POOLED else ""
+            bouncer = cell(result["pgbouncer_cpu_ms_per_call_max"], ".3f") if name == POOLED else ""
             lines.append(
                 f"| {result['scenario']} | {result['concurrency']} | {name} "
-                f"| {s['calls_per_s']:.1f} "
-                f"| {', '.join(f'{x:.0f}' for x in s['rounds_calls_per_s'])} "
-                f"| {_m(s['p50_ms'])} | {_m(s['p95_ms'])} "
-                f"| {_m(s['server_cpu_ms_per_call'], '.3f')} | {bouncer} | {shown} |"
+                f"| {side_cells(s)} | {bouncer} | {shown} |"
             )
     return "\n".join(lines)
-
-
-def _m(value: float | None, fmt: str = ".2f") -> str:
-    return "-" if value is None else format(value, fmt)

@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 from typing import Any
 
 import psycopg2
 
-from bench.compare import merge
+from bench.compare import merge, round_median, side_cells
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, start_server
 
@@ -105,12 +104,7 @@ def judge(report: dict, result: dict) -> None:
     replica, primary = sides[REPLICA], sides[PRIMARY]
     ratio = replica["calls_per_s"] / primary["calls_per_s"] if primary["calls_per_s"] else 0.0
     result["replica_vs_primary"] = ratio
-    paired = [
-        a / b
-        for a, b in zip(replica["rounds_calls_per_s"], primary["rounds_calls_per_s"], strict=True)
-        if b
-    ]
-    result["round_median"] = statistics.median(paired) if paired else None
+    result["round_median"] = round_median(replica, primary)
     label = f"{result['scenario']} x{result['concurrency']}"
     report["notes"].append(
         f"{label}: one replica / primary only = {ratio:.3f} (no limit: the replica shares "
@@ -134,16 +128,9 @@ def markdown(report: dict) -> str:
             load = ", ".join(str(x) for x in result["loadavg"]) if name == REPLICA else ""
             lines.append(
                 f"| {result['scenario']} | {result['concurrency']} | {name} "
-                f"| {s['calls_per_s']:.1f} "
-                f"| {', '.join(f'{x:.0f}' for x in s['rounds_calls_per_s'])} "
-                f"| {_m(s['p50_ms'])} | {_m(s['p95_ms'])} "
-                f"| {_m(s['server_cpu_ms_per_call'], '.3f')} | {ratio} | {load} |"
+                f"| {side_cells(s)} | {ratio} | {load} |"
             )
     return "\n".join(lines)
-
-
-def _m(value: float | None, fmt: str = ".2f") -> str:
-    return "-" if value is None else format(value, fmt)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,14 +11,13 @@ owner policy), in alternating rounds (on off, off on, ...).
 
 from __future__ import annotations
 
-import statistics
 from typing import Any
 
 import grpc
 import psycopg2
 from blogstore.v1 import users_pb2, users_pb2_grpc
 
-from bench.compare import merge
+from bench.compare import merge, round_median, side_cells
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, start_server
 from storage.lifecycle.pgtools import one_row
@@ -98,10 +97,7 @@ def judge(report: dict, result: dict) -> None:
     on, off = sides[ON], sides[OFF]
     ratio = on["calls_per_s"] / off["calls_per_s"] if off["calls_per_s"] else 0.0
     result["on_vs_off"] = ratio
-    paired = [
-        a / b for a, b in zip(on["rounds_calls_per_s"], off["rounds_calls_per_s"], strict=True) if b
-    ]
-    result["on_vs_off_round_median"] = statistics.median(paired) if paired else None
+    result["on_vs_off_round_median"] = round_median(on, off)
     label = f"{result['scenario']} as {result['principal']} x{result['concurrency']}"
     verdict = "met" if ratio >= RLS_LIMIT else "NOT MET"
     report["notes"].append(
@@ -123,13 +119,6 @@ def markdown(report: dict) -> str:
             ratio = f"**{result['on_vs_off']:.3f}**" if name == ON else ""
             lines.append(
                 f"| {result['scenario']} | {result['principal']} | {result['concurrency']} "
-                f"| {name} | {s['calls_per_s']:.1f} "
-                f"| {', '.join(f'{x:.0f}' for x in s['rounds_calls_per_s'])} "
-                f"| {_m(s['p50_ms'])} | {_m(s['p95_ms'])} "
-                f"| {_m(s['server_cpu_ms_per_call'], '.3f')} | {ratio} |"
+                f"| {name} | {side_cells(s)} | {ratio} |"
             )
     return "\n".join(lines)
-
-
-def _m(value: float | None, fmt: str = ".2f") -> str:
-    return "-" if value is None else format(value, fmt)

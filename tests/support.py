@@ -292,3 +292,13 @@ def details_of(call: Callable[[], object]) -> client.ErrorDetails:
     with pytest.raises(grpc.RpcError) as caught:
         call()
     return client.error_details(caught.value)
+
+
+def p99_reported(latencies: list[float], what: str, path: Path) -> float:
+    """The p99 of `latencies` (seconds), printed with p50 and max and written (ms) to `path`."""
+    ordered = sorted(latencies)
+    p99 = ordered[int(len(ordered) * 0.99) - 1]
+    print(f"{what} over {len(ordered)} trials: p50 {ordered[len(ordered) // 2] * 1000:.1f} ms, "
+          f"p99 {p99 * 1000:.1f} ms, max {ordered[-1] * 1000:.1f} ms")  # fmt: skip
+    path.write_text(f"{p99 * 1000:.1f}\n")
+    return p99
