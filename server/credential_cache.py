@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from storage.background import Background
 from storage.notify import ChangeListener
 
 log = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ class CredentialCache:
         self.evict_user(uuid.UUID(payload["user_id"]))
 
 
-class UsageCounts:
+class UsageCounts(Background):
     """last_used_time / usage_count, gathered in memory and written in one statement.
 
     A daemon thread flushes every FLUSH_SECONDS; flush() also runs on demand (before reading
@@ -124,8 +125,7 @@ class UsageCounts:
         self._lock = threading.Lock()
         self._flushing = threading.Lock()
         self._pending: dict[tuple[str, uuid.UUID], tuple[int, dt.datetime]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="usage-counts", daemon=True)
+        super().__init__("usage-counts")
         self._failing = False  # the last write failed (logged once until one succeeds)
 
     def add(self, resolved: Resolved) -> None:
@@ -154,13 +154,8 @@ class UsageCounts:
                         more, later = self._pending.get(key, (0, last))
                         self._pending[key] = (count + more, max(last, later))
 
-    def start(self) -> None:
-        self._thread.start()
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        super().stop()
         self.flush()
 
     def _run(self) -> None:

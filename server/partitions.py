@@ -12,23 +12,22 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import threading
 
 from sqlalchemy import Engine
 
+from storage.background import Background
 from storage.lifecycle import partitions
 
 log = logging.getLogger(__name__)
 CHECK_SECONDS = 3600.0
 
 
-class PartitionMaintainer:
+class PartitionMaintainer(Background):
     def __init__(self, engine: Engine, ahead: int, interval: float = CHECK_SECONDS) -> None:
         self.engine = engine
         self.ahead = ahead
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="partitions", daemon=True)
+        super().__init__("partitions")
         self._failing = False
 
     def run_once(self, now: dt.datetime | None = None) -> partitions.Ensured | None:
@@ -50,14 +49,6 @@ class PartitionMaintainer:
             log.info("created partitions %s (%d rows moved out of default partitions)",
                      ", ".join(done.created), done.moved)  # fmt: skip
         return done
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         self.run_once()

@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg2
 
+from storage.background import Background
 from storage.engine import libpq_dsn
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ class Subscriber:
     on_reconnect: Callable[[], None]
 
 
-class ChangeListener:
+class ChangeListener(Background):
     """One connection LISTENing on every subscribed channel, in a daemon thread; reconnects
     with backoff when the link drops.
 
@@ -40,8 +41,7 @@ class ChangeListener:
         self._dsn = libpq_dsn(database_url)
         self.poll_seconds = poll_seconds
         self._subscribers: dict[str, list[Subscriber]] = {}
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="listen", daemon=True)
+        super().__init__("listen")
         self.connected = threading.Event()
 
     def subscribe(
@@ -56,15 +56,6 @@ class ChangeListener:
         if self._thread.is_alive():
             raise RuntimeError("subscribe before start()")
         self._subscribers.setdefault(channel, []).append(Subscriber(on_change, on_reconnect))
-
-    def start(self) -> None:
-        if not self._thread.is_alive() and not self._stop.is_set():
-            self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
 
     def _run(self) -> None:
         backoff, first = 0.5, True

@@ -21,7 +21,6 @@ import itertools
 import logging
 import math
 import re
-import threading
 import time
 from collections import deque
 from contextvars import ContextVar
@@ -31,6 +30,8 @@ from typing import Any
 import psycopg2
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from storage.background import Background
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class Replica:
         self.lag_seconds = math.inf
 
 
-class Replicas:
+class Replicas(Background):
     """The replicas of one primary, with the poller that keeps their positions current."""
 
     def __init__(
@@ -117,8 +118,7 @@ class Replicas:
         self._connections: list[Any] = [None] * len(self._dsns)
         self._history: deque[tuple[float, int]] = deque()  # (monotonic, primary flushed LSN)
         self._turn = itertools.count()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="replica-poller", daemon=True)
+        super().__init__("replica-poller")
 
     # -- choosing ---------------------------------------------------------------------------
     def choose(self, token: int | None) -> tuple[Replica, bool] | None:
@@ -146,14 +146,9 @@ class Replicas:
             raise ReplicaUnusable(f"{replica.name} has not replayed {format_lsn(token)}")
 
     # -- polling ----------------------------------------------------------------------------
-    def start(self) -> None:
-        """Poll on a thread of its own (at once, then every `interval`)."""
-        self._thread.start()
-
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+        """Stop polling (start(): at once, then every `interval`) and close its connections."""
+        super().stop()
         for i in range(len(self._connections)):
             self._close(i)
 
