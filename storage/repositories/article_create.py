@@ -43,6 +43,7 @@ def _prepared() -> Prepared:
     return Prepared(
         name="blogstore_create_article", body=body, params=params,
         types=tuple(types[p] for p in params), writes=True,
+        label="INSERT articles",  # as the slow-query log named it on the session
     )  # fmt: skip
 
 
