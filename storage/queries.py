@@ -43,7 +43,7 @@ _DIALECT = postgresql.psycopg2.dialect(paramstyle="numeric_dollar")  # type: ign
 
 
 def _prepare(
-    name: str, statement: Any, *, options: dict[str, bool] | None = None, **types: str
+    name: str, statement: Any, *, options: dict[str, Any] | None = None, **types: str
 ) -> Prepared:
     """`statement` with $n placeholders; parameter types from `types`, else from their binds.
 

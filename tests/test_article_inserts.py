@@ -12,8 +12,14 @@ from blogstore.v1 import articles_pb2 as pb
 from blogstore.v1 import articles_pb2_grpc, users_pb2, users_pb2_grpc
 
 from bench import copylimit
-from storage.engine import libpq_dsn
+from server.convert.articles import MUTABLE, article_fields
+from server.validation import Violations
+from storage.actors import SYSTEM, Caller
+from storage.engine import libpq_dsn, make_engine
+from storage.repositories import article_create
 from storage.repositories.article_inserts import COPY_MIN_ROWS
+from storage.repositories.articles import NewArticle, with_derived
+from storage.uow import Database
 from tests.support import details_of, status_of, unique
 
 Code = grpc.StatusCode
@@ -187,3 +193,45 @@ def test_the_copy_limit_writes_only_its_own_tables(database_url, new_account):
         cur.execute(f"SELECT to_regnamespace('{copylimit.SCHEMA}')")
         assert cur.fetchone() == (None,)
     conn.close()
+
+
+@pytest.mark.parametrize("prepare", ["on", "off"])
+def test_create_now_writes_the_article_and_its_event_or_nothing(database_url, new_account, prepare):
+    """CreateArticle's one round trip (storage/repositories/article_create.py), PREPAREd and
+    as sent behind a pooler: the row and its audit event, or None with nothing written."""
+    account = new_account()
+    db = Database(make_engine(database_url, pool_size=1), prepare=prepare)
+    caller = Caller(SYSTEM, request_id=f"create-now-{prepare}")
+
+    def item(title: str, **extra) -> NewArticle:
+        v = Violations()
+        values = article_fields(
+            v, "", pb.Article(title=title, content_markdown="# Hi\n\nx y"), set(MUTABLE)
+        )
+        v.raise_if_any()
+        return NewArticle(
+            with_derived({**values, "user_id": uuid.UUID(account.id), "status": "draft", **extra})
+        )
+
+    try:
+        title = f"Now {unique()}"
+        first = item(title)
+        row = article_create.create_now(db, caller, first)
+        assert (
+            row is not None and row.id == first.id and row.word_count == first.values["word_count"]
+        )
+        assert row.slug == first.values["slug"] and row.slug
+        again = item(title)  # the same derived slug: taken, so the general path's to answer
+        assert article_create.create_now(db, caller, again) is None
+        with psycopg2.connect(libpq_dsn(database_url)) as conn, conn.cursor() as cur:
+            cur.execute(
+                "SELECT action, request_id, details->>'slug', user_id::text FROM audit_events "
+                "WHERE resource_id IN (%s, %s)",
+                (str(first.id), str(again.id)),
+            )
+            assert cur.fetchall() == [("article.create", caller.request_id, row.slug, account.id)]
+            cur.execute("SELECT count(*) FROM articles WHERE id = %s", (str(again.id),))
+            assert cur.fetchone() == (0,)
+        conn.close()
+    finally:
+        db.dispose()

@@ -274,6 +274,32 @@ def test_slow_statements_are_logged_by_name_with_request_id_and_counted(
     assert after[0] >= before[0] + 1 and after[1] >= before[1] + 1
 
 
+def test_slow_orm_statements_are_named_by_verb_and_table(
+    app, target, account, database_url, caplog
+):
+    """CreateArticle's common case left the session (a Prepared labelled "INSERT articles"):
+    a small batch still inserts through it, named from its SQL."""
+    caplog.set_level(logging.WARNING, logger="blogstore.slow_query")
+    marker = f"secret-{secrets.token_hex(4)}"
+    with grpc.insecure_channel(target) as channel:
+        articles = articles_pb2_grpc.ArticlesServiceStub(channel)
+        _slow_while_locked(
+            database_url,
+            "articles",
+            lambda: articles.BatchCreateArticles(
+                articles_pb2.BatchCreateArticlesRequest(
+                    articles=[articles_pb2.Article(title=f"{marker} {i}") for i in range(2)]
+                ),
+                metadata=bearer(account.token, ("x-request-id", "slow-batch")),
+            ),
+        )
+    records = [r for r in caplog.records if r.name == "blogstore.slow_query"]
+    batch = [r for r in records if r.request_id == "slow-batch"]
+    assert [r.statement for r in batch] == ["INSERT articles"]
+    assert batch[0].rpc_method == "/blogstore.v1.ArticlesService/BatchCreateArticles"
+    assert marker not in batch[0].getMessage() and marker not in str(vars(batch[0]))
+
+
 # -- tracing -----------------------------------------------------------------------------------
 def _traceparent() -> tuple[int, int, tuple[str, str]]:
     trace_id, span_id = secrets.randbits(128) | 1, secrets.randbits(64) | 1

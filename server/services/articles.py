@@ -46,8 +46,9 @@ from storage.embeddings import Availability
 from storage.errors import Conflict, InvalidArgument, Unavailable
 from storage.provenance import PipelineStep
 from storage.queries import list_articles, search_articles
-from storage.repositories import article_updates
+from storage.repositories import article_create, article_updates
 from storage.repositories.article_dedupe import IfContentExists
+from storage.repositories.article_inserts import fits_one
 from storage.repositories.article_reads import ORDER_BY
 from storage.repositories.articles import (
     CONTENT_FIELDS,
@@ -109,8 +110,13 @@ class ArticlesServicer(ArticleGetMixin, EmbeddingsMixin, articles_pb2_grpc.Artic
             pipeline_stage=stage,
         )
 
+        fast = policy is IfContentExists.CREATE and embedding is None and fits_one(item)
+        article = article_create.create_now(self.db, caller, item) if fast else None
+        if article is not None:  # the common case: one round trip, no unit of work
+            return articles_pb2.CreateArticleResponse(article=article_to_proto(article))
+
         def create(tx):
-            if policy is IfContentExists.CREATE:  # one round trip, audit event included
+            if policy is IfContentExists.CREATE and not fast:  # with an embedding: in the tx
                 article = tx.articles.create_one(item)
                 if article is not None:
                     self._store_embeddings(tx, [(article, embedding)])

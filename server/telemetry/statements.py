@@ -4,8 +4,9 @@ Two paths reach the database. The ORM's statements pass SQLAlchemy's cursor even
 `install()` listens to; Database.query's prepared statements use a raw DBAPI cursor and call
 the observer that storage/uow.py accepts (`observe`). Both end in `SlowQueryLog.check`.
 
-A statement is named, never quoted: the Prepared's name on the hot path ("blogstore_get_article"),
-the verb and first table for the ORM ("UPDATE articles"). Parameter values never appear.
+A statement is named, never quoted: the Prepared's name on the hot path ("blogstore_get_article";
+its label if it has one), the verb and first table for the ORM ("UPDATE articles"). Parameter
+values never appear.
 """
 
 from __future__ import annotations
@@ -123,14 +124,16 @@ class _TimedStatement:
     def __exit__(self, *exc_info: object) -> None:
         elapsed = time.perf_counter() - self.started
         if elapsed >= self.log.threshold:
-            self.log.check(self.statement.name, elapsed, self.caller.request_id)
+            name = self.statement.label or self.statement.name
+            self.log.check(name, elapsed, self.caller.request_id)
 
 
 class _TracedStatement(_TimedStatement):
     __slots__ = ("span",)
 
     def __enter__(self) -> None:
-        self.span = self.log.tracing.statement_span(self.statement.name, self.statement.body)
+        name = self.statement.label or self.statement.name
+        self.span = self.log.tracing.statement_span(name, self.statement.body)
         self.span.__enter__()
         super().__enter__()
 

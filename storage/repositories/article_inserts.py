@@ -54,6 +54,7 @@ def _sql_type(name: str) -> str:
 
 
 _TYPES = {name: _sql_type(name) for name in INSERT_COLUMNS}
+COLUMN_TYPES = _TYPES  # for article_create.py
 _VALUES = ", ".join(
     "CASE WHEN %(status)s = 'published' THEN now() END" if name == "publish_time"
     else f"CAST(%({name})s AS {_TYPES[name]})"
@@ -124,8 +125,8 @@ def _dbapi(session: Session) -> Any:
     return session.connection().connection.dbapi_connection
 
 
-def insert_one(session: Session, caller: Caller, item: Any) -> Any | None:
-    """The article written now with its audit event, or None: then nothing was written."""
+def insert_params(caller: Caller, item: Any) -> dict[str, Any]:
+    """INSERT_ONE's parameters for `item` (NewArticle) written by `caller`."""
     params = row_values(caller, item, None)
     for name in ("pipeline_id", "made_by_id", "made_pipeline_id", "id", "create_request_id"):
         value = params.get(name)
@@ -136,6 +137,12 @@ def insert_one(session: Session, caller: Caller, item: Any) -> Any | None:
         actor_kind=actor.kind.value, actor_id=None if actor.user_id is None else str(actor.user_id),
         actor_name=actor.name, audit_request_id=caller.request_id,
     )  # fmt: skip
+    return params
+
+
+def insert_one(session: Session, caller: Caller, item: Any) -> Any | None:
+    """The article written now with its audit event, or None: then nothing was written."""
+    params = insert_params(caller, item)
     # Through the session's connection (not its raw cursor): the engine's statement events
     # (slow-query log, spans, metrics) see it like every other statement.
     row = session.connection().exec_driver_sql(INSERT_ONE, params).fetchone()

@@ -93,6 +93,14 @@ def with_derived(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, **{name: getattr(derived, name) for name in content.Derived.__slots__}}
 
 
+def first_slug(item: NewArticle) -> None:
+    """A derived slug as create_many's first round tries it (the bare base), for the single
+    article paths; a given slug stays."""
+    if not item.slug_given:
+        base = content.slug_from_title(item.values["title"])
+        item.values["slug"] = content.next_free_slug(base, set())
+
+
 def with_hash(values: dict[str, Any]) -> dict[str, Any]:
     """`values` plus its content_hash: what a late-derived NewArticle needs before its row."""
     return {**values, "content_hash": content.markdown_hash(values["content_markdown"])}
@@ -178,8 +186,7 @@ class ArticleRepository(ScopedRepository[Article]):
         written). A derived slug is tried as create_many's first round would (the bare base)."""
         if not article_inserts.fits_one(item):
             return None
-        if not item.slug_given:
-            self._assign_slugs([item], {item.id}, first_round=True)
+        first_slug(item)
         return article_inserts.insert_one(self.session, self.caller, item)
 
     def _refuse_taken_posts(self, items: Sequence[NewArticle]) -> None:

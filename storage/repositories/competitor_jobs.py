@@ -49,7 +49,7 @@ _TYPES = {
 }  # fmt: skip
 
 
-def _prepared(name: str, sql: str) -> Prepared:
+def _prepared(name: str, sql: str, *, generic_plans: bool = False) -> Prepared:
     """`sql` with :name parameters as a Prepared ($n in order of first use)."""
     params = tuple(dict.fromkeys(_NAMED.findall(sql)))
     body = _NAMED.sub(lambda m: f"${params.index(m.group(1)) + 1}", sql)
@@ -57,6 +57,7 @@ def _prepared(name: str, sql: str) -> Prepared:
         name=f"blogstore_{name}", body=body, params=params,
         types=tuple(_TYPES[p] for p in params), uuids_as_text=True,
         writes=True,  # claims and checks: with replicas, the call answers with its token
+        generic_plans=generic_plans,
     )  # fmt: skip
 
 
@@ -64,7 +65,12 @@ def _claim(scoped: bool) -> Prepared:
     """Lease up to :limit due competitors. The locking SELECT is MATERIALIZED so that it runs
     once whatever the plan (inlined, a nested loop may re-run it per row and lease more than
     :limit); SKIP LOCKED lets concurrent claims pass each other's rows. The lease is
-    bookkeeping, not an edit: version (etag) and update_time stay."""
+    bookkeeping, not an edit: version (etag) and update_time stay.
+
+    Planned once (generic_plans): "auto" replanned it on every call, since with LIMIT $n
+    unknown the generic plan looks costlier. `= ANY (ARRAY(...))` rather than `IN (SELECT
+    ...)`: the generic plan then finds the leased rows by primary key, where the IN form's
+    hash join scanned the whole table (its estimate of the claim: 10% of the due rows)."""
     owner = " AND user_id = :owner" if scoped else ""
     return _prepared(
         "claim_due_competitors" + ("_owned" if scoped else ""),
@@ -72,10 +78,12 @@ def _claim(scoped: bool) -> Prepared:
         f"AND next_check_time <= now() AND {LEASE_END} <= now(){owner} "
         "ORDER BY next_check_time LIMIT :limit FOR UPDATE SKIP LOCKED), "
         "c AS (UPDATE competitors SET lease_expire_time = now() + "
-        "make_interval(secs => :lease_seconds) WHERE id IN (SELECT id FROM due) RETURNING *), "
+        "make_interval(secs => :lease_seconds) WHERE id = ANY (ARRAY(SELECT id FROM due)) "
+        "RETURNING *), "
         f"audit AS ({_AUDIT} ORDER BY c.next_check_time, c.id) "
         f"SELECT {_COLUMNS}, {STATS_COLUMNS} FROM c{stats_joins('c.id', ':recent')} "
         "ORDER BY c.next_check_time, c.id",
+        generic_plans=True,
     )
 
 
