@@ -118,10 +118,10 @@ class UsageRecorder:
                     following[0].group = following
                 else:
                     del self._waiting[key]
+            if following:  # first: the next group's round trip is the one others wait on
+                following[0].woken.set()
             for call in group[1:]:
                 call.woken.set()
-            if following:
-                following[0].woken.set()
 
     def _run(self, group: list[_Call]) -> None:
         self.groups += 1
