@@ -193,10 +193,12 @@ class _Event(dict):  # type: ignore[type-arg]
 
 
 def _item(i: int, call: _Call) -> dict[str, Any]:
-    """The event as one element of the statement's JSON array (ids as text, by default=str)."""
+    """The event as one element of the statement's JSON array (the user and month are the
+    group's; the rare ids and texts that json cannot take go through default=str)."""
     values = call.values
     return {
-        "i": i, "id": str(uuid.uuid4()), **values, "user_id": None, "month": None,
+        **values, "i": i, "id": str(uuid.uuid4()), "user_id": None, "month": None,
+        "request_id": str(values["request_id"]), "event_time": values["event_time"].isoformat(),
         "audit_request_id": call.caller.request_id,
     }  # fmt: skip
 
