@@ -238,3 +238,40 @@ def test_concurrent_calls_near_the_limit_never_exceed_it(connect, new_account):
     assert answers.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 40 - k
     assert sorted(a.usage.event_count for a in accepted) == list(range(1, k + 1))
     assert max(a.usage.cost_micros for a in accepted) == cost * k
+
+
+def test_pipeline_totals_and_versions_in_a_group(engine, new_account, connect):
+    from blogstore.v1 import pipelines_pb2, pipelines_pb2_grpc
+
+    account = new_account()
+    user_id = uuid.UUID(account.id)
+    pipelines = pipelines_pb2_grpc.PipelinesServiceStub(connect(account.token))
+    mine = pipelines.CreatePipeline(pipelines_pb2.CreatePipelineRequest()).pipeline
+    theirs = (
+        pipelines_pb2_grpc.PipelinesServiceStub(connect(new_account().token))
+        .CreatePipeline(pipelines_pb2.CreatePipelineRequest())
+        .pipeline
+    )
+    recorder = UsageRecorder(Database(engine), DEFAULTS)
+    recorder.record(CALLER, event(user_id, cost_micros=0))
+    connection = engine.connect()
+    transaction = connection.begin()
+    connection.execute(
+        text("SELECT 1 FROM usage_monthly WHERE user_id = :u FOR UPDATE"), {"u": user_id}
+    )
+    rest = [
+        event(user_id, pipeline_id=uuid.UUID(mine.id), cost_micros=11, input_tokens=1),
+        event(user_id, pipeline_id=uuid.UUID(theirs.id), cost_micros=13),
+        event(user_id, pipeline_id=uuid.UUID(mine.id), cost_micros=17, output_tokens=4),
+    ]
+    pool, head, tail = gathered(recorder, event(user_id), rest)
+    transaction.rollback()
+    connection.close()
+    first, other, second = (f.result() for f in tail)
+    pool.shutdown()
+    head.result()
+    assert recorder.groups == 3  # the month's first event, the held one, then the three
+    assert isinstance(other, NotFound) and first.created and second.created
+    got = pipelines.GetPipeline(pipelines_pb2.GetPipelineRequest(id=mine.id)).pipeline
+    assert got.total_cost_micros == 28 and got.llm_tokens_used == 1 + 2 + 3 + 4
+    assert got.api_calls_made == 2 and int(got.etag.strip('"')) == int(mine.etag.strip('"')) + 2

@@ -75,7 +75,8 @@ DECLARE
     v_violations jsonb;
     v_result jsonb;
     v_reclaim boolean;
-    v_pipelines int;
+    v_pipelines int := 0;
+    v_seen uuid[] := '{{}}';
     v_updated int;
     e record;
     ev usage_events;
@@ -86,11 +87,6 @@ BEGIN
            coalesce(l.article_limit, p_default_article_limit)
       INTO v_cost_limit, v_article_limit
       FROM (SELECT 1) AS one LEFT JOIN usage_limits AS l ON l.user_id = p_user_id;
-
-    IF (SELECT count(DISTINCT x.request_id) <> count(*)
-          FROM jsonb_to_recordset(p_events) AS x(request_id uuid)) THEN
-        RAISE EXCEPTION 'one request_id twice in a group';  -- the caller keeps them apart
-    END IF;
 
     -- A concurrent call with one of these request_ids waits here for the first to finish.
     WITH claimed AS (
@@ -112,6 +108,11 @@ BEGIN
     LOOP
         v_result := NULL;
         v_reclaim := false;
+        IF e.i <> cardinality(v_seen) OR e.request_id = ANY (v_seen) THEN
+            -- numbered from 0, one request_id once: the caller keeps repeats apart
+            RAISE EXCEPTION 'a group out of order, or one request_id twice';
+        END IF;
+        v_seen := v_seen || e.request_id;
         IF e.status <> 'ok' AND e.articles_generated <> 0 THEN
             v_result := jsonb_build_object('code', 'BS400', 'message',
                 'articles from a failed call', 'detail',
@@ -181,6 +182,9 @@ BEGIN
 
         IF v_result IS NULL THEN
             v_accepted := v_accepted || e.i;
+            IF e.pipeline_id IS NOT NULL THEN
+                v_pipelines := v_pipelines + 1;
+            END IF;
             v_cost := v_cost + e.cost_micros;
             v_articles := v_articles + e.articles_generated;
             IF v_reclaim THEN
@@ -214,6 +218,7 @@ BEGIN
          ORDER BY x.i;
 
         -- Totals, and a version bump per event so watchers see it.
+        IF v_pipelines > 0 THEN
         WITH s AS (
             SELECT x.pipeline_id, sum(x.cost_micros) AS cost,
                    sum(x.input_tokens + x.output_tokens) AS tokens,
@@ -233,6 +238,7 @@ BEGIN
          WHERE x.i = ANY (v_accepted);
         IF v_updated <> v_pipelines THEN  -- one went meanwhile: record them one by one
             RAISE EXCEPTION 'pipeline' USING ERRCODE = 'BS404';
+        END IF;
         END IF;
 
         INSERT INTO audit_events (
