@@ -57,8 +57,8 @@ class TextLog:
 
 
 def event_to_proto(e: Any, *, texts: bool = True) -> usage_pb2.UsageEvent:
-    """A UsageEvent from an ORM row or a record_usage() row; `texts` False leaves the texts
-    out (and never reads them: List loads them only for the FULL view)."""
+    """A UsageEvent from an ORM row or a RecordUsage answer (storage/usage_batch.py); `texts`
+    False leaves the texts out (and never reads them: List loads them only for the FULL view)."""
     event = usage_pb2.UsageEvent(
         id=str(e.id),
         user_id=str(e.user_id),
