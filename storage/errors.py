@@ -225,6 +225,12 @@ def translate(error: BaseException) -> DomainError | None:
     )
 
 
+def own_error(code: str, message: str, detail: str) -> DomainError:
+    """The domain error for one of blogstore's own SQLSTATEs (BS400, BS404, BS429), as a
+    function that reports it instead of raising it (blogstore_record_usage_batch)."""
+    return _OWN_SQLSTATES[code](message, detail)
+
+
 def translate_driver_error(orig: psycopg2.Error) -> DomainError | None:
     """Map a psycopg2 error by its SQLSTATE; None means unexpected (a bug)."""
     code = orig.pgcode or ""

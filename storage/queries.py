@@ -101,50 +101,32 @@ def _resolve(model: type[ApiKey] | type[AccessToken]) -> Prepared:
 _RESOLVE = {ApiKey: _resolve(ApiKey), AccessToken: _resolve(AccessToken)}
 
 
-_RECORD_USAGE_ARGS = (
-    "user_id", "request_id", "pipeline_id", "article_id", "service", "model", "operation",
-    "input_tokens", "output_tokens", "cost_micros", "articles_generated", "api_calls",
-    "event_time", "month", "default_cost_limit", "default_article_limit", "actor_kind",
-    "actor_id", "actor_name", "audit_request_id", "duration_ms", "status", "error_message",
-    "prompt_name", "prompt_version", "parameters", "input_text", "output_text",
-)  # fmt: skip
-_RECORD_USAGE_TYPES = (
-    "uuid", "uuid", "uuid", "uuid", "text", "text", "text", "bigint", "bigint", "bigint",
-    "bigint", "bigint", "timestamptz", "date", "bigint", "bigint", "text", "uuid", "text", "text",
-    "bigint", "text", "text", "text", "text", "jsonb", "text", "text",
-)  # fmt: skip
+# One user's RecordUsage calls for one month by one principal, as one statement (migration
+# 0023, storage/usage_batch.py): the events go as one JSON array. Named as the one-call
+# statement was, so slow-statement logs and metrics keep their name.
 _RECORD_USAGE = Prepared(
     name="blogstore_record_usage",
-    body="SELECT * FROM blogstore_record_usage({})".format(
-        ", ".join(f"${i}" for i in range(1, len(_RECORD_USAGE_ARGS) + 1))
-    ),
-    params=_RECORD_USAGE_ARGS,
-    types=_RECORD_USAGE_TYPES,
+    body="SELECT blogstore_record_usage_batch($1, $2, $3, $4, $5, $6, $7, $8) AS result",
+    params=("user_id", "month", "default_cost_limit", "default_article_limit", "actor_kind",
+            "actor_id", "actor_name", "events"),
+    types=("uuid", "date", "bigint", "bigint", "text", "uuid", "text", "jsonb"),
     writes=True,
-)
+)  # fmt: skip
 
 
-def record_usage(
-    db: Database, caller: Caller, event: dict[str, Any], default_limits: tuple[int, int]
-) -> Any:
-    """Append a usage event in one round trip (migrations 0006 and 0013 hold the rules).
-
-    `event["parameters"]` is JSON text or None.
-
-    Returns the event's fields, its month's totals (month_*), the limits in force and
-    `created` (False for a retry with a known request_id). Raises QuotaExceeded past a limit.
-    """
+def record_usage_group(
+    db: Database, caller: Caller, user_id: uuid.UUID, month: Any,
+    default_limits: tuple[int, int], events: str,
+) -> dict[str, Any]:  # fmt: skip
+    """Append `events` (a JSON array, in order) for one user and month in one round trip and
+    one transaction; the result is described in migration 0023."""
     actor = caller.actor
     params = {
-        **event,
-        "default_cost_limit": default_limits[0],
-        "default_article_limit": default_limits[1],
-        "actor_kind": actor.kind.value,
-        "actor_id": actor.user_id,
-        "actor_name": actor.name,
-        "audit_request_id": caller.request_id,
-    }
-    return db.query(caller, _RECORD_USAGE, params)[0]
+        "user_id": user_id, "month": month, "default_cost_limit": default_limits[0],
+        "default_article_limit": default_limits[1], "actor_kind": actor.kind.value,
+        "actor_id": actor.user_id, "actor_name": actor.name, "events": events,
+    }  # fmt: skip
+    return db.query(caller, _RECORD_USAGE, params)[0].result
 
 
 # The same statement, never sent to a replica (same name: one PREPARE per connection serves both).

@@ -6,7 +6,6 @@ Kept apart from the servicer so handlers stay thin. Limits come from storage/mod
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 import uuid
 from dataclasses import dataclass
@@ -58,8 +57,8 @@ class TextLog:
 
 
 def event_to_proto(e: Any, *, texts: bool = True) -> usage_pb2.UsageEvent:
-    """A UsageEvent from an ORM row or a record_usage() row; `texts` False leaves the texts
-    out (and never reads them: List loads them only for the FULL view)."""
+    """A UsageEvent from an ORM row or a RecordUsage answer (storage/usage_batch.py); `texts`
+    False leaves the texts out (and never reads them: List loads them only for the FULL view)."""
     event = usage_pb2.UsageEvent(
         id=str(e.id),
         user_id=str(e.user_id),
@@ -116,7 +115,7 @@ def parse_month(value: str) -> dt.date:
 def record_values(
     request: usage_pb2.RecordUsageRequest, user_id: uuid.UUID, text_log: TextLog
 ) -> dict[str, Any]:
-    """The event's column values (record_usage's arguments), every field checked."""
+    """The event's column values (storage/usage_batch.py), every field checked."""
     v = Violations()
     values: dict[str, Any] = {
         "user_id": user_id,
@@ -157,15 +156,15 @@ def record_values(
     return values
 
 
-def _parameters(v: Violations, message: struct_pb2.Struct) -> str | None:
-    """JSON text for the jsonb argument, or None when empty. (NaN, depth and NUL are refused
-    for every request by server/validation.py check_request.)"""
+def _parameters(v: Violations, message: struct_pb2.Struct) -> dict[str, Any] | None:
+    """The jsonb value, or None when empty. (NaN, depth and NUL are refused for every
+    request by server/validation.py check_request.)"""
     if not message.fields:
         return None
     if message.ByteSize() > MAX_PARAMETERS_BYTES:
         v.add("parameters", f"must be at most {MAX_PARAMETERS_BYTES} bytes")
         return None
-    return json.dumps(json_format.MessageToDict(message), separators=(",", ":"))
+    return json_format.MessageToDict(message)
 
 
 def _cut(text: str, max_bytes: int) -> str:

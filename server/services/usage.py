@@ -24,9 +24,9 @@ from server.convert.usage import (
 from server.paging import PageTokens, filter_key
 from server.validation import Violations, owner_id, page_size, parse_uuid
 from storage.errors import InvalidArgument, PermissionDenied
-from storage.queries import record_usage
-from storage.repositories.usage import Limits, MonthTotals, month_of
+from storage.repositories.usage import Limits, month_of
 from storage.uow import Database
+from storage.usage_batch import UsageRecorder
 
 
 class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
@@ -38,6 +38,8 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         self.page_tokens = page_tokens
         self.default_limits = default_limits
         self.text_log = text_log
+        defaults = (default_limits.cost_micros, default_limits.articles)
+        self.recorder = UsageRecorder(db, defaults)
 
     def _limits(self, tx, user_id: uuid.UUID) -> Limits:
         return self._effective(*tx.usage.limits_override(user_id))
@@ -56,16 +58,10 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         user_id = owner_id("user_id", request.user_id, caller.actor)
         values = record_values(request, user_id, self.text_log)
 
-        defaults = (self.default_limits.cost_micros, self.default_limits.articles)
-        row = record_usage(self.db, caller, values, defaults)
-        totals = MonthTotals(
-            row.user_id, row.month, row.month_cost_micros, row.month_articles_generated,
-            row.month_input_tokens, row.month_output_tokens, row.month_api_calls,
-            row.month_event_count,
-        )  # fmt: skip
-        limits = Limits(row.cost_limit_micros, row.article_limit)
+        recorded = self.recorder.record(caller, values)
         return usage_pb2.RecordUsageResponse(
-            event=event_to_proto(row), usage=month_to_proto(totals, limits)
+            event=event_to_proto(recorded.event),
+            usage=month_to_proto(recorded.totals, recorded.limits),
         )
 
     def CheckQuota(

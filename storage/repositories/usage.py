@@ -1,4 +1,4 @@
-"""The usage ledger's reads and limits (appends: storage/queries.py record_usage)."""
+"""The usage ledger's reads and limits (appends: storage/usage_batch.py)."""
 
 from __future__ import annotations
 
@@ -66,8 +66,8 @@ def month_of(moment: dt.datetime) -> dt.date:
 
 
 class UsageRepository(ScopedRepository[UsageEvent]):
-    """Reads of the ledger; events are appended by storage/queries.py record_usage, whose SQL
-    function (migration 0006) refuses a request_id reused for a different event."""
+    """Reads of the ledger; events are appended by storage/usage_batch.py, whose SQL
+    function (migrations 0006, 0023) refuses a request_id reused for a different event."""
 
     model = UsageEvent
     resource = "usage event"

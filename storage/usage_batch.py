@@ -1,0 +1,216 @@
+"""RecordUsage in groups: one user's calls that arrive together share one transaction.
+
+A user's month row is the limit check: written under its lock, held through the commit's WAL
+flush, so one user's calls could only run one at a time, each paying a flush. Here the calls
+of one user (for one month, by one principal) that arrive while one of theirs is in the
+database wait for it, then go together as ONE call of blogstore_record_usage_batch()
+(migration 0023): one round trip, one transaction, one flush, the month row updated once.
+Each call still gets exactly its own answer: its event, or its own refusal (each event is
+checked in order against the totals plus the accepted ones before it).
+
+The first call of a group leads it: it runs the statement for everyone and answers them,
+then hands the calls that gathered meanwhile to the first of them, which leads the next
+group. Two calls with one request_id never share a group (the second then sees the first
+committed, as it would alone). Should a group fail as a whole (anything unexpected, or the
+month changed by another process), its leader records each call alone, in order.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from storage.actors import Caller
+from storage.errors import DomainError, own_error
+from storage.queries import record_usage_group
+from storage.replicas import committed, note_commit
+from storage.repositories.usage import Limits, MonthTotals
+from storage.uow import Database
+
+MAX_GROUP = 64  # calls per statement: bounds the statement's size and its time
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_DELTAS = ("cost_micros", "articles_generated", "input_tokens", "output_tokens", "api_calls")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A RecordUsage answer: the event (attributes as a usage_events row), its month's totals
+    after it, the limits in force, and whether it was new (False: a retry's first event)."""
+
+    event: Any
+    totals: MonthTotals
+    limits: Limits
+    created: bool
+
+
+@dataclass
+class _Call:
+    caller: Caller
+    values: dict[str, Any]
+    woken: threading.Event = field(default_factory=threading.Event)
+    answer: Recorded | None = None
+    error: BaseException | None = None
+    group: list[_Call] | None = None  # set when this call is to lead `group`
+    lsn: int | None = None  # the group's commit position (with replicas)
+
+
+class UsageRecorder:
+    """Records usage events, gathering one user's concurrent calls into groups."""
+
+    def __init__(self, db: Database, default_limits: tuple[int, int]) -> None:
+        self.db = db
+        self.default_limits = default_limits
+        self._lock = threading.Lock()
+        self._waiting: dict[tuple[Any, ...], list[_Call]] = {}  # a key here: a group runs
+        self.groups = 0  # statements sent, and the calls they carried (tests, diagnostics)
+        self.calls = 0
+
+    def record(self, caller: Caller, values: dict[str, Any]) -> Recorded:
+        """Append the event `values` (server/convert/usage.py record_values) for `caller`.
+
+        Raises what the call alone would: QuotaExceeded, NotFound, InvalidArgument, ..."""
+        key = (values["user_id"], values["month"], caller.actor)
+        call = _Call(caller, values)
+        with self._lock:
+            waiting = self._waiting.get(key)
+            if waiting is None:
+                self._waiting[key] = []
+                call.group = [call]
+            else:
+                waiting.append(call)
+        if call.group is None:
+            call.woken.wait()  # answered by a leader, or made the next one
+        if call.group is not None:
+            self._lead(key, call.group)
+        if call.lsn is not None:
+            note_commit(call.lsn)
+        if call.error is not None:
+            raise call.error
+        assert call.answer is not None
+        return call.answer
+
+    def _lead(self, key: tuple[Any, ...], group: list[_Call]) -> None:
+        """Record `group`, answer its calls, and hand on the calls that gathered meanwhile."""
+        try:
+            self._run(group)
+        except BaseException as error:  # noqa: BLE001 - every call of the group gets it
+            for call in group:
+                if call.answer is None and call.error is None:
+                    call.error = error
+        finally:
+            with self._lock:
+                waiting = self._waiting[key]
+                following, seen, rest = [], set(), []
+                for call in waiting:
+                    request_id = call.values["request_id"]
+                    if request_id in seen or len(following) >= MAX_GROUP:
+                        rest.append(call)
+                    else:
+                        seen.add(request_id)
+                        following.append(call)
+                if following:
+                    self._waiting[key] = rest
+                    following[0].group = following
+                else:
+                    del self._waiting[key]
+            if following:  # first: the next group's round trip is the one others wait on
+                following[0].woken.set()
+            for call in group[1:]:
+                call.woken.set()
+
+    def _run(self, group: list[_Call]) -> None:
+        self.groups += 1
+        self.calls += len(group)
+        if len(group) == 1:
+            self._record(group)
+            return
+        try:
+            self._record(group)
+        except DomainError:  # the group as a whole failed: each call alone, in order
+            for call in group:
+                try:
+                    self._record([call])
+                except DomainError as error:
+                    call.error = error
+
+    def _record(self, group: list[_Call]) -> None:
+        """One statement for `group`; a refused call gets its error, the others their answer.
+        Raises when the statement fails as a whole (nothing written)."""
+        leader = group[0].caller
+        deadlines = [call.caller.deadline for call in group]
+        caller = dataclasses.replace(
+            leader, deadline=None if None in deadlines else max(d for d in deadlines if d)
+        )
+        events = [_item(i, call) for i, call in enumerate(group)]
+        values = group[0].values
+        result = record_usage_group(
+            self.db, caller, values["user_id"], values["month"], self.default_limits,
+            json.dumps(events, default=str, separators=(",", ":")),
+        )  # fmt: skip
+        lsn = committed()
+        create_time = _EPOCH + dt.timedelta(microseconds=result["now"])
+        limits = Limits(*result["limits"])
+        totals = result["totals"] or [0] * 6
+        # Each accepted event's totals: the group's final ones less the accepted after it.
+        after = [0] * 6
+        answers: list[Recorded | BaseException] = []
+        for item, call, outcome in zip(
+            reversed(events), reversed(group), reversed(result["results"]), strict=True
+        ):
+            if outcome is None:
+                month = _totals(call.values, [t - a for t, a in zip(totals, after, strict=True)])
+                event = _Event(**call.values, id=item["id"], create_time=create_time)
+                answers.append(Recorded(event, month, limits, True))
+                for n, name in enumerate(_DELTAS):
+                    after[n] += call.values[name]
+                after[5] += 1
+            elif "code" in outcome:
+                answers.append(
+                    own_error(outcome["code"], outcome["message"], outcome.get("detail") or "{}")
+                )
+            else:
+                first = _first_event(outcome["event"])
+                own = outcome["totals"] or [t - a for t, a in zip(totals, after, strict=True)]
+                month = _totals({"user_id": first.user_id, "month": first.month}, own)
+                answers.append(Recorded(first, month, limits, False))
+        for call, answer in zip(group, reversed(answers), strict=True):
+            call.lsn = lsn
+            if isinstance(answer, BaseException):
+                call.error = answer
+            else:
+                call.answer = answer
+
+
+class _Event(dict):  # type: ignore[type-arg]
+    """A usage event's fields as attributes (what event_to_proto reads)."""
+
+    __getattr__ = dict.__getitem__
+
+
+def _item(i: int, call: _Call) -> dict[str, Any]:
+    """The event as one element of the statement's JSON array (the user and month are the
+    group's; the rare ids and texts that json cannot take go through default=str)."""
+    values = call.values
+    return {
+        **values, "i": i, "id": str(uuid.uuid4()), "user_id": None, "month": None,
+        "request_id": str(values["request_id"]), "event_time": values["event_time"].isoformat(),
+        "audit_request_id": call.caller.request_id,
+    }  # fmt: skip
+
+
+def _totals(owner: dict[str, Any], numbers: list[int]) -> MonthTotals:
+    return MonthTotals(owner["user_id"], owner["month"], *numbers)
+
+
+def _first_event(row: dict[str, Any]) -> _Event:
+    """A retry's first event, from its row as JSON."""
+    event = _Event(row)
+    for name in ("event_time", "create_time"):
+        event[name] = dt.datetime.fromisoformat(row[name])
+    event["month"] = dt.date.fromisoformat(row["month"])
+    return event
