@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import uuid
 from collections.abc import Callable
@@ -161,9 +162,16 @@ class ArticlesServicer(ArticleGetMixin, EmbeddingsMixin, articles_pb2_grpc.Artic
         embeddings = self._embedding_inputs(v, prefixes, request.articles)
         v.raise_if_any()
         full = is_full(request.view, articles_pb2.ARTICLE_VIEW_BASIC)
-        for item in items:  # a BASIC answer needs no HTML: render each row as it is written
+        for item, article in zip(items, request.articles, strict=True):
+            # A BASIC answer needs no HTML: render each row as it is written, and read the
+            # markdown from the request then (one copy per batch, not two).
             item.derive_late = not full
-            item.values = with_hash(item.values) if item.derive_late else with_derived(item.values)
+            if item.derive_late:
+                item.values = with_hash(item.values)
+                del item.values["content_markdown"]
+                item.markdown = functools.partial(getattr, article, "content_markdown")
+            else:
+                item.values = with_derived(item.values)
 
         def create(tx):
             _require_links(tx, items)
