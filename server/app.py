@@ -207,6 +207,9 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            # Off: a stream's receive window stays at HTTP/2's 64 KB, so a call not reading
+            # its body (a batch waiting for its slot) holds 64 KB, not a window grown to ~10 MB.
+            ("grpc.http2.bdp_probe", 1 if settings.http2_bdp_probe else 0),
         ],
     )
     users_pb2_grpc.add_UsersServiceServicer_to_server(
