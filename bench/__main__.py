@@ -116,6 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         help="only GetArticle: direct, direct without PREPARE and through a PgBouncer of its "
         "own (transaction mode), in rotating rounds (--rounds, default 2)",
     )
+    run.add_argument(
+        "--import-rss",
+        action="store_true",
+        help="only a continuous import: 8 threads of 1000-article BatchCreateArticles calls "
+        "for 90 s, the server's RSS every 0.2 s (issue 17: peak < 200 MB); refusals with a "
+        "retry hint are sent again",
+    )
     run.add_argument("--output", type=Path, help="JSON path (default bench/results/...)")
     run.add_argument("--server-checkout", type=Path, help=CHECKOUT_HELP)
     run.add_argument(
@@ -207,6 +214,7 @@ def _run(args: argparse.Namespace) -> int:
         rls_compare=args.rls_compare,
         cache_compare=args.cache_compare,
         pgbouncer_compare=args.pgbouncer_compare,
+        import_rss=args.import_rss,
     )
     return Harness(opts).run()
 

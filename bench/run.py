@@ -97,6 +97,7 @@ class Options:
     cache_compare: bool = False  # only GetArticle (both keys) vs the no-op, rounds
     replica_url: str | None = None  # only GetArticle and ListArticles, a replica vs none
     pgbouncer_compare: bool = False  # only GetArticle, through PgBouncer vs direct
+    import_rss: bool = False  # only a continuous BatchCreateArticles import, RSS sampled
 
 
 def machine_info() -> dict:
@@ -185,6 +186,10 @@ class Harness:
                 replica_compare.replica_compare(self, self.opts.replica_url, self.opts.rounds)
             elif self.opts.pgbouncer_compare:
                 pgbouncer_compare.pgbouncer_compare(self, self.opts.rounds)
+            elif self.opts.import_rss:
+                from bench.import_rss import import_rss  # it imports this module
+
+                import_rss(self)
             else:
                 self.measure_all()
         finally:
@@ -229,6 +234,8 @@ class Harness:
         names = ["GetArticle", "ListArticles first page"] if two else names
         if self.opts.cache_compare:
             names = ["GetArticle", "GetArticle (user key)"]
+        if self.opts.import_rss:
+            names = ["BatchCreateArticles"]
         chosen = [s for s in CATALOG if s.name in names]
         jobs = {"claim", "record"}
         if jobs & {s.client for s in chosen} and not dataset.competitors_served():

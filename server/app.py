@@ -35,7 +35,7 @@ from server.login import PasswordHasher, login_throttle
 from server.paging import PageTokens
 from server.partitions import PartitionMaintainer
 from server.reflection import enable_server_reflection
-from server.services.articles import ArticlesServicer
+from server.services.articles import BATCH_METHOD, ArticlesServicer
 from server.services.competitors import CompetitorsServicer
 from server.services.pipelines import PipelinesServicer, pipeline_to_proto
 from server.services.usage import UsageServicer
@@ -207,6 +207,9 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.keepalive_time_ms", 60_000),
             ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            # Off: a stream's receive window stays at HTTP/2's 64 KB, so a call not reading
+            # its body (a batch waiting for its slot) holds 64 KB, not a window grown to ~10 MB.
+            ("grpc.http2.bdp_probe", 1 if settings.http2_bdp_probe else 0),
         ],
     )
     users_pb2_grpc.add_UsersServiceServicer_to_server(
@@ -223,18 +226,18 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
         ),
         server,
     )
-    articles_pb2_grpc.add_ArticlesServiceServicer_to_server(
-        ArticlesServicer(
-            db,
-            page_tokens,
-            max_concurrent_batches=settings.max_concurrent_batches,
-            slots=telemetry.batch_slots,
-            batch_shares=shares.batches,
-            embeddings=embeddings,
-            article_cache=article_cache,
-        ),
-        server,
+    articles = ArticlesServicer(
+        db,
+        page_tokens,
+        max_concurrent_batches=settings.max_concurrent_batches,
+        slots=telemetry.batch_slots,
+        batch_shares=shares.batches,
+        embeddings=embeddings,
+        article_cache=article_cache,
     )
+    # A batch waits for its slot before its body is read (server/batch_queue.py).
+    interceptor.admit(BATCH_METHOD, articles.batch_admission)
+    articles_pb2_grpc.add_ArticlesServiceServicer_to_server(articles, server)
     watch_hub = WatchHub(
         db, listener, max_watchers=settings.max_watchers,
         to_message=lambda p: pipelines_pb2.WatchPipelineResponse(pipeline=pipeline_to_proto(p)),

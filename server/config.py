@@ -201,6 +201,10 @@ class Settings(BaseSettings):
     # connection turns out to go through a pooler (PgBouncer: storage.engine.behind_pooler),
     # where a later transaction may run on another server connection without the statement.
     db_prepare: Annotated[Literal["auto", "on", "off"], BeforeValidator(_lower)] = "auto"
+    # gRPC's HTTP/2 BDP probing, which grows each stream's receive window with the link's
+    # bandwidth-delay product. Off (default): windows stay 64 KB, so the batches waiting for a
+    # slot hold ~nothing (issue 17); on: faster uploads of large requests over slow links.
+    http2_bdp_probe: bool = False
 
     @field_validator("service_keys", mode="before")
     @classmethod

@@ -21,6 +21,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,9 @@ from server.validation import check_request
 from storage.actors import ANONYMOUS, Actor, Caller
 from storage.errors import DomainError, InvalidArgument, Unauthenticated
 from storage.replicas import committed, forget_commits, format_lsn, parse_lsn
+
+# A method's admission (RequestInterceptor.admit): a context manager entered before the read.
+Admission = Callable[[Caller], AbstractContextManager[Any]]
 
 log = logging.getLogger("blogstore.access")
 error_log = logging.getLogger("blogstore.errors")
@@ -94,6 +98,15 @@ class RequestInterceptor(grpc.ServerInterceptor):
         self.telemetry = telemetry or Telemetry()
         self._handlers: dict[str, grpc.RpcMethodHandler] = {}
         self._trimmer = Trimmer()
+        self._admissions: dict[str, Admission] = {}
+
+    def admit(
+        self, method: str, admission: Callable[[Caller], AbstractContextManager[Any]]
+    ) -> None:
+        """Run `method`'s calls inside `admission(caller)`, entered BEFORE the body is read:
+        a call waiting there (for a batch slot) holds no request, only the transport's
+        flow-control window. Its errors leave through the error table like the handler's."""
+        self._admissions[method] = admission
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Any], details: Any
@@ -150,9 +163,14 @@ class RequestInterceptor(grpc.ServerInterceptor):
     ) -> Callable[..., Any]:
         def unary(requests: Any, context: grpc.ServicerContext) -> Any:
             call = self._begin(method, rpc, context)
+            admission = self._admissions.get(method)
             try:
                 with self._serving(call, context):
-                    response = behavior(read(requests, call), context)
+                    if admission is None:
+                        response = behavior(read(requests, call), context)
+                    else:
+                        with admission(call.caller):
+                            response = behavior(read(requests, call), context)
                     _send_consistency_token(context)
                     return response
             finally:

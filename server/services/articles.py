@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +12,7 @@ import grpc
 from blogstore.v1 import articles_pb2, articles_pb2_grpc
 
 from server.article_cache import ArticleCache
+from server.batch_queue import BatchAdmission
 from server.context import current_caller
 from server.convert.article_revisions import context_lines, diff_response, revision_to_proto
 from server.convert.articles import (
@@ -43,7 +44,7 @@ from server.validation import (
 from storage import rules
 from storage.actors import Actor
 from storage.embeddings import Availability
-from storage.errors import Conflict, InvalidArgument, Unavailable
+from storage.errors import Conflict, InvalidArgument
 from storage.provenance import PipelineStep
 from storage.queries import list_articles, search_articles
 from storage.repositories import article_create, article_updates
@@ -61,7 +62,7 @@ from storage.repositories.audit import event_values
 
 MAX_BATCH = 1000
 MAX_QUERY_CHARS = 1000
-_BATCH_WAIT_SECONDS = 60.0
+BATCH_METHOD = "/blogstore.v1.ArticlesService/BatchCreateArticles"
 _REQUEST_NAMESPACE = uuid.UUID("6b1d3a4e-2f57-4c1b-9a56-3e0f5d1c7b20")
 
 
@@ -78,13 +79,12 @@ class ArticlesServicer(ArticleGetMixin, EmbeddingsMixin, articles_pb2_grpc.Artic
             article_cache if article_cache is not None and article_cache.enabled else None
         )
         self.embeddings = embeddings
-        # Each principal's share of the batch slots, counted while it waits for one too.
-        self._batch_shares = batch_shares
         self.page_tokens = page_tokens
         # A batch of 1000 articles holds ~10x its request size while it runs: bound how many
-        # run at once so that memory is set by configuration, not by clients. (`slots`:
-        # telemetry's semaphore counts the slots in use.)
-        self._batch_slots = slots(max_concurrent_batches)
+        # run at once so that memory is set by configuration, not by clients. A call waits
+        # for its slot (and its principal's share of them) BEFORE its body is read: the
+        # request interceptor enters `batch_admission` first (app.py, server/batch_queue.py).
+        self.batch_admission = BatchAdmission(slots(max_concurrent_batches), batch_shares)
 
     def _new_article(self, v: Violations, prefix: str, article: Any, actor: Actor) -> dict:
         values = article_fields(v, prefix, article, set(MUTABLE))
@@ -139,19 +139,10 @@ class ArticlesServicer(ArticleGetMixin, EmbeddingsMixin, articles_pb2_grpc.Artic
     def BatchCreateArticles(
         self, request: articles_pb2.BatchCreateArticlesRequest, context: grpc.ServicerContext
     ) -> articles_pb2.BatchCreateArticlesResponse:
-        caller = current_caller()
+        # Runs holding a batch slot: RequestInterceptor.admit(BATCH_METHOD, batch_admission).
         if not 1 <= len(request.articles) <= MAX_BATCH:
             raise InvalidArgument({"articles": f"must hold 1 to {MAX_BATCH} articles"})
-        with self._batch_shares.holding(caller.actor):
-            wait = _BATCH_WAIT_SECONDS
-            if caller.deadline is not None:
-                wait = max(0.0, min(wait, caller.deadline - time.monotonic()))
-            if not self._batch_slots.acquire(timeout=wait):
-                raise Unavailable("too many batch imports in progress on this server; retry")
-            try:
-                return self._batch_create(caller, request)
-            finally:
-                self._batch_slots.release()
+        return self._batch_create(current_caller(), request)
 
     def _batch_create(self, caller, request) -> articles_pb2.BatchCreateArticlesResponse:
         batch_id = optional_uuid("request_id", request.request_id)
@@ -177,9 +168,16 @@ class ArticlesServicer(ArticleGetMixin, EmbeddingsMixin, articles_pb2_grpc.Artic
         embeddings = self._embedding_inputs(v, prefixes, request.articles)
         v.raise_if_any()
         full = is_full(request.view, articles_pb2.ARTICLE_VIEW_BASIC)
-        for item in items:  # a BASIC answer needs no HTML: render each row as it is written
+        for item, article in zip(items, request.articles, strict=True):
+            # A BASIC answer needs no HTML: render each row as it is written, and read the
+            # markdown from the request then (one copy per batch, not two).
             item.derive_late = not full
-            item.values = with_hash(item.values) if item.derive_late else with_derived(item.values)
+            if item.derive_late:
+                item.values = with_hash(item.values)
+                del item.values["content_markdown"]
+                item.markdown = functools.partial(getattr, article, "content_markdown")
+            else:
+                item.values = with_derived(item.values)
 
         def create(tx):
             _require_links(tx, items)

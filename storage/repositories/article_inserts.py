@@ -164,7 +164,7 @@ class Row:
 
     @property
     def content_markdown(self) -> str:
-        return self._item.values["content_markdown"]
+        return self._item.content_markdown()
 
     @property
     def content_html(self) -> str:

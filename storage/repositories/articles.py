@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +62,10 @@ class NewArticle:
     # from the start (with_hash), the counts once written and the rendered HTML never, so a
     # batch does not hold every item's HTML (issue 17).
     derive_late: bool = False
+    # Derived late, the markdown may stay only where it came from (the request): `values`
+    # then has no content_markdown and this reads it when the row is written, so a batch
+    # does not hold a second copy of every item's markdown (issue 17).
+    markdown: Callable[[], str] | None = None
     # Fixed at construction: create_many fills values["slug"] in, and a transaction retried
     # after a deadlock must still treat that slug as derived, not as given.
     slug_given: bool = field(init=False)
@@ -74,14 +78,19 @@ class NewArticle:
         if not self.derive_late:
             return self.values
         values = self.values
-        derived = content.derive(
-            values["content_markdown"], values.get("content_html", ""), values.get("wp_url", "")
-        )
+        markdown = self.content_markdown()
+        derived = content.derive(markdown, values.get("content_html", ""), values.get("wp_url", ""))
         values.update(
             word_count=derived.word_count, reading_time_minutes=derived.reading_time_minutes,
             internal_links=derived.internal_links, external_links=derived.external_links,
         )  # fmt: skip
-        return {**values, "content_html": derived.content_html}
+        return {**values, "content_markdown": markdown, "content_html": derived.content_html}
+
+    def content_markdown(self) -> str:
+        markdown = self.values.get("content_markdown")
+        if markdown is None and self.markdown is not None:
+            return self.markdown()
+        return markdown if markdown is not None else ""
 
 
 def with_derived(values: dict[str, Any]) -> dict[str, Any]:
