@@ -100,9 +100,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
         self._trimmer = Trimmer()
         self._admissions: dict[str, Admission] = {}
 
-    def admit(
-        self, method: str, admission: Callable[[Caller], AbstractContextManager[Any]]
-    ) -> None:
+    def admit(self, method: str, admission: Admission) -> None:
         """Run `method`'s calls inside `admission(caller)`, entered BEFORE the body is read:
         a call waiting there (for a batch slot) holds no request, only the transport's
         flow-control window. Its errors leave through the error table like the handler's."""
