@@ -18,9 +18,15 @@ from blogstore.v1 import competitors_pb2 as cpb
 from google.protobuf import field_mask_pb2
 from sqlalchemy import text
 
+from storage.actors import SYSTEM, Caller
+from storage.engine import make_engine
+from storage.errors import Conflict
 from storage.models.articles import ARTICLE_COLUMNS
 from storage.provenance import COLUMNS as PROVENANCE
+from storage.repositories import article_updates
 from storage.repositories.articles import snapshot
+from storage.repositories.audit import event_values
+from storage.uow import Database
 from tests.competitor_support import create as create_competitor
 from tests.competitor_support import now, stub, ts
 from tests.support import SERVICE_KEY, status_of, unique
@@ -165,3 +171,39 @@ def test_claim_and_record_write_the_lease_check_and_audit_events(
     missing = cpb.RecordCompetitorCheckRequest(competitor_id=made.id)
     assert status_of(lambda: stranger.RecordCompetitorCheck(missing)) is Code.NOT_FOUND
     assert len(audit_rows(owner_engine, made.id, "competitor.record_check")) == 1
+
+
+@pytest.mark.parametrize("prepare", ["on", "off"])
+def test_an_update_in_two_round_trips_checks_the_version_it_read(
+    database_url, alice, owner_engine, prepare
+):
+    """UpdateArticle's common case (article_updates.load_now, update_now: two statements of
+    their own, PREPAREd or as sent behind a pooler): a change committed between the read and
+    the write makes the write a Conflict that writes nothing, as in one unit of work."""
+    account, articles = alice
+    made = articles.CreateArticle(
+        pb.CreateArticleRequest(article=pb.Article(title=f"T {unique()}", content_markdown="a b"))
+    ).article
+    db = Database(make_engine(database_url, pool_size=1), prepare=prepare)
+    caller = Caller(SYSTEM, request_id=f"update-now-{prepare}")
+    try:
+        article = article_updates.load_now(db, caller, uuid.UUID(made.id), content=False)
+        changes = {"title": "Read, then changed by another"}
+        audit = event_values(caller, "article.update", "article", article.id, details={})
+        with owner_engine.begin() as connection:  # another writer, after the read
+            connection.execute(
+                text("UPDATE articles SET version = version + 1 WHERE id = :id"), {"id": made.id}
+            )
+        with pytest.raises(Conflict):
+            article_updates.update_now(db, caller, article, None, changes, step=None, audit=audit)
+        assert article_row(owner_engine, made.id).title == made.title
+        assert audit_rows(owner_engine, made.id, "article.update") == []
+
+        article = article_updates.load_now(db, caller, uuid.UUID(made.id), content=False)
+        done = article_updates.update_now(
+            db, caller, article, article.version, changes, step=None, audit=audit
+        )
+        assert (done.title, done.version) == (changes["title"], article.version + 1)
+        assert len(audit_rows(owner_engine, made.id, "article.update")) == 1
+    finally:
+        db.dispose()

@@ -72,8 +72,12 @@ class ArticleGetMixin:
     def _write(self, caller: Caller, article_id: uuid.UUID, work: Callable[[Any], T]) -> T:
         """db.run(caller, work) for a change of one article, which this process then no longer
         answers from its cache (read-your-writes; other processes learn it by NOTIFY)."""
+        return self._write_now(article_id, lambda: self.db.run(caller, work))
+
+    def _write_now(self, article_id: uuid.UUID, work: Callable[[], T]) -> T:
+        """work() (which commits a change of the article), then the article out of the cache."""
         try:
-            return self.db.run(caller, work)
+            return work()
         finally:  # also after a failure: the outcome of a lost commit is unknown
             if self.article_cache is not None:
                 self.article_cache.evict([str(article_id)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import uuid
@@ -44,7 +45,7 @@ from server.validation import (
 from storage import rules
 from storage.actors import Actor
 from storage.embeddings import Availability
-from storage.errors import Conflict, InvalidArgument
+from storage.errors import Conflict, InvalidArgument, Retryable
 from storage.provenance import PipelineStep
 from storage.queries import list_articles, search_articles
 from storage.repositories import article_create, article_updates
@@ -269,22 +270,33 @@ class ArticlesServicer(ArticleGetMixin, EmbeddingsMixin, articles_pb2_grpc.Artic
         step_pipeline_id = v.collect(optional_uuid, "pipeline_id", request.pipeline_id)
         v.raise_if_any()
         version = etag_version("article.etag", request.article.etag)
+        content = article_updates.needs_content(changes)
+
+        def event(article, step):
+            return event_values(
+                caller, "article.update", "article", article.id, user_id=article.user_id,
+                details={"fields": sorted(paths), **_step_details(step)},
+            )  # fmt: skip
+
+        def update_now() -> Any:
+            """The common change (no pipeline to check, no embedding): a read and a versioned
+            write, each one round trip of its own, without a unit of work."""
+            article = article_updates.load_now(self.db, caller, article_id, content=content)
+            step = _pipeline_step(None, article.user_id, None, article.pipeline_id, stage)
+            return article_updates.update_now(
+                self.db, caller, article, version, changes, step=step, audit=event(article, step)
+            )
 
         def update(tx):  # off the ORM (storage/repositories/article_updates.py)
-            article = article_updates.load(
-                tx.session, caller.actor, article_id, content=article_updates.needs_content(changes)
-            )
+            article = article_updates.load(tx.session, caller.actor, article_id, content=content)
             if changes.get("pipeline_id"):
                 tx.pipelines.require_owned({(article.user_id, changes["pipeline_id"])})
             own = changes.get("pipeline_id", article.pipeline_id)
             step = _pipeline_step(tx, article.user_id, step_pipeline_id, own, stage)
-            event = event_values(
-                caller, "article.update", "article", article.id, user_id=article.user_id,
-                details={"fields": sorted(paths), **_step_details(step)},
-            )  # fmt: skip
+            audit = event(article, step)
             if changes:
                 article = article_updates.update(
-                    tx.session, caller, article, version, changes, step=step, audit=event
+                    tx.session, caller, article, version, changes, step=step, audit=audit
                 )
             elif version is not None and version != article.version:
                 raise Conflict("the article changed meanwhile (stale etag)")
@@ -293,11 +305,16 @@ class ArticlesServicer(ArticleGetMixin, EmbeddingsMixin, articles_pb2_grpc.Artic
             if not changes:
                 tx.audit(
                     "article.update", "article", article.id,
-                    user_id=article.user_id, **event["details"],
+                    user_id=article.user_id, **audit["details"],
                 )  # fmt: skip
             return article
 
-        article = self._write(caller, article_id, update)
+        article = None
+        if changes and step_pipeline_id is None and not {"pipeline_id", "embedding"} & paths:
+            with contextlib.suppress(Retryable):  # a deadlock wrote nothing: the general path
+                article = self._write_now(article_id, update_now)
+        if article is None:
+            article = self._write(caller, article_id, update)
         return articles_pb2.UpdateArticleResponse(
             article=with_embedding(article_to_proto(article), embedding)
         )

@@ -12,6 +12,7 @@ shape of change is built once and kept.
 from __future__ import annotations
 
 import functools
+import hashlib
 import re
 import uuid
 from types import SimpleNamespace
@@ -28,6 +29,7 @@ from storage.models import Article, ArticleRevision, AuditEvent
 from storage.models.articles import ARTICLE_COLUMNS
 from storage.provenance import PipelineStep
 from storage.repositories.articles import DERIVED_INPUTS, planned_update
+from storage.uow import Database, Prepared
 
 _DIALECT = postgresql.dialect()  # type: ignore[attr-defined]
 _COLUMNS = ", ".join(c.name for c in ARTICLE_COLUMNS)
@@ -54,12 +56,16 @@ _AUDIT_COLUMNS = (
 )  # fmt: skip
 
 
+def _load_sql(actor: Actor, content: bool) -> str:
+    owner = "" if actor.owner_scope() is None else " AND user_id = %(owner)s"
+    return _LOAD[content] + owner
+
+
 def load(session: Session, actor: Actor, article_id: uuid.UUID, *, content: bool) -> Any:
     """The article (a row of ARTICLE_COLUMNS, without the content unless `content`);
     another user's is NotFound, as with get()."""
-    owner = actor.owner_scope()
-    sql = _LOAD[content] + ("" if owner is None else " AND user_id = %(owner)s")
-    row = session.connection().exec_driver_sql(sql, {"id": article_id, "owner": owner}).first()
+    params = {"id": article_id, "owner": actor.owner_scope()}
+    row = session.connection().exec_driver_sql(_load_sql(actor, content), params).first()
     if row is None:
         raise NotFound("article", article_id)
     return row
@@ -71,8 +77,43 @@ def update(
 ) -> Any:  # fmt: skip
     """ArticleRepository.update (with a revision) and the audit event `audit` (event_values)
     in one statement; returns the updated row."""
+    sql, params = _planned(caller, article, version, changes, step, audit)
+    row = session.connection().exec_driver_sql(sql, params).first()
+    if row is None:  # a concurrent change moved the version after the read
+        raise Conflict("the article changed meanwhile (stale etag)")
+    return row
+
+
+def load_now(db: Database, caller: Caller, article_id: uuid.UUID, *, content: bool) -> Any:
+    """load() in a statement of its own (Database.query: prepared, autocommit). The update
+    after it checks the version it read, as in one unit of work (neither locks the row)."""
+    params = {"id": article_id, "owner": caller.actor.owner_scope()}
+    rows = db.query(caller, _prepared(_load_sql(caller.actor, content), "SELECT articles"), params)
+    if not rows:
+        raise NotFound("article", article_id)
+    return rows[0]
+
+
+def update_now(
+    db: Database, caller: Caller, article: Any, version: int | None,
+    changes: dict[str, Any], *, step: PipelineStep | None, audit: dict[str, Any],
+) -> Any:  # fmt: skip
+    """update() in one round trip of its own, committed (Database.query)."""
+    sql, params = _planned(caller, article, version, changes, step, audit)
+    rows = db.query(caller, _prepared(sql, "UPDATE articles"), params)
+    if not rows:  # a concurrent change moved the version after the read
+        raise Conflict("the article changed meanwhile (stale etag)")
+    return rows[0]
+
+
+def _planned(
+    caller: Caller, article: Any, version: int | None, changes: dict[str, Any],
+    step: PipelineStep | None, audit: dict[str, Any],
+) -> tuple[str, dict[str, Any]]:  # fmt: skip
+    """The UPDATE of `article` (a row as read) and its parameters."""
     if not hasattr(article, "content_markdown"):  # loaded without: the statement adds it
-        article = SimpleNamespace(**article._mapping, **dict.fromkeys(_CONTENT))
+        fields = article._mapping if hasattr(article, "_mapping") else vars(article)
+        article = SimpleNamespace(**fields, **dict.fromkeys(_CONTENT))
     values, kept = planned_update(
         article, version, changes, caller=caller, actor=caller.actor, revision=True,
         publish_now=False, step=step,
@@ -90,11 +131,27 @@ def update(
     params.update({f"a_{name}": audit[name] for name in _AUDIT_COLUMNS})
     params["a_details"] = Json(audit["details"])
     params["id"], params["old_version"] = article.id, article.version
-    sql = _statement(tuple(given), computed)
-    row = session.connection().exec_driver_sql(sql, params).first()
-    if row is None:  # a concurrent change moved the version after the read
-        raise Conflict("the article changed meanwhile (stale etag)")
-    return row
+    return _statement(tuple(given), computed), params
+
+
+_PYFORMAT = re.compile(r"%\((\w+)\)s")
+_CAST = re.compile(r"CAST\(%\((\w+)\)s AS ([^)]+)\)")
+_BARE_TYPES = {"id": "uuid", "owner": "uuid", "old_version": "integer"}
+
+
+@functools.lru_cache(maxsize=256)
+def _prepared(sql: str, label: str) -> Prepared:
+    """`sql` (pyformat, every parameter but id, owner and old_version in a CAST) as a Prepared
+    named after its text, so each shape is PREPAREd once per connection."""
+    params = tuple(dict.fromkeys(_PYFORMAT.findall(sql)))
+    types = {**_BARE_TYPES, **dict(_CAST.findall(sql))}
+    digest = hashlib.sha256(sql.encode()).hexdigest()[:16]
+    return Prepared(
+        name=f"blogstore_article_{digest}",
+        body=_PYFORMAT.sub(lambda m: f"${params.index(m.group(1)) + 1}", sql),
+        params=params, types=tuple(types[p] for p in params), writes=label.startswith("UPDATE"),
+        label=label,
+    )  # fmt: skip
 
 
 @functools.lru_cache(maxsize=256)
