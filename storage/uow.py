@@ -72,6 +72,7 @@ _NO_FLUSH = "set_config('synchronous_commit', 'off', true)"
 _CUSTOM_PLANS = "set_config('plan_cache_mode', 'force_custom_plan', true)"
 _GENERIC_PLANS = "set_config('plan_cache_mode', 'force_generic_plan', true)"
 _PLACEHOLDER = re.compile(r"(?<![\w$])\$(\d+)\b")  # $n, not inside an identifier
+_PYFORMAT = re.compile(r"%\((\w+)\)s")  # %(name)s
 
 
 # Around each Database.query round trip: given the statement and the caller, a context manager
@@ -124,6 +125,15 @@ class Prepared:
         body = self.body.replace("%", "%%")  # the string also carries pyformat parameters
         prepare_sql = f"PREPARE {self.name} ({', '.join(self.types)}) AS {body}; "
         return self._prefix + prepare_sql + execute
+
+    @classmethod
+    def from_pyformat(cls, name: str, sql: str, types: dict[str, str], **options: Any) -> Prepared:
+        """`sql` written for the session (%(name)s parameters) as a Prepared: each parameter
+        becomes $n in order of first use, typed by `types`."""
+        params = tuple(dict.fromkeys(_PYFORMAT.findall(sql)))
+        number = {param: n for n, param in enumerate(params, 1)}
+        body = _PYFORMAT.sub(lambda m: f"${number[m.group(1)]}", sql)
+        return cls(name, body, params, tuple(types[p] for p in params), **options)
 
     @cached_property
     def unprepared_sql(self) -> str:

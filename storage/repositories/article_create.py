@@ -14,7 +14,6 @@ wp_post_id), or a deadlock, means nothing was written: the caller then runs the 
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from storage.actors import Caller
@@ -29,25 +28,19 @@ from storage.repositories.article_inserts import (
 from storage.repositories.articles import NewArticle, first_slug
 from storage.uow import Database, Prepared
 
-_PYFORMAT = re.compile(r"%\((\w+)\)s")
 # The audit event's and the owner check's parameters (the article's are its columns').
 _OTHER_TYPES = {
     "actor_kind": "text", "actor_id": "uuid", "actor_name": "text", "audit_request_id": "text",
 }  # fmt: skip
 
 
-def _prepared() -> Prepared:
-    params = tuple(dict.fromkeys(_PYFORMAT.findall(INSERT_ONE)))
-    body = _PYFORMAT.sub(lambda m: f"${params.index(m.group(1)) + 1}", INSERT_ONE)
-    types = {**COLUMN_TYPES, **_OTHER_TYPES}
-    return Prepared(
-        name="blogstore_create_article", body=body, params=params,
-        types=tuple(types[p] for p in params), writes=True,
-        label="INSERT articles",  # as the slow-query log named it on the session
-    )  # fmt: skip
-
-
-INSERT_NOW = _prepared()
+INSERT_NOW = Prepared.from_pyformat(
+    "blogstore_create_article",
+    INSERT_ONE,
+    {**COLUMN_TYPES, **_OTHER_TYPES},
+    writes=True,
+    label="INSERT articles",  # as the slow-query log named it on the session
+)
 
 
 def create_now(db: Database, caller: Caller, item: NewArticle) -> Any | None:

@@ -53,11 +53,10 @@ def _sql_type(name: str) -> str:
     return "text" if compiled.startswith("VARCHAR") else compiled.lower()
 
 
-_TYPES = {name: _sql_type(name) for name in INSERT_COLUMNS}
-COLUMN_TYPES = _TYPES  # for article_create.py
+COLUMN_TYPES = {name: _sql_type(name) for name in INSERT_COLUMNS}
 _VALUES = ", ".join(
     "CASE WHEN %(status)s = 'published' THEN now() END" if name == "publish_time"
-    else f"CAST(%({name})s AS {_TYPES[name]})"
+    else f"CAST(%({name})s AS {COLUMN_TYPES[name]})"
     for name in INSERT_COLUMNS
 )  # fmt: skip
 _COLUMNS = ", ".join(INSERT_COLUMNS)
@@ -88,7 +87,7 @@ _LONG = ("content_markdown", "content_html")
 CREATE_STAGE = (
     f"DROP TABLE IF EXISTS pg_temp.{_STAGE}; "
     f"CREATE TEMPORARY TABLE {_STAGE} ("
-    + ", ".join(f"{name} {_TYPES[name]}" for name in INSERT_COLUMNS)
+    + ", ".join(f"{name} {COLUMN_TYPES[name]}" for name in INSERT_COLUMNS)
     + ") ON COMMIT DROP; "
     + "".join(f"ALTER TABLE {_STAGE} ALTER COLUMN {n} SET STORAGE EXTERNAL; " for n in _LONG)
 )

@@ -88,7 +88,8 @@ def load_now(db: Database, caller: Caller, article_id: uuid.UUID, *, content: bo
     """load() in a statement of its own (Database.query: prepared, autocommit). The update
     after it checks the version it read, as in one unit of work (neither locks the row)."""
     params = {"id": article_id, "owner": caller.actor.owner_scope()}
-    rows = db.query(caller, _prepared(_load_sql(caller.actor, content), "SELECT articles"), params)
+    statement = _prepared(_load_sql(caller.actor, content), "SELECT articles", writes=False)
+    rows = db.query(caller, statement, params)
     if not rows:
         raise NotFound("article", article_id)
     return rows[0]
@@ -100,7 +101,7 @@ def update_now(
 ) -> Any:  # fmt: skip
     """update() in one round trip of its own, committed (Database.query)."""
     sql, params = _planned(caller, article, version, changes, step, audit)
-    rows = db.query(caller, _prepared(sql, "UPDATE articles"), params)
+    rows = db.query(caller, _prepared(sql, "UPDATE articles", writes=True), params)
     if not rows:  # a concurrent change moved the version after the read
         raise Conflict("the article changed meanwhile (stale etag)")
     return rows[0]
@@ -134,24 +135,19 @@ def _planned(
     return _statement(tuple(given), computed), params
 
 
-_PYFORMAT = re.compile(r"%\((\w+)\)s")
 _CAST = re.compile(r"CAST\(%\((\w+)\)s AS ([^)]+)\)")
 _BARE_TYPES = {"id": "uuid", "owner": "uuid", "old_version": "integer"}
 
 
 @functools.lru_cache(maxsize=256)
-def _prepared(sql: str, label: str) -> Prepared:
-    """`sql` (pyformat, every parameter but id, owner and old_version in a CAST) as a Prepared
-    named after its text, so each shape is PREPAREd once per connection."""
-    params = tuple(dict.fromkeys(_PYFORMAT.findall(sql)))
+def _prepared(sql: str, label: str, *, writes: bool) -> Prepared:
+    """`sql` (every parameter but id, owner and old_version in a CAST) as a Prepared named
+    after its text, so each shape is PREPAREd once per connection."""
     types = {**_BARE_TYPES, **dict(_CAST.findall(sql))}
     digest = hashlib.sha256(sql.encode()).hexdigest()[:16]
-    return Prepared(
-        name=f"blogstore_article_{digest}",
-        body=_PYFORMAT.sub(lambda m: f"${params.index(m.group(1)) + 1}", sql),
-        params=params, types=tuple(types[p] for p in params), writes=label.startswith("UPDATE"),
-        label=label,
-    )  # fmt: skip
+    return Prepared.from_pyformat(
+        f"blogstore_article_{digest}", sql, types, writes=writes, label=label
+    )
 
 
 @functools.lru_cache(maxsize=256)
