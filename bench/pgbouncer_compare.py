@@ -16,7 +16,7 @@ from typing import Any
 
 import psutil
 
-from bench.compare import cell, merge, round_median, side_cells
+from bench.compare import calls_ratio, cell, merge, round_median, side_cells
 from bench.pgbouncer import PgBouncer
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, start_server
@@ -88,7 +88,7 @@ def pgbouncer_compare(harness: Any, rounds: int | None = None) -> None:
 def judge(report: dict, result: dict) -> None:
     sides = result["sides"]
     pooled, direct = sides[POOLED], sides[DIRECT]
-    ratio = pooled["calls_per_s"] / direct["calls_per_s"] if direct["calls_per_s"] else 0.0
+    ratio = calls_ratio(pooled, direct)
     result["pooled_vs_direct"] = ratio
     result["pooled_vs_direct_round_median"] = round_median(pooled, direct)
     label = f"GetArticle x{result['concurrency']}"
@@ -109,9 +109,9 @@ def markdown(report: dict) -> str:
         "|---|--:|---|--:|---|--:|--:|--:|--:|--:|",
     ]
     for result in report.get("pgbouncer_compare", []):
-        direct = result["sides"][DIRECT]["calls_per_s"]
+        direct = result["sides"][DIRECT]
         for name, s in result["sides"].items():
-            ratio = s["calls_per_s"] / direct if direct else 0.0
+            ratio = calls_ratio(s, direct)
             shown = f"**{ratio:.3f}**" if name == POOLED else f"{ratio:.3f}"
             bouncer = cell(result["pgbouncer_cpu_ms_per_call_max"], ".3f") if name == POOLED else ""
             lines.append(

@@ -22,7 +22,7 @@ from typing import Any
 
 import psycopg2
 
-from bench.compare import merge, round_median, side_cells
+from bench.compare import calls_ratio, merge, round_median, side_cells
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, start_server
 
@@ -102,7 +102,7 @@ def _replica_transactions(replica_url: str) -> int:
 def judge(report: dict, result: dict) -> None:
     sides = result["sides"]
     replica, primary = sides[REPLICA], sides[PRIMARY]
-    ratio = replica["calls_per_s"] / primary["calls_per_s"] if primary["calls_per_s"] else 0.0
+    ratio = calls_ratio(replica, primary)
     result["replica_vs_primary"] = ratio
     result["round_median"] = round_median(replica, primary)
     label = f"{result['scenario']} x{result['concurrency']}"

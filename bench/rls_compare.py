@@ -17,7 +17,7 @@ import grpc
 import psycopg2
 from blogstore.v1 import users_pb2, users_pb2_grpc
 
-from bench.compare import merge, round_median, side_cells
+from bench.compare import calls_ratio, merge, round_median, side_cells
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, start_server
 from storage.lifecycle.pgtools import one_row
@@ -95,7 +95,7 @@ def _user(harness: Any, service_key: str) -> tuple[str, dict]:
 def judge(report: dict, result: dict) -> None:
     sides = result["sides"]
     on, off = sides[ON], sides[OFF]
-    ratio = on["calls_per_s"] / off["calls_per_s"] if off["calls_per_s"] else 0.0
+    ratio = calls_ratio(on, off)
     result["on_vs_off"] = ratio
     result["on_vs_off_round_median"] = round_median(on, off)
     label = f"{result['scenario']} as {result['principal']} x{result['concurrency']}"
