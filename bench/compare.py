@@ -105,9 +105,8 @@ def judge(report: dict, result: dict) -> None:
 
 def markdown(report: dict) -> str:
     lines = [
-        "| in flight | side | calls/s | per round | p50 ms | p95 ms | server CPU ms/call "
-        "| other CPU % | on / off |",
-        "|--:|---|--:|---|--:|--:|--:|--:|--:|",
+        f"| in flight | side | {SIDE_HEADER} | other CPU % | on / off |",
+        f"|--:|---|{SIDE_ALIGN}|--:|--:|",
     ]
     for result in report.get("metrics_compare", []):
         for name, s in result["sides"].items():
@@ -141,8 +140,13 @@ def round_median(side: dict, base: dict) -> float | None:
     return statistics.median(ratios) if ratios else None
 
 
+# The columns side_cells() fills, and their alignment row.
+SIDE_HEADER = "calls/s | per round | p50 ms | p95 ms | server CPU ms/call"
+SIDE_ALIGN = "--:|---|--:|--:|--:"
+
+
 def side_cells(side: dict) -> str:
-    """A side's `calls/s | per round | p50 ms | p95 ms | server CPU ms/call` table cells."""
+    """A side's SIDE_HEADER table cells."""
     return (
         f"{side['calls_per_s']:.1f} | {', '.join(f'{x:.0f}' for x in side['rounds_calls_per_s'])} "
         f"| {cell(side['p50_ms'])} | {cell(side['p95_ms'])} "

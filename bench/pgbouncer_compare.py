@@ -16,7 +16,15 @@ from typing import Any
 
 import psutil
 
-from bench.compare import calls_ratio, cell, merge, round_median, side_cells
+from bench.compare import (
+    SIDE_ALIGN,
+    SIDE_HEADER,
+    calls_ratio,
+    cell,
+    merge,
+    round_median,
+    side_cells,
+)
 from bench.pgbouncer import PgBouncer
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, start_server
@@ -104,9 +112,8 @@ def judge(report: dict, result: dict) -> None:
 
 def markdown(report: dict) -> str:
     lines = [
-        "| scenario | in flight | side | calls/s | per round | p50 ms | p95 ms "
-        "| server CPU ms/call | PgBouncer CPU ms/call | / direct |",
-        "|---|--:|---|--:|---|--:|--:|--:|--:|--:|",
+        f"| scenario | in flight | side | {SIDE_HEADER} | PgBouncer CPU ms/call | / direct |",
+        f"|---|--:|---|{SIDE_ALIGN}|--:|--:|",
     ]
     for result in report.get("pgbouncer_compare", []):
         direct = result["sides"][DIRECT]

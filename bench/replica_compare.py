@@ -22,7 +22,14 @@ from typing import Any
 
 import psycopg2
 
-from bench.compare import calls_ratio, merge, round_median, side_cells
+from bench.compare import (
+    SIDE_ALIGN,
+    SIDE_HEADER,
+    calls_ratio,
+    merge,
+    round_median,
+    side_cells,
+)
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, start_server
 
@@ -118,9 +125,9 @@ def judge(report: dict, result: dict) -> None:
 
 def markdown(report: dict) -> str:
     lines = [
-        "| scenario | in flight | side | calls/s | per round | p50 ms | p95 ms "
-        "| server CPU ms/call | replica / primary | load (1, 5, 15 min) |",
-        "|---|--:|---|--:|---|--:|--:|--:|--:|---|",
+        f"| scenario | in flight | side | {SIDE_HEADER} | replica / primary "
+        "| load (1, 5, 15 min) |",
+        f"|---|--:|---|{SIDE_ALIGN}|--:|---|",
     ]
     for result in report.get("replica_compare", []):
         for name, s in result["sides"].items():

@@ -17,7 +17,14 @@ import grpc
 import psycopg2
 from blogstore.v1 import users_pb2, users_pb2_grpc
 
-from bench.compare import calls_ratio, merge, round_median, side_cells
+from bench.compare import (
+    SIDE_ALIGN,
+    SIDE_HEADER,
+    calls_ratio,
+    merge,
+    round_median,
+    side_cells,
+)
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, start_server
 from storage.lifecycle.pgtools import one_row
@@ -110,9 +117,8 @@ def judge(report: dict, result: dict) -> None:
 
 def markdown(report: dict) -> str:
     lines = [
-        "| scenario | principal | in flight | side | calls/s | per round | p50 ms | p95 ms "
-        "| server CPU ms/call | on / off |",
-        "|---|---|--:|---|--:|---|--:|--:|--:|--:|",
+        f"| scenario | principal | in flight | side | {SIDE_HEADER} | on / off |",
+        f"|---|---|--:|---|{SIDE_ALIGN}|--:|",
     ]
     for result in report.get("rls_compare", []):
         for name, s in result["sides"].items():
