@@ -24,7 +24,7 @@ from grpc_status import rpc_status
 
 from bench.run import SERVER_ENV
 from bench.scenarios import BATCH_SIZE, CHANNEL_OPTIONS, Batch
-from bench.servers import start_server
+from bench.servers import RssSampler, start_server
 
 THREADS = 8
 SECONDS = 90.0
@@ -45,34 +45,6 @@ def retry_delay(error: grpc.RpcError) -> float | None:
     return None
 
 
-class _Sampler(threading.Thread):
-    """RSS of the server's process tree, in MB, every `interval` seconds."""
-
-    def __init__(self, server: Any, interval: float) -> None:
-        super().__init__(daemon=True)
-        self.server, self.interval = server, interval
-        self.samples: list[float] = []
-        self._stop_event = threading.Event()
-
-    def sample(self) -> float:
-        total = 0
-        for proc in self.server.processes():
-            try:
-                total += proc.memory_info().rss
-            except Exception:  # noqa: BLE001,S112 - a process that just ended
-                continue
-        return total / 2**20
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.samples.append(self.sample())
-            self._stop_event.wait(self.interval)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
-
-
 def _live_articles(url: str) -> int:
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) FROM articles")
@@ -91,7 +63,7 @@ def import_rss(
     server = start_server(harness.url, key=key, extra_env=env)
     harness.server = server
     time.sleep(2.0)
-    sampler = _Sampler(server, interval)
+    sampler = RssSampler(server, interval)
     idle = sampler.sample()
     before = _live_articles(harness.url)
     counts = {"calls": 0, "articles": 0, "retried": {}, "errors": {}}

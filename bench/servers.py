@@ -249,21 +249,24 @@ def machine_busy() -> float:
 
 
 class RssSampler(threading.Thread):
-    """Samples the RSS of `managed`'s process tree every `interval` seconds; keeps peaks."""
+    """Samples the RSS of `managed`'s process tree every `interval` seconds; keeps peaks,
+    and each periodic sample's total in MB (`samples`)."""
 
     def __init__(self, managed: Managed, interval: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.managed, self.interval = managed, interval
         self.peak_total = 0
         self.peak_process = 0
+        self.samples: list[float] = []
         self._stop_event = threading.Event()
 
     def run(self) -> None:
         while not self._stop_event.is_set():
-            self.sample()
+            self.samples.append(self.sample())
             self._stop_event.wait(self.interval)
 
-    def sample(self) -> None:
+    def sample(self) -> float:
+        """The tree's RSS now, in MB."""
         total = 0
         for proc in self.managed.processes():
             with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
@@ -271,6 +274,7 @@ class RssSampler(threading.Thread):
                 total += rss
                 self.peak_process = max(self.peak_process, rss)
         self.peak_total = max(self.peak_total, total)
+        return total / 2**20
 
     def stop(self) -> tuple[float, float]:
         """(peak RSS of the tree, peak RSS of one process), in MB."""
