@@ -8,20 +8,24 @@ database wait for it, then go together as ONE call of blogstore_record_usage_bat
 Each call still gets exactly its own answer: its event, or its own refusal (each event is
 checked in order against the totals plus the accepted ones before it).
 
-The first call of a group leads it: it runs the statement for everyone and answers them,
-then hands the calls that gathered meanwhile to the first of them, which leads the next
-group. Two calls with one request_id never share a group (the second then sees the first
-committed, as it would alone). Should a group fail as a whole (anything unexpected, or the
-month changed by another process), its leader records each call alone, in order.
+A call that finds none of its key's calls in the database records itself at once, on its own
+thread. The calls that gathered meanwhile go to a drainer thread, which sends their group and
+then the next, back to back, for as long as the key's calls keep coming: the next statement
+leaves the moment the last is answered, with no thread to wake in between. Two calls with one
+request_id never share a group (the second then sees the first committed, as it would alone).
+Should a group fail as a whole (anything unexpected, or the month changed by another
+process), each of its calls is recorded alone, in order.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import datetime as dt
 import json
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,6 +39,12 @@ from storage.uow import Database
 MAX_GROUP = 64  # calls per statement: bounds the statement's size and its time
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DELTAS = ("cost_micros", "articles_generated", "input_tokens", "output_tokens", "api_calls")
+
+
+def _held() -> threading.Lock:
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
 
 
 @dataclass(frozen=True)
@@ -52,10 +62,10 @@ class Recorded:
 class _Call:
     caller: Caller
     values: dict[str, Any]
-    woken: threading.Event = field(default_factory=threading.Event)
+    context: contextvars.Context  # its deadline and trace: its group runs in its context
+    done: threading.Lock = field(default_factory=_held)  # released once answered
     answer: Recorded | None = None
     error: BaseException | None = None
-    group: list[_Call] | None = None  # set when this call is to lead `group`
     lsn: int | None = None  # the group's commit position (with replicas)
 
 
@@ -67,6 +77,9 @@ class UsageRecorder:
         self.default_limits = default_limits
         self._lock = threading.Lock()
         self._waiting: dict[tuple[Any, ...], list[_Call]] = {}  # a key here: a group runs
+        # Runs one key's groups back to back while its calls keep coming. Each group holds at
+        # least one request thread waiting, so there are never more busy keys than threads.
+        self._drainers = ThreadPoolExecutor(thread_name_prefix="usage-groups")
         self.groups = 0  # statements sent, and the calls they carried (tests, diagnostics)
         self.calls = 0
 
@@ -75,18 +88,23 @@ class UsageRecorder:
 
         Raises what the call alone would: QuotaExceeded, NotFound, InvalidArgument, ..."""
         key = (values["user_id"], values["month"], caller.actor)
-        call = _Call(caller, values)
+        call = _Call(caller, values, contextvars.copy_context())
         with self._lock:
             waiting = self._waiting.get(key)
             if waiting is None:
                 self._waiting[key] = []
-                call.group = [call]
             else:
                 waiting.append(call)
-        if call.group is None:
-            call.woken.wait()  # answered by a leader, or made the next one
-        if call.group is not None:
-            self._lead(key, call.group)
+        if waiting is None:  # none of this key's calls in the database: go at once, here
+            self._answer([call])
+            following = self._next(key)
+            if following:
+                try:
+                    self._drainers.submit(self._drain, key, following)
+                except RuntimeError:  # no new threads: the interpreter is exiting
+                    self._drain(key, following)
+        else:
+            call.done.acquire()  # answered by the drainer
         if call.lsn is not None:
             note_commit(call.lsn)
         if call.error is not None:
@@ -94,34 +112,43 @@ class UsageRecorder:
         assert call.answer is not None
         return call.answer
 
-    def _lead(self, key: tuple[Any, ...], group: list[_Call]) -> None:
-        """Record `group`, answer its calls, and hand on the calls that gathered meanwhile."""
+    def _drain(self, key: tuple[Any, ...], group: list[_Call]) -> None:
+        """Record `key`'s groups one after another on this thread, so that the next one
+        leaves as soon as the last is answered, until no call of the key is waiting."""
+        while group:
+            try:
+                group[0].context.run(self._answer, group)
+            finally:
+                for call in group:
+                    call.done.release()
+            group = self._next(key)
+
+    def _answer(self, group: list[_Call]) -> None:
+        """Record `group`: each call gets its answer or its error, whatever happens."""
         try:
             self._run(group)
         except BaseException as error:  # noqa: BLE001 - every call of the group gets it
             for call in group:
                 if call.answer is None and call.error is None:
                     call.error = error
-        finally:
-            with self._lock:
-                waiting = self._waiting[key]
-                following, seen, rest = [], set(), []
-                for call in waiting:
-                    request_id = call.values["request_id"]
-                    if request_id in seen or len(following) >= MAX_GROUP:
-                        rest.append(call)
-                    else:
-                        seen.add(request_id)
-                        following.append(call)
-                if following:
-                    self._waiting[key] = rest
-                    following[0].group = following
+
+    def _next(self, key: tuple[Any, ...]) -> list[_Call]:
+        """The calls of `key` that gathered meanwhile, as the next group (none: the key is
+        idle again). One request_id goes once per group: a repeat waits for the next."""
+        with self._lock:
+            following, seen, rest = [], set(), []
+            for call in self._waiting[key]:
+                request_id = call.values["request_id"]
+                if request_id in seen or len(following) >= MAX_GROUP:
+                    rest.append(call)
                 else:
-                    del self._waiting[key]
-            if following:  # first: the next group's round trip is the one others wait on
-                following[0].woken.set()
-            for call in group[1:]:
-                call.woken.set()
+                    seen.add(request_id)
+                    following.append(call)
+            if following:
+                self._waiting[key] = rest
+            else:
+                del self._waiting[key]
+        return following
 
     def _run(self, group: list[_Call]) -> None:
         self.groups += 1
