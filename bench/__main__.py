@@ -111,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         "--baseline-checkout) in rotating rounds (--rounds, default 3): issue 17's target",
     )
     run.add_argument(
+        "--usage-compare",
+        action="store_true",
+        help="only RecordUsage (one user, a fresh request id per call) against the no-op (and "
+        "--baseline-checkout) in rotating rounds (--rounds, default 3): issue 17's target",
+    )
+    run.add_argument(
         "--pgbouncer-compare",
         action="store_true",
         help="only GetArticle: direct, direct without PREPARE and through a PgBouncer of its "
@@ -213,6 +219,7 @@ def _run(args: argparse.Namespace) -> int:
         login_flood=args.login_flood,
         rls_compare=args.rls_compare,
         cache_compare=args.cache_compare,
+        usage_compare=args.usage_compare,
         pgbouncer_compare=args.pgbouncer_compare,
         import_rss=args.import_rss,
     )

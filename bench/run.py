@@ -95,6 +95,7 @@ class Options:
     login_flood: bool = False  # only GetCurrentUser, quiet vs under a login flood (flood.py)
     rls_compare: bool = False  # only GetArticle and ListArticles, RLS on vs off
     cache_compare: bool = False  # only GetArticle (both keys) vs the no-op, rounds
+    usage_compare: bool = False  # only RecordUsage vs the no-op, rounds
     replica_url: str | None = None  # only GetArticle and ListArticles, a replica vs none
     pgbouncer_compare: bool = False  # only GetArticle, through PgBouncer vs direct
     import_rss: bool = False  # only a continuous BatchCreateArticles import, RSS sampled
@@ -180,8 +181,11 @@ class Harness:
                 flood.login_flood(self, self.opts.baseline_checkout, self.opts.rounds)
             elif self.opts.rls_compare:
                 rls_compare.rls_compare(self, self.opts.rounds)
-            elif self.opts.cache_compare:
-                cache_compare.cache_compare(self, self.opts.baseline_checkout, self.opts.rounds)
+            elif self.opts.cache_compare or self.opts.usage_compare:
+                names = cache_compare.CACHE if self.opts.cache_compare else cache_compare.USAGE
+                cache_compare.cache_compare(
+                    self, names, self.opts.baseline_checkout, self.opts.rounds
+                )
             elif self.opts.replica_url:
                 replica_compare.replica_compare(self, self.opts.replica_url, self.opts.rounds)
             elif self.opts.pgbouncer_compare:
@@ -233,7 +237,9 @@ class Harness:
         two = self.opts.rls_compare or self.opts.replica_url
         names = ["GetArticle", "ListArticles first page"] if two else names
         if self.opts.cache_compare:
-            names = ["GetArticle", "GetArticle (user key)"]
+            names = list(cache_compare.CACHE)
+        if self.opts.usage_compare:
+            names = list(cache_compare.USAGE)
         if self.opts.import_rss:
             names = ["BatchCreateArticles"]
         chosen = [s for s in CATALOG if s.name in names]
