@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     # bandwidth-delay product. Off (default): windows stay 64 KB, so the batches waiting for a
     # slot hold ~nothing (issue 17); on: faster uploads of large requests over slow links.
     http2_bdp_probe: bool = False
+    # How long one user's next RecordUsage group may wait for the calls just answered to come
+    # back (storage/usage_batch.py): fuller groups, fewer statements and flushes.
+    usage_group_wait_ms: int = Field(5, ge=0, le=100)
 
     @field_validator("service_keys", mode="before")
     @classmethod

@@ -69,14 +69,26 @@ class _Call:
     lsn: int | None = None  # the group's commit position (with replicas)
 
 
+@dataclass
+class _Key:
+    """One key's calls waiting while a group of theirs is in the database."""
+
+    waiting: list[_Call] = field(default_factory=list)
+    expected: int = 0  # the drainer holds the next group until this many wait...
+    filled: threading.Lock | None = None  # ...released (by the call making it) when they do
+
+
 class UsageRecorder:
     """Records usage events, gathering one user's concurrent calls into groups."""
 
-    def __init__(self, db: Database, default_limits: tuple[int, int]) -> None:
+    def __init__(
+        self, db: Database, default_limits: tuple[int, int], group_wait: float = 0.0
+    ) -> None:
         self.db = db
         self.default_limits = default_limits
+        self.group_wait = group_wait  # seconds a group may wait for the calls coming back
         self._lock = threading.Lock()
-        self._waiting: dict[tuple[Any, ...], list[_Call]] = {}  # a key here: a group runs
+        self._keys: dict[tuple[Any, ...], _Key] = {}  # a key here: a group of it runs
         # Runs one key's groups back to back while its calls keep coming. Each group holds at
         # least one request thread waiting, so there are never more busy keys than threads.
         self._drainers = ThreadPoolExecutor(thread_name_prefix="usage-groups")
@@ -90,12 +102,15 @@ class UsageRecorder:
         key = (values["user_id"], values["month"], caller.actor)
         call = _Call(caller, values, contextvars.copy_context())
         with self._lock:
-            waiting = self._waiting.get(key)
-            if waiting is None:
-                self._waiting[key] = []
+            state = self._keys.get(key)
+            if state is None:
+                self._keys[key] = _Key()
             else:
-                waiting.append(call)
-        if waiting is None:  # none of this key's calls in the database: go at once, here
+                state.waiting.append(call)
+                if state.filled is not None and len(state.waiting) >= state.expected:
+                    state.filled.release()
+                    state.filled = None
+        if state is None:  # none of this key's calls in the database: go at once, here
             self._answer([call])
             following = self._next(key)
             if following:
@@ -114,14 +129,26 @@ class UsageRecorder:
 
     def _drain(self, key: tuple[Any, ...], group: list[_Call]) -> None:
         """Record `key`'s groups one after another on this thread, so that the next one
-        leaves as soon as the last is answered, until no call of the key is waiting."""
+        leaves as soon as the last is answered, until no call of the key is waiting.
+
+        The calls just answered are on their way back: their clients send the next ones. The
+        next group waits for them as well as for those already waiting, for at most
+        `group_wait` (commit_delay's idea): a user's calls in flight then go together, one
+        statement and one flush each time, instead of splitting into halves or thirds that
+        each pay for their own."""
         while group:
             try:
                 group[0].context.run(self._answer, group)
             finally:
                 for call in group:
                     call.done.release()
-            group = self._next(key)
+            group = self._next(key, returning=len(group))
+
+    @property
+    def waiting_calls(self) -> int:
+        """Calls waiting for a group of theirs to finish (tests, diagnostics)."""
+        with self._lock:
+            return sum(len(state.waiting) for state in self._keys.values())
 
     def _answer(self, group: list[_Call]) -> None:
         """Record `group`: each call gets its answer or its error, whatever happens."""
@@ -132,12 +159,21 @@ class UsageRecorder:
                 if call.answer is None and call.error is None:
                     call.error = error
 
-    def _next(self, key: tuple[Any, ...]) -> list[_Call]:
+    def _next(self, key: tuple[Any, ...], returning: int = 0) -> list[_Call]:
         """The calls of `key` that gathered meanwhile, as the next group (none: the key is
-        idle again). One request_id goes once per group: a repeat waits for the next."""
+        idle again), once `returning` more have come or `group_wait` has passed. One
+        request_id goes once per group: a repeat waits for the next."""
         with self._lock:
+            state = self._keys[key]
+            state.expected = min(len(state.waiting) + returning, MAX_GROUP)
+            wait = returning and self.group_wait > 0 and len(state.waiting) < state.expected
+            filled = state.filled = _held() if wait else None
+        if filled is not None:
+            filled.acquire(timeout=self.group_wait)
+        with self._lock:
+            state.filled = None
             following, seen, rest = [], set(), []
-            for call in self._waiting[key]:
+            for call in state.waiting:
                 request_id = call.values["request_id"]
                 if request_id in seen or len(following) >= MAX_GROUP:
                     rest.append(call)
@@ -145,9 +181,9 @@ class UsageRecorder:
                     seen.add(request_id)
                     following.append(call)
             if following:
-                self._waiting[key] = rest
+                state.waiting = rest
             else:
-                del self._waiting[key]
+                del self._keys[key]
         return following
 
     def _run(self, group: list[_Call]) -> None:

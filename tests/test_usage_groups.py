@@ -91,7 +91,7 @@ def gathered(recorder: UsageRecorder, first: dict[str, Any], rest: list[dict[str
     time.sleep(0.3)  # the first is in the database, waiting on the lock
     tail = [pool.submit(attempt, recorder, values) for values in rest]
     deadline = time.monotonic() + 10
-    while sum(len(w) for w in recorder._waiting.values()) < len(rest):
+    while recorder.waiting_calls < len(rest):
         assert time.monotonic() < deadline, "the calls did not gather"
         time.sleep(0.01)
     return pool, head, tail
@@ -203,6 +203,42 @@ def test_a_group_that_fails_as_a_whole_records_each_call_alone(recorder, user_id
     for values, answer in zip(good, [answers[0], *answers[2:]], strict=True):
         assert answer.created and answer.event.cost_micros == values["cost_micros"]
     assert answers[-1].totals.event_count == 5
+
+
+def drained_pair(recorder: UsageRecorder, user_id: uuid.UUID, hold_month) -> ThreadPoolExecutor:
+    """One call held in the database with two gathered behind it, all three answered: the
+    drainer has sent the two as a group and now waits for two calls to come back."""
+    release = hold_month()
+    pool, head, tail = gathered(recorder, event(user_id), [event(user_id), event(user_id)])
+    release()
+    assert not any(isinstance(f.result(timeout=10), Exception) for f in [head, *tail])
+    assert (recorder.groups, recorder.calls) == (2, 3)
+    time.sleep(0.2)  # the drainer is waiting for them
+    return pool
+
+
+def test_the_next_group_waits_for_the_calls_coming_back(engine, user_id, hold_month):
+    recorder = UsageRecorder(Database(engine), DEFAULTS, group_wait=30.0)
+    pool = drained_pair(recorder, user_id, hold_month)
+    back = [pool.submit(attempt, recorder, event(user_id))]
+    time.sleep(0.3)
+    assert recorder.groups == 2 and recorder.waiting_calls == 1  # one of two is back: waits
+    back.append(pool.submit(attempt, recorder, event(user_id)))
+    answers = [f.result(timeout=10) for f in back]  # long before the 30 s: both are back
+    pool.shutdown()
+    assert all(a.created for a in answers)
+    assert (recorder.groups, recorder.calls) == (3, 5)  # the two returning ones: one group
+
+
+def test_a_group_waits_no_longer_than_the_group_wait(engine, user_id, hold_month):
+    recorder = UsageRecorder(Database(engine), DEFAULTS, group_wait=0.5)
+    pool = drained_pair(recorder, user_id, hold_month)
+    started = time.monotonic()
+    alone = pool.submit(attempt, recorder, event(user_id)).result(timeout=10)
+    waited = time.monotonic() - started
+    pool.shutdown()
+    assert alone.created and (recorder.groups, recorder.calls) == (3, 4)
+    assert 0.2 <= waited < 5  # it waited (0.5 s from the drain's last answer), then went alone
 
 
 def test_concurrent_calls_near_the_limit_never_exceed_it(connect, new_account):
