@@ -82,16 +82,18 @@ class UsageRecorder:
     """Records usage events, gathering one user's concurrent calls into groups."""
 
     def __init__(
-        self, db: Database, default_limits: tuple[int, int], group_wait: float = 0.0
-    ) -> None:
+        self, db: Database, default_limits: tuple[int, int], group_wait: float = 0.0,
+        threads: int = 16,
+    ) -> None:  # fmt: skip
         self.db = db
         self.default_limits = default_limits
         self.group_wait = group_wait  # seconds a group may wait for the calls coming back
         self._lock = threading.Lock()
         self._keys: dict[tuple[Any, ...], _Key] = {}  # a key here: a group of it runs
-        # Runs one key's groups back to back while its calls keep coming. Each group holds at
-        # least one request thread waiting, so there are never more busy keys than threads.
-        self._drainers = ThreadPoolExecutor(thread_name_prefix="usage-groups")
+        # One drainer per busy key. A drainer with a group holds a request thread waiting, so
+        # as many as the server's request `threads` never keep a key's group from starting
+        # (one only waiting for calls to come back gives its thread up within group_wait).
+        self._drainers = ThreadPoolExecutor(threads, thread_name_prefix="usage-groups")
         self.groups = 0  # statements sent, and the calls they carried (tests, diagnostics)
         self.calls = 0
 

@@ -241,6 +241,19 @@ def test_a_group_waits_no_longer_than_the_group_wait(engine, user_id, hold_month
     assert 0.2 <= waited < 5  # it waited (0.5 s from the drain's last answer), then went alone
 
 
+def test_more_busy_users_than_drainers_are_all_answered(engine, new_account):
+    """Five users' calls at once with two drainer threads: a drain waits its turn, none
+    starves (a drainer only waiting for calls gives its thread up within the group wait)."""
+    recorder = UsageRecorder(Database(engine), DEFAULTS, group_wait=0.05, threads=2)
+    users = [uuid.UUID(new_account().id) for _ in range(5)]
+    with ThreadPoolExecutor(20) as pool:
+        futures = [pool.submit(attempt, recorder, event(u)) for _ in range(4) for u in users]
+        answers = [f.result(timeout=30) for f in futures]
+    assert all(a.created for a in answers)
+    for user in users:
+        assert max(a.totals.event_count for a in answers if a.event.user_id == user) == 4
+
+
 def test_concurrent_calls_near_the_limit_never_exceed_it(connect, new_account):
     """Through the server: 40 calls of one user at once against a limit of 13 of them."""
     service = usage_pb2_grpc.UsageServiceStub(connect(SERVICE_KEY))
