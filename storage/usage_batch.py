@@ -11,10 +11,11 @@ checked in order against the totals plus the accepted ones before it).
 A call that finds none of its key's calls in the database records itself at once, on its own
 thread. The calls that gathered meanwhile go to a drainer thread, which sends their group and
 then the next, back to back, for as long as the key's calls keep coming: the next statement
-leaves the moment the last is answered, with no thread to wake in between. Two calls with one
-request_id never share a group (the second then sees the first committed, as it would alone).
-Should a group fail as a whole (anything unexpected, or the month changed by another
-process), each of its calls is recorded alone, in order.
+leaves the moment the last is answered, with no thread to wake in between; and it waits up to
+`group_wait` for the calls it just answered to come back, so that they stay one group. Two
+calls with one request_id never share a group (the second then sees the first committed, as
+it would alone). Should a group fail as a whole (anything unexpected, or the month changed by
+another process), each of its calls is recorded alone, in order.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ _DELTAS = ("cost_micros", "articles_generated", "input_tokens", "output_tokens",
 
 
 def _held() -> threading.Lock:
+    """A lock already taken: acquire() waits for one release (a cheaper one-shot Event)."""
     lock = threading.Lock()
     lock.acquire()
     return lock
