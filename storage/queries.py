@@ -101,12 +101,13 @@ def _resolve(model: type[ApiKey] | type[AccessToken]) -> Prepared:
 _RESOLVE = {ApiKey: _resolve(ApiKey), AccessToken: _resolve(AccessToken)}
 
 
-# One user's RecordUsage calls for one month by one principal, as one statement (migration
-# 0023, storage/usage_batch.py): the events go as one JSON array. Named as the one-call
-# statement was, so slow-statement logs and metrics keep their name.
+# One user's RecordUsage calls for one month by one principal, as one statement (migrations
+# 0023 and 0024, storage/usage_batch.py): the events go as one JSON array; a plain group is
+# written without 0023's per-event loop. Named as the one-call statement was, so
+# slow-statement logs and metrics keep their name.
 _RECORD_USAGE = Prepared(
     name="blogstore_record_usage",
-    body="SELECT blogstore_record_usage_batch($1, $2, $3, $4, $5, $6, $7, $8) AS result",
+    body="SELECT blogstore_record_usage_plain($1, $2, $3, $4, $5, $6, $7, $8) AS result",
     params=("user_id", "month", "default_cost_limit", "default_article_limit", "actor_kind",
             "actor_id", "actor_name", "events"),
     types=("uuid", "date", "bigint", "bigint", "text", "uuid", "text", "jsonb"),
@@ -119,7 +120,7 @@ def record_usage_group(
     default_limits: tuple[int, int], events: str,
 ) -> dict[str, Any]:  # fmt: skip
     """Append `events` (a JSON array, in order) for one user and month in one round trip and
-    one transaction; the result is described in migration 0023."""
+    one transaction; the result is described in migration 0023 (0024 returns the same)."""
     actor = caller.actor
     params = {
         "user_id": user_id, "month": month, "default_cost_limit": default_limits[0],

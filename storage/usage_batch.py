@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from storage.actors import Caller
-from storage.errors import DomainError, own_error
+from storage.errors import DomainError, Retryable, own_error
 from storage.queries import record_usage_group
 from storage.replicas import committed, note_commit
 from storage.repositories.usage import Limits, MonthTotals
@@ -193,12 +193,14 @@ class UsageRecorder:
     def _run(self, group: list[_Call]) -> None:
         self.groups += 1
         self.calls += len(group)
-        if len(group) == 1:
-            self._record(group)
-            return
         try:
             self._record(group)
-        except DomainError:  # the group as a whole failed: each call alone, in order
+        except DomainError as error:
+            if len(group) == 1 and not isinstance(error, Retryable):
+                raise
+            # The group as a whole failed, writing nothing: each call alone, in order. A call
+            # alone that was Retryable (a deadlock; its request_id claimed meanwhile by another
+            # process, migration 0024) goes once more: it then sees that claim.
             for call in group:
                 try:
                     self._record([call])

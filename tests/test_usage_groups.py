@@ -254,6 +254,38 @@ def test_more_busy_users_than_drainers_are_all_answered(engine, new_account):
         assert max(a.totals.event_count for a in answers if a.event.user_id == user) == 4
 
 
+def test_a_request_id_claimed_meanwhile_is_seen_as_claimed(recorder, engine, user_id):
+    """Another transaction claims the request_id after the plain group's check (0024): the
+    group writes nothing (40001) and the call, recorded once more, sees the claim (its event
+    gone: the request_id is free again, so the call is recorded, exactly once)."""
+    request_id = uuid.uuid4()
+    with engine.connect() as other:
+        claim = other.begin()
+        other.execute(
+            text(
+                "INSERT INTO usage_request_ids (user_id, request_id, event_id, event_time) "
+                "VALUES (:u, :r, gen_random_uuid(), now())"
+            ),
+            {"u": user_id, "r": request_id},
+        )
+        with ThreadPoolExecutor(1) as pool:
+            future = pool.submit(attempt, recorder, event(user_id, request_id=request_id))
+            time.sleep(0.5)  # the group waits on the uncommitted claim
+            claim.commit()
+            answer = future.result(timeout=10)
+    assert not isinstance(answer, Exception), answer
+    assert answer.created and answer.totals.event_count == 1
+    assert recorder.groups == 1 and recorder.calls == 1
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT count(*) FROM usage_events WHERE user_id = :u"), {"u": user_id}
+        ).scalar()
+        month = connection.execute(
+            text("SELECT event_count FROM usage_monthly WHERE user_id = :u"), {"u": user_id}
+        ).scalar()
+    assert rows == 1 and month == 1
+
+
 def test_concurrent_calls_near_the_limit_never_exceed_it(connect, new_account):
     """Through the server: 40 calls of one user at once against a limit of 13 of them."""
     service = usage_pb2_grpc.UsageServiceStub(connect(SERVICE_KEY))
