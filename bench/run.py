@@ -182,9 +182,8 @@ class Harness:
             elif self.opts.rls_compare:
                 rls_compare.rls_compare(self, self.opts.rounds)
             elif self.opts.cache_compare or self.opts.usage_compare:
-                names = cache_compare.CACHE if self.opts.cache_compare else cache_compare.USAGE
                 cache_compare.cache_compare(
-                    self, names, self.opts.baseline_checkout, self.opts.rounds
+                    self, self.plan(), self.opts.baseline_checkout, self.opts.rounds
                 )
             elif self.opts.replica_url:
                 replica_compare.replica_compare(self, self.opts.replica_url, self.opts.rounds)
