@@ -204,8 +204,8 @@ class UsageRecorder:
             for call in group:
                 try:
                     self._record([call])
-                except DomainError as error:
-                    call.error = error
+                except DomainError as refusal:
+                    call.error = refusal
 
     def _record(self, group: list[_Call]) -> None:
         """One statement for `group`; a refused call gets its error, the others their answer.
