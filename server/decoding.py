@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+import grpc._server
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError
 
@@ -25,6 +26,7 @@ from storage.errors import InvalidArgument
 BODY = "(request body)"  # the field violation's name when no one field is to blame
 _KINDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 _AS_STREAM = {"unary_unary": "stream_unary", "unary_stream": "stream_stream"}
+_STATUS = getattr(grpc._server, "_status", None)  # send_unary's one batch, while grpcio has it
 
 
 def kind_of(handler: grpc.RpcMethodHandler) -> str:
@@ -32,14 +34,19 @@ def kind_of(handler: grpc.RpcMethodHandler) -> str:
 
 
 def as_raw_stream(
-    handler: grpc.RpcMethodHandler, behavior: Callable[..., Any]
+    handler: grpc.RpcMethodHandler, behavior: Callable[..., Any], *, deferred: bool = False
 ) -> grpc.RpcMethodHandler:
     """`handler` with `behavior` as a request stream of raw bytes (no deserializer), whose
-    answers may also be bytes already encoded (GetArticle's cache keeps its replies so)."""
+    answers may also be bytes already encoded (GetArticle's cache keeps its replies so).
+
+    `deferred`: a unary method answered later by another thread (send_unary), served as a
+    non-blocking response stream; on the wire a unary answer and a stream of one message are
+    the same."""
     kind = kind_of(handler)
-    new_kind = _AS_STREAM.get(kind, kind)
+    new_kind = "stream_stream" if deferred else _AS_STREAM.get(kind, kind)
     return handler._replace(  # type: ignore[attr-defined]
         request_streaming=True,
+        response_streaming=deferred or handler.response_streaming,
         request_deserializer=None,
         response_serializer=_bytes_or(handler.response_serializer),
         **{kind: None, new_kind: behavior},
@@ -55,6 +62,22 @@ def _bytes_or(serialize: Callable[[Any], bytes] | None) -> Callable[[Any], bytes
         return response if response.__class__ is bytes else serialize(response)
 
     return encode
+
+
+def send_unary(context: grpc.ServicerContext, send: Callable[[Any], None], response: Any) -> None:
+    """Answer a deferred unary call (as_raw_stream) with `response` and OK.
+
+    As grpcio answers a unary call: the message and the status in one batch, not waited for.
+    That needs grpcio's internals (grpc._server._status, the context's call and state); should
+    they change, through the stream's public callback instead: the message, waited for until
+    it is sent, then the status."""
+    state = getattr(context, "_state", None)
+    if _STATUS is None or state is None or not hasattr(state, "condition"):
+        send(response)
+        send(None)
+        return
+    payload = response if response.__class__ is bytes else response.SerializeToString()
+    _STATUS(context._rpc_event, state, payload)  # type: ignore[attr-defined]
 
 
 def read_raw(requests: Iterator[bytes]) -> bytes:

@@ -122,11 +122,14 @@ class RequestInterceptor(grpc.ServerInterceptor):
         kind = decoding.kind_of(handler)
         behavior, rpc = getattr(handler, kind), self.telemetry.rpc(method, _GRPC_TYPES[kind])
         read = self._reader(handler)
-        if kind == "unary_stream" and getattr(behavior, "experimental_non_blocking", 0):
+        deferred = kind == "unary_unary" and getattr(behavior, "deferred_reply", False)
+        if deferred or (
+            kind == "unary_stream" and getattr(behavior, "experimental_non_blocking", False)
+        ):
             # Not traced by OpenTelemetry's interceptor: its span would end when the handler
-            # returns, at once; _wrap_non_blocking keeps its own span open to the stream's end.
-            wrapped = self._wrap_non_blocking(method, rpc, behavior, read)
-            self._handlers[method] = decoding.as_raw_stream(handler, wrapped)
+            # returns, at once; _wrap_non_blocking keeps its own span open to the call's end.
+            wrapped = self._wrap_non_blocking(method, rpc, behavior, read, unary=deferred)
+            self._handlers[method] = decoding.as_raw_stream(handler, wrapped, deferred=deferred)
             return self._handlers[method]
         if handler.response_streaming:
             wrapped = self._wrap_stream(method, rpc, behavior, read)
@@ -191,17 +194,25 @@ class RequestInterceptor(grpc.ServerInterceptor):
         return stream
 
     def _wrap_non_blocking(
-        self, method: str, rpc: Any, behavior: Callable[..., Any], read: Callable[[Any, _Call], Any]
+        self,
+        method: str,
+        rpc: Any,
+        behavior: Callable[..., Any],
+        read: Callable[[Any, _Call], Any],
+        *,
+        unary: bool = False,
     ) -> Callable[..., Any]:
-        """A stream whose handler returns at once and sends later (no worker held).
+        """A call whose handler returns at once and answers later (no worker held).
 
-        It ends when the server sends its end (send(None), with the code set on the context)
-        or when the client goes away; grpcio then runs the context's callbacks, where the call
-        is counted and logged.
+        A stream's handler gets `send` (a message; None ends the stream, with the code set on
+        the context). A deferred unary method's (`deferred_reply`, served as a stream) gets
+        `reply`: its one answer, or the exception the call ends with, mapped by the error
+        table like any handler's. The call ends when its end is sent or its client goes away;
+        grpcio then runs the context's callbacks, where the call is counted and logged.
         """
         tracing = self.telemetry.tracing
 
-        @functools.wraps(behavior)  # keeps experimental_non_blocking for grpcio
+        @functools.wraps(behavior)
         def non_blocking(
             requests: Any, context: grpc.ServicerContext, send_response_callback: Any = None
         ) -> None:
@@ -217,6 +228,18 @@ class RequestInterceptor(grpc.ServerInterceptor):
                     _keep_request_id(context, call.caller.request_id)
                 send_response_callback(response)
 
+            def reply(answer: Any) -> None:
+                if isinstance(answer, Exception):
+                    status = self._failure_status(method, call.caller.request_id, answer)
+                    context.set_code(status.code)
+                    context.set_details(status.details)
+                    context.set_trailing_metadata(status.trailing_metadata)
+                    send(None)
+                else:
+                    _send_consistency_token(context)
+                    call.ended = True
+                    decoding.send_unary(context, send_response_callback, answer)
+
             def finished() -> None:
                 code = context.code()  # pyright: ignore[reportAttributeAccessIssue]  # grpc 1.38+
                 if code is None:
@@ -230,11 +253,12 @@ class RequestInterceptor(grpc.ServerInterceptor):
                 finished()  # already over (cancelled before it started)
             try:
                 with self._serving(call, context):
-                    behavior(read(requests, call), context, send)
+                    behavior(read(requests, call), context, reply if unary else send)
             finally:
                 if token is not None and tracing is not None:
                     tracing.detach(token)
 
+        non_blocking.experimental_non_blocking = True  # type: ignore[attr-defined]
         return non_blocking
 
     def _begin(self, method: str, rpc: Any, context: grpc.ServicerContext) -> _Call:

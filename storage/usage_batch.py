@@ -24,8 +24,10 @@ import contextvars
 import dataclasses
 import datetime as dt
 import json
+import logging
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,6 +39,7 @@ from storage.replicas import committed, note_commit
 from storage.repositories.usage import Limits, MonthTotals
 from storage.uow import Database
 
+log = logging.getLogger(__name__)
 MAX_GROUP = 64  # calls per statement: bounds the statement's size and its time
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _DELTAS = ("cost_micros", "articles_generated", "input_tokens", "output_tokens", "api_calls")
@@ -58,6 +61,11 @@ class Recorded:
     totals: MonthTotals
     limits: Limits
     created: bool
+    lsn: int | None = None  # the commit's WAL position (with replicas): the consistency token
+
+
+# What a call's outcome goes to: its answer, or what the call alone would have raised.
+Done = Callable[[Recorded | BaseException], None]
 
 
 @dataclass
@@ -65,10 +73,17 @@ class _Call:
     caller: Caller
     values: dict[str, Any]
     context: contextvars.Context  # its deadline and trace: its group runs in its context
-    done: threading.Lock = field(default_factory=_held)  # released once answered
+    done: Done  # called once, in `context`, on the thread that recorded the call's group
     answer: Recorded | None = None
     error: BaseException | None = None
-    lsn: int | None = None  # the group's commit position (with replicas)
+
+    def finish(self) -> None:
+        outcome = self.error if self.error is not None else self.answer
+        assert outcome is not None
+        try:
+            self.done(outcome)
+        except Exception:  # one call's reply must not keep the others' back
+            log.exception("answering a RecordUsage call failed")
 
 
 @dataclass
@@ -100,11 +115,29 @@ class UsageRecorder:
         self.calls = 0
 
     def record(self, caller: Caller, values: dict[str, Any]) -> Recorded:
-        """Append the event `values` (server/convert/usage.py record_values) for `caller`.
+        """Append the event `values` (server/convert/usage.py record_values) for `caller`,
+        waiting for it. Raises what the call alone would: QuotaExceeded, NotFound, ..."""
+        answered = _held()
+        outcomes: list[Recorded | BaseException] = []
 
-        Raises what the call alone would: QuotaExceeded, NotFound, InvalidArgument, ..."""
+        def done(outcome: Recorded | BaseException) -> None:
+            outcomes.append(outcome)
+            answered.release()
+
+        self.submit(caller, values, done)
+        answered.acquire()
+        if isinstance(outcomes[0], BaseException):
+            raise outcomes[0]
+        if outcomes[0].lsn is not None:
+            note_commit(outcomes[0].lsn)
+        return outcomes[0]
+
+    def submit(self, caller: Caller, values: dict[str, Any], done: Done) -> None:
+        """Append the event `values` for `caller`; `done` gets the outcome, perhaps on another
+        thread (a drainer's) and after this returns. A call that finds none of its key's calls
+        in the database is recorded here, at once."""
         key = (values["user_id"], values["month"], caller.actor)
-        call = _Call(caller, values, contextvars.copy_context())
+        call = _Call(caller, values, contextvars.copy_context(), done)
         with self._lock:
             state = self._keys.get(key)
             if state is None:
@@ -114,22 +147,16 @@ class UsageRecorder:
                 if state.filled is not None and len(state.waiting) >= state.expected:
                     state.filled.release()
                     state.filled = None
-        if state is None:  # none of this key's calls in the database: go at once, here
-            self._answer([call])
-            following = self._next(key)
-            if following:
-                try:
-                    self._drainers.submit(self._drain, key, following)
-                except RuntimeError:  # no new threads: the interpreter is exiting
-                    self._drain(key, following)
-        else:
-            call.done.acquire()  # answered by the drainer
-        if call.lsn is not None:
-            note_commit(call.lsn)
-        if call.error is not None:
-            raise call.error
-        assert call.answer is not None
-        return call.answer
+        if state is not None:
+            return  # the drainer answers it
+        self._answer([call])
+        call.context.run(call.finish)
+        following = self._next(key)
+        if following:
+            try:
+                self._drainers.submit(self._drain, key, following)
+            except RuntimeError:  # no new threads: the interpreter is exiting
+                self._drain(key, following)
 
     def _drain(self, key: tuple[Any, ...], group: list[_Call]) -> None:
         """Record `key`'s groups one after another on this thread, so that the next one
@@ -145,7 +172,7 @@ class UsageRecorder:
                 group[0].context.run(self._answer, group)
             finally:
                 for call in group:
-                    call.done.release()
+                    call.context.run(call.finish)
             group = self._next(key, returning=len(group))
 
     @property
@@ -234,7 +261,7 @@ class UsageRecorder:
             if outcome is None:
                 month = _totals(call.values, [t - a for t, a in zip(totals, after, strict=True)])
                 event = _Event(**call.values, id=item["id"], create_time=create_time)
-                answers.append(Recorded(event, month, limits, True))
+                answers.append(Recorded(event, month, limits, True, lsn))
                 for n, name in enumerate(_DELTAS):
                     after[n] += call.values[name]
                 after[5] += 1
@@ -246,9 +273,8 @@ class UsageRecorder:
                 first = _first_event(outcome["event"])
                 own = outcome["totals"] or [t - a for t, a in zip(totals, after, strict=True)]
                 month = _totals({"user_id": first.user_id, "month": first.month}, own)
-                answers.append(Recorded(first, month, limits, False))
+                answers.append(Recorded(first, month, limits, False, lsn))
         for call, answer in zip(group, reversed(answers), strict=True):
-            call.lsn = lsn
             if isinstance(answer, BaseException):
                 call.error = answer
             else:

@@ -356,3 +356,55 @@ def test_pipeline_totals_and_versions_in_a_group(engine, new_account, connect):
     got = pipelines.GetPipeline(pipelines_pb2.GetPipelineRequest(id=mine.id)).pipeline
     assert got.total_cost_micros == 28 and got.llm_tokens_used == 1 + 2 + 3 + 4
     assert got.api_calls_made == 2 and int(got.etag.strip('"')) == int(mine.etag.strip('"')) + 2
+
+
+def test_calls_waiting_for_their_group_hold_no_request_thread(connect, user_id, hold_month):
+    """RecordUsage is answered by the thread that records its group (server/interceptors.py,
+    deferred_reply): 30 calls of one principal waiting behind a held month row take none of
+    the 16 request threads (its fair share is 12), so the same principal is still served at
+    once meanwhile, and every waiting call is answered once the row is free."""
+    service = usage_pb2_grpc.UsageServiceStub(connect(SERVICE_KEY))
+    release = hold_month()
+
+    def call(i: int) -> Any:
+        request = usage_pb2.RecordUsageRequest(
+            user_id=str(user_id), request_id=str(uuid.uuid4()), service="openai", cost_micros=1
+        )
+        try:
+            return service.RecordUsage(request, timeout=30)
+        except grpc.RpcError as error:
+            return error.code()
+
+    with ThreadPoolExecutor(30) as pool:
+        calls = [pool.submit(call, i) for i in range(30)]
+        time.sleep(1.5)  # past the fair share's 1 s wait: a call held beyond it is refused
+        assert not any(c.done() for c in calls), "a call was answered while the row was held"
+        started = time.monotonic()
+        service.GetMonthlyUsage(usage_pb2.GetMonthlyUsageRequest(user_id=str(user_id)))
+        assert time.monotonic() - started < 1.0, "the principal's threads were taken"
+        release()
+        answers = [c.result() for c in calls]
+    assert all(isinstance(a, usage_pb2.RecordUsageResponse) for a in answers), answers
+    assert sorted(a.usage.event_count for a in answers) == list(range(2, 32))
+
+
+def test_a_deferred_answer_without_grpcio_internals(connect, user_id, monkeypatch):
+    """Should grpcio's internals change, RecordUsage answers through the stream's public
+    callback instead (server/decoding.send_unary): the same answer and request id."""
+    import server.decoding
+
+    monkeypatch.setattr(server.decoding, "_STATUS", None)
+    service = usage_pb2_grpc.UsageServiceStub(connect(SERVICE_KEY))
+    request = usage_pb2.RecordUsageRequest(
+        user_id=str(user_id), request_id=str(uuid.uuid4()), service="openai", cost_micros=5
+    )
+    answer, call = service.RecordUsage.with_call(request, metadata=(("x-request-id", "pub-1"),))
+    assert answer.event.request_id == request.request_id and answer.usage.cost_micros == 5
+    assert ("x-request-id", "pub-1") in call.trailing_metadata()
+    unknown = usage_pb2.RecordUsageRequest(
+        user_id=str(uuid.uuid4()), request_id=str(uuid.uuid4()), service="openai"
+    )
+    with pytest.raises(grpc.RpcError) as refused:  # refused by the group, after the handler
+        service.RecordUsage(unknown, metadata=(("x-request-id", "pub-2"),))
+    assert refused.value.code() == grpc.StatusCode.NOT_FOUND
+    assert ("x-request-id", "pub-2") in refused.value.trailing_metadata()

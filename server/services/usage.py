@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import uuid
+from collections.abc import Callable
 
 import grpc
 from blogstore.v1 import usage_pb2, usage_pb2_grpc
@@ -24,9 +26,10 @@ from server.convert.usage import (
 from server.paging import PageTokens, filter_key
 from server.validation import Violations, owner_id, page_size, parse_uuid
 from storage.errors import InvalidArgument, PermissionDenied
+from storage.replicas import note_commit
 from storage.repositories.usage import Limits, month_of
 from storage.uow import Database
-from storage.usage_batch import UsageRecorder
+from storage.usage_batch import Recorded, UsageRecorder
 
 
 class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
@@ -52,17 +55,20 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
         )
 
     def RecordUsage(
-        self, request: usage_pb2.RecordUsageRequest, context: grpc.ServicerContext
-    ) -> usage_pb2.RecordUsageResponse:
+        self,
+        request: usage_pb2.RecordUsageRequest,
+        context: grpc.ServicerContext,
+        reply: Callable[[usage_pb2.RecordUsageResponse | BaseException], None],
+    ) -> None:
+        """Deferred (server/interceptors.py): the thread that records the call's group sends
+        its answer, so a call waiting for its group holds no request thread, and a group's
+        answers leave one after another with no thread to wake for each."""
         caller = current_caller()
         user_id = owner_id("user_id", request.user_id, caller.actor)
         values = record_values(request, user_id, self.text_log)
+        self.recorder.submit(caller, values, functools.partial(_answer, reply))
 
-        recorded = self.recorder.record(caller, values)
-        return usage_pb2.RecordUsageResponse(
-            event=event_to_proto(recorded.event),
-            usage=month_to_proto(recorded.totals, recorded.limits),
-        )
+    RecordUsage.deferred_reply = True  # type: ignore[attr-defined]
 
     def CheckQuota(
         self, request: usage_pb2.CheckQuotaRequest, context: grpc.ServicerContext
@@ -213,3 +219,21 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
             effective_cost_limit_micros=effective.cost_micros,
             effective_article_limit=effective.articles,
         )
+
+
+def _answer(
+    reply: Callable[[usage_pb2.RecordUsageResponse | BaseException], None],
+    outcome: Recorded | BaseException,
+) -> None:
+    """RecordUsage's answer from the recorder's outcome (run in the call's own context)."""
+    if isinstance(outcome, BaseException):
+        reply(outcome)
+        return
+    if outcome.lsn is not None:
+        note_commit(outcome.lsn)  # the reply's consistency token
+    reply(
+        usage_pb2.RecordUsageResponse(
+            event=event_to_proto(outcome.event),
+            usage=month_to_proto(outcome.totals, outcome.limits),
+        )
+    )
