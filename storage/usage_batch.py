@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
 from storage.actors import Caller
@@ -281,10 +282,9 @@ class UsageRecorder:
                 call.answer = answer
 
 
-class _Event(dict):  # type: ignore[type-arg]
-    """A usage event's fields as attributes (what event_to_proto reads)."""
-
-    __getattr__ = dict.__getitem__
+class _Event(SimpleNamespace):
+    """A usage event's fields as attributes (what event_to_proto reads). Plain attributes: a
+    dict's __getattr__ would pay for a failed lookup on each of the reply's 25 reads."""
 
 
 def _item(i: int, call: _Call) -> dict[str, Any]:
@@ -304,8 +304,9 @@ def _totals(owner: dict[str, Any], numbers: list[int]) -> MonthTotals:
 
 def _first_event(row: dict[str, Any]) -> _Event:
     """A retry's first event, from its row as JSON."""
-    event = _Event(row)
-    for name in ("event_time", "create_time"):
-        event[name] = dt.datetime.fromisoformat(row[name])
-    event["month"] = dt.date.fromisoformat(row["month"])
-    return event
+    return _Event(**{
+        **row,
+        "event_time": dt.datetime.fromisoformat(row["event_time"]),
+        "create_time": dt.datetime.fromisoformat(row["create_time"]),
+        "month": dt.date.fromisoformat(row["month"]),
+    })  # fmt: skip
