@@ -260,6 +260,7 @@ def create_server(settings: Settings, telemetry: Telemetry | None = None) -> App
             text_log=TextLog(settings.usage_log_text, settings.usage_log_text_max_bytes),
             group_wait_ms=settings.usage_group_wait_ms,
             threads=settings.threads,
+            calls=shares.calls,
         ),
         server,
     )

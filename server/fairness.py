@@ -83,6 +83,19 @@ class FairShare:
             self._give_back(key)
             raise DeadlineExceeded("the call's deadline passed while it waited for a thread")
 
+    def try_take(self, actor: Actor) -> bool:
+        """take() without waiting: False when `actor` holds its share or no slot is free."""
+        key = principal_key(actor)
+        share, _ = self._limit(actor)
+        with self._changed:
+            if self._held.get(key, 0) >= share:
+                return False
+            self._held[key] = self._held.get(key, 0) + 1
+        if self._gate is not None and not self._gate.acquire(blocking=False):
+            self._give_back(key)
+            return False
+        return True
+
     def _take_share(self, key: str, share: int, deadline: float | None) -> bool:
         with self._changed:
             if self._held.get(key, 0) < share:

@@ -31,9 +31,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Protocol
 
-from storage.actors import Caller
+from storage.actors import Actor, Caller
 from storage.errors import DomainError, Retryable, own_error
 from storage.queries import record_usage_group
 from storage.replicas import committed, note_commit
@@ -87,6 +87,15 @@ class _Call:
             log.exception("answering a RecordUsage call failed")
 
 
+class Slots(Protocol):
+    """Each principal's share of the request threads (server/fairness.FairShare): a drain
+    takes one, as the calls it answers would have held theirs while they waited."""
+
+    def try_take(self, actor: Actor) -> bool: ...
+
+    def release(self, actor: Actor) -> None: ...
+
+
 @dataclass
 class _Key:
     """One key's calls waiting while a group of theirs is in the database."""
@@ -101,9 +110,10 @@ class UsageRecorder:
 
     def __init__(
         self, db: Database, default_limits: tuple[int, int], group_wait: float = 0.0,
-        threads: int = 16,
+        threads: int = 16, slots: Slots | None = None,
     ) -> None:  # fmt: skip
         self.db = db
+        self.slots = slots
         self.default_limits = default_limits
         self.group_wait = group_wait  # seconds a group may wait for the calls coming back
         self._lock = threading.Lock()
@@ -153,13 +163,21 @@ class UsageRecorder:
         self._answer([call])
         call.context.run(call.finish)
         following = self._next(key)
-        if following:
+        if not following:
+            return
+        # A drainer's thread, within the principal's share; past it, this request thread
+        # (which holds a share already) drains the key itself.
+        actor = caller.actor
+        if self.slots is None or self.slots.try_take(actor):
             try:
-                self._drainers.submit(self._drain, key, following)
+                self._drainers.submit(self._drain, key, following, actor)
+                return
             except RuntimeError:  # no new threads: the interpreter is exiting
-                self._drain(key, following)
+                if self.slots is not None:
+                    self.slots.release(actor)
+        self._drain(key, following)
 
-    def _drain(self, key: tuple[Any, ...], group: list[_Call]) -> None:
+    def _drain(self, key: tuple[Any, ...], group: list[_Call], slot: Actor | None = None) -> None:
         """Record `key`'s groups one after another on this thread, so that the next one
         leaves as soon as the last is answered, until no call of the key is waiting.
 
@@ -168,13 +186,17 @@ class UsageRecorder:
         `group_wait` (commit_delay's idea): a user's calls in flight then go together, one
         statement and one flush each time, instead of splitting into halves or thirds that
         each pay for their own."""
-        while group:
-            try:
-                group[0].context.run(self._answer, group)
-            finally:
-                for call in group:
-                    call.context.run(call.finish)
-            group = self._next(key, returning=len(group))
+        try:
+            while group:
+                try:
+                    group[0].context.run(self._answer, group)
+                finally:
+                    for call in group:
+                        call.context.run(call.finish)
+                group = self._next(key, returning=len(group))
+        finally:
+            if slot is not None and self.slots is not None:
+                self.slots.release(slot)
 
     @property
     def waiting_calls(self) -> int:

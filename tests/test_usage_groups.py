@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from threading import current_thread
 from typing import Any
 
 import grpc
@@ -16,6 +17,7 @@ import pytest
 from blogstore.v1 import usage_pb2, usage_pb2_grpc
 from sqlalchemy import text
 
+from server.fairness import FairShare
 from storage.actors import Actor, ActorKind, Caller
 from storage.engine import make_engine
 from storage.errors import InvalidArgument, NotFound, QuotaExceeded
@@ -252,6 +254,41 @@ def test_more_busy_users_than_drainers_are_all_answered(engine, new_account):
     assert all(a.created for a in answers)
     for user in users:
         assert max(a.totals.event_count for a in answers if a.event.user_id == user) == 4
+
+
+@pytest.mark.parametrize("share_free", [True, False])
+def test_a_drain_takes_one_of_the_principals_calls(engine, user_id, hold_month, share_free):
+    """A drainer thread counts as one of the principal's calls in flight (its share of the
+    request threads, server/fairness.py); with none free, the call that found its key idle
+    drains the key itself, on its own request thread (which holds a share already)."""
+    slots = FairShare("calls in flight", lambda _actor: (1, "max_calls_per_service"))
+    recorder = UsageRecorder(Database(engine), DEFAULTS, slots=slots)
+    if not share_free:
+        slots.take(CALLER.actor)  # the principal's one call in flight elsewhere
+    threads: list[str] = []
+
+    def record(values: dict[str, Any]) -> None:
+        recorder.submit(CALLER, values, lambda _: threads.append(current_thread().name))
+
+    release = hold_month()
+    with ThreadPoolExecutor(3, thread_name_prefix="request") as pool:
+        first = pool.submit(record, event(user_id))
+        time.sleep(0.3)  # the first is in the database, waiting on the lock
+        for _ in range(2):
+            pool.submit(record, event(user_id))
+        while recorder.waiting_calls < 2:
+            time.sleep(0.01)
+        release()
+        first.result(timeout=10)
+    deadline = time.monotonic() + 10
+    while len(threads) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(threads) == 3 and threads[0].startswith("request")
+    drained_on = {name.partition("_")[0] for name in threads[1:]}
+    assert drained_on == ({"usage-groups"} if share_free else {threads[0].partition("_")[0]})
+    while slots.held(CALLER.actor) != (0 if share_free else 1):  # the drain gives its back
+        assert time.monotonic() < deadline, "the drain kept its share"
+        time.sleep(0.01)
 
 
 def test_a_request_id_claimed_meanwhile_is_seen_as_claimed(recorder, engine, user_id):

@@ -29,20 +29,21 @@ from storage.errors import InvalidArgument, PermissionDenied
 from storage.replicas import note_commit
 from storage.repositories.usage import Limits, month_of
 from storage.uow import Database
-from storage.usage_batch import Recorded, UsageRecorder
+from storage.usage_batch import Recorded, Slots, UsageRecorder
 
 
 class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
     def __init__(
         self, db: Database, page_tokens: PageTokens, *, default_limits: Limits,
         text_log: TextLog, group_wait_ms: int = 0, threads: int = 16,
+        calls: Slots | None = None,
     ) -> None:  # fmt: skip
         self.db = db
         self.page_tokens = page_tokens
         self.default_limits = default_limits
         self.text_log = text_log
         defaults = (default_limits.cost_micros, default_limits.articles)
-        self.recorder = UsageRecorder(db, defaults, group_wait_ms / 1000, threads)
+        self.recorder = UsageRecorder(db, defaults, group_wait_ms / 1000, threads, calls)
 
     def _limits(self, tx, user_id: uuid.UUID) -> Limits:
         return self._effective(*tx.usage.limits_override(user_id))
