@@ -16,6 +16,11 @@ leaves the moment the last is answered, with no thread to wake in between; and i
 calls with one request_id never share a group (the second then sees the first committed, as
 it would alone). Should a group fail as a whole (anything unexpected, or the month changed by
 another process), each of its calls is recorded alone, in order.
+
+Outcomes go to a callback (`submit`), run by the thread that recorded the group: the server
+answers RecordUsage from there (a deferred reply, server/interceptors.py), so a waiting call
+holds no request thread. A drainer counts as one of its principal's calls in flight instead
+(`Slots`); with none free, the call that found the key idle drains it itself.
 """
 
 from __future__ import annotations
