@@ -75,7 +75,7 @@ def _packed(message: Message) -> any_pb2.Any:
     return packed
 
 
-def to_status(error: Exception, request_id: str) -> grpc.Status:
+def to_status(error: BaseException, request_id: str) -> grpc.Status:
     """The status for any exception; unexpected ones become a generic INTERNAL."""
     code, reason = lookup(STATUS_TABLE, type(error)) or INTERNAL
     if isinstance(error, domain.DomainError) and code is not grpc.StatusCode.INTERNAL:

@@ -229,7 +229,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
                 send_response_callback(response)
 
             def reply(answer: Any) -> None:
-                if isinstance(answer, Exception):
+                if isinstance(answer, BaseException):
                     status = self._failure_status(method, call.caller.request_id, answer)
                     context.set_code(status.code)
                     context.set_details(status.details)
@@ -321,7 +321,7 @@ class RequestInterceptor(grpc.ServerInterceptor):
             "this call needs 'authorization: Bearer <token>' metadata", reason="missing"
         )
 
-    def _failure_status(self, method: str, request_id: str, error: Exception) -> grpc.Status:
+    def _failure_status(self, method: str, request_id: str, error: BaseException) -> grpc.Status:
         if not isinstance(error, DomainError) or lookup(STATUS_TABLE, type(error)) is None:
             error_log.error(
                 "unexpected error in %s (request id %s)", method, request_id, exc_info=error

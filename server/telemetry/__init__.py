@@ -89,7 +89,7 @@ class Telemetry:
         """The handler inside OpenTelemetry's server interceptor, when tracing."""
         return handler if self.tracing is None else self.tracing.wrap(details, handler)
 
-    def failed(self, error: Exception) -> None:
+    def failed(self, error: BaseException) -> None:
         """Count refusals by kind: auth failures by reason, usage limits by limit."""
         if self.metrics is None:
             return
