@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 from sqlalchemy import text
 
 from server.app import create_server
+from server.config import Settings
 from server.logs import scrub
 from storage.engine import make_engine, mask_url
 from tests.support import (
@@ -66,6 +67,12 @@ def call_raw(channel: grpc.Channel, method: str, streaming: bool, metadata=()) -
     except grpc.RpcError as error:
         return error.code()
     return Code.OK
+
+
+@pytest.fixture(scope="module")
+def settings(database_url: str) -> Settings:
+    """The production bcrypt cost: test_only_hashes_are_stored looks for it in the tables."""
+    return make_settings(database_url, bcrypt_rounds=12)
 
 
 @pytest.fixture(scope="module")

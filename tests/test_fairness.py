@@ -76,7 +76,9 @@ def draft() -> articles_pb2.Article:
 
 
 def test_default_shares_follow_the_process_limits():
-    base = make_settings("postgresql://x/y", max_calls_per_principal=0, max_calls_per_service=0)
+    base = make_settings(
+        "postgresql://x/y", max_calls_per_principal=0, max_calls_per_service=0, bcrypt_rounds=12
+    )  # validated again by replace(): the production cost
     assert base.replace(threads=16).calls_per_principal == 8
     assert base.replace(threads=16).calls_per_service == 12
     assert base.replace(threads=1).calls_per_principal == 1
