@@ -11,8 +11,10 @@ checked in order against the totals plus the accepted ones before it).
 A call that finds none of its key's calls in the database records itself at once, on its own
 thread. The calls that gathered meanwhile go to a drainer thread, which sends their group and
 then the next, back to back, for as long as the key's calls keep coming: the next statement
-leaves the moment the last is answered, with no thread to wake in between; and it waits up to
-`group_wait` for the calls it just answered to come back, so that they stay one group. Two
+leaves the moment the last is answered, with no thread to wake in between. When none is
+waiting then, it waits up to `group_wait` for half of the calls it just answered to come back:
+the other half gathers during their statement, so two groups alternate and the database is
+not idle while a group's answers travel back and its next calls arrive. Two
 calls with one request_id never share a group (the second then sees the first committed, as
 it would alone). Should a group fail as a whole (anything unexpected, or the month changed by
 another process), each of its calls is recorded alone, in order.
@@ -120,7 +122,7 @@ class UsageRecorder:
         self.db = db
         self.slots = slots
         self.default_limits = default_limits
-        self.group_wait = group_wait  # seconds a group may wait for the calls coming back
+        self.group_wait = group_wait  # seconds a group may wait for calls coming back
         self._lock = threading.Lock()
         self._keys: dict[tuple[Any, ...], _Key] = {}  # a key here: a group of it runs
         # One drainer per busy key. A drainer with a group holds a request thread waiting, so
@@ -186,11 +188,12 @@ class UsageRecorder:
         """Record `key`'s groups one after another on this thread, so that the next one
         leaves as soon as the last is answered, until no call of the key is waiting.
 
-        The calls just answered are on their way back: their clients send the next ones. The
-        next group waits for them as well as for those already waiting, for at most
-        `group_wait` (commit_delay's idea): a user's calls in flight then go together, one
-        statement and one flush each time, instead of splitting into halves or thirds that
-        each pay for their own."""
+        The calls just answered are on their way back: their clients send the next ones.
+        Calls already waiting go at once (the database would idle); with none, the next group
+        waits for half of those coming back, for at most `group_wait`, and the other half
+        gathers meanwhile. Waiting for all of them left the database idle for their whole way
+        back, then the drainer for the statement: at 8 in flight, 0.34 of the no-op against
+        0.38 (BENCHMARKS.md, "Issue 17: RecordUsage, round 6")."""
         try:
             while group:
                 try:
@@ -220,12 +223,12 @@ class UsageRecorder:
 
     def _next(self, key: tuple[Any, ...], returning: int = 0) -> list[_Call]:
         """The calls of `key` that gathered meanwhile, as the next group (none: the key is
-        idle again), once `returning` more have come or `group_wait` has passed. One
-        request_id goes once per group: a repeat waits for the next."""
+        idle again); when none has, once half of the `returning` have come or `group_wait`
+        has passed. One request_id goes once per group: a repeat waits for the next."""
         with self._lock:
             state = self._keys[key]
-            state.expected = min(len(state.waiting) + returning, MAX_GROUP)
-            wait = returning and self.group_wait > 0 and len(state.waiting) < state.expected
+            state.expected = min((returning + 1) // 2, MAX_GROUP)  # half, rounded up
+            wait = returning and self.group_wait > 0 and not state.waiting
             filled = state.filled = _held() if wait else None
         if filled is not None:
             filled.acquire(timeout=self.group_wait)

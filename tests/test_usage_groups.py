@@ -207,39 +207,43 @@ def test_a_group_that_fails_as_a_whole_records_each_call_alone(recorder, user_id
     assert answers[-1].totals.event_count == 5
 
 
-def drained_pair(recorder: UsageRecorder, user_id: uuid.UUID, hold_month) -> ThreadPoolExecutor:
-    """One call held in the database with two gathered behind it, all three answered: the
-    drainer has sent the two as a group and now waits for two calls to come back."""
+def drained_four(recorder: UsageRecorder, user_id: uuid.UUID, hold_month) -> ThreadPoolExecutor:
+    """One call held in the database with four gathered behind it, all five answered: the
+    drainer has sent the four as a group and now waits for two of them to come back."""
     release = hold_month()
-    pool, head, tail = gathered(recorder, event(user_id), [event(user_id), event(user_id)])
+    pool, head, tail = gathered(recorder, event(user_id), [event(user_id) for _ in range(4)])
     release()
     assert not any(isinstance(f.result(timeout=10), Exception) for f in [head, *tail])
-    assert (recorder.groups, recorder.calls) == (2, 3)
+    assert (recorder.groups, recorder.calls) == (2, 5)
     time.sleep(0.2)  # the drainer is waiting for them
     return pool
 
 
-def test_the_next_group_waits_for_the_calls_coming_back(engine, user_id, hold_month):
+def test_the_next_group_waits_for_half_the_calls_coming_back(engine, user_id, hold_month):
     recorder = UsageRecorder(Database(engine), DEFAULTS, group_wait=30.0)
-    pool = drained_pair(recorder, user_id, hold_month)
+    pool = drained_four(recorder, user_id, hold_month)
     back = [pool.submit(attempt, recorder, event(user_id))]
     time.sleep(0.3)
-    assert recorder.groups == 2 and recorder.waiting_calls == 1  # one of two is back: waits
+    assert recorder.groups == 2 and recorder.waiting_calls == 1  # one of four is back: waits
     back.append(pool.submit(attempt, recorder, event(user_id)))
-    answers = [f.result(timeout=10) for f in back]  # long before the 30 s: both are back
-    pool.shutdown()
+    answers = [f.result(timeout=10) for f in back]  # long before the 30 s: two are back
     assert all(a.created for a in answers)
-    assert (recorder.groups, recorder.calls) == (3, 5)  # the two returning ones: one group
+    assert (recorder.groups, recorder.calls) == (3, 7)  # the two returning ones: one group
+    # The other two, coming back while nothing waits, go without waiting for the first two.
+    late = [pool.submit(attempt, recorder, event(user_id)) for _ in range(2)]
+    assert all(f.result(timeout=10).created for f in late)
+    pool.shutdown()
+    assert recorder.calls == 9 and recorder.waiting_calls == 0
 
 
 def test_a_group_waits_no_longer_than_the_group_wait(engine, user_id, hold_month):
     recorder = UsageRecorder(Database(engine), DEFAULTS, group_wait=0.5)
-    pool = drained_pair(recorder, user_id, hold_month)
+    pool = drained_four(recorder, user_id, hold_month)
     started = time.monotonic()
     alone = pool.submit(attempt, recorder, event(user_id)).result(timeout=10)
     waited = time.monotonic() - started
     pool.shutdown()
-    assert alone.created and (recorder.groups, recorder.calls) == (3, 4)
+    assert alone.created and (recorder.groups, recorder.calls) == (3, 6)
     assert 0.2 <= waited < 5  # it waited (0.5 s from the drain's last answer), then went alone
 
 
