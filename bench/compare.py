@@ -14,6 +14,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from bench.report import first_samples
 from bench.scenarios import BY_CLIENT
 from bench.servers import Managed, checkout_of, start_server
 
@@ -66,13 +67,10 @@ def merge(summaries: list[dict], duration: float) -> dict:
         values = [s[key] for s in summaries if s.get(key) is not None]
         return statistics.median(values) if values else None
 
-    samples: dict[str, str] = {}
-    for s in summaries:
-        samples = {**s.get("error_samples", {}), **samples}
     return {
         "ok": sum(s["ok"] for s in summaries),
         "errors": sum(sum(s["errors"].values()) for s in summaries),
-        "error_samples": samples,  # a status code's first detail, for the errors above
+        "error_samples": first_samples(summaries),  # for the errors above
         "calls_per_s": sum(s["ok"] for s in summaries) / (duration * len(summaries)),
         "rounds_calls_per_s": [round(s["calls_per_s"], 1) for s in summaries],
         "p50_ms": median("p50_ms"),

@@ -19,21 +19,27 @@ def percentile(sorted_values: list[float], p: float) -> float | None:
     return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(p * len(sorted_values)) - 1))]
 
 
+def first_samples(results: list[dict]) -> dict[str, str]:
+    """Each error code's first detail over `results` (processes' results or summaries)."""
+    samples: dict[str, str] = {}
+    for r in results:
+        for code, detail in r.get("error_samples", {}).items():
+            samples.setdefault(code, detail)
+    return samples
+
+
 def summarize(results: list[dict], duration: float, cores: int = 2) -> dict:
     """Merge the per-process results of one measured job."""
     failures = [r["failure"] for r in results if "failure" in r]
     latencies = sorted(x for r in results if "failure" not in r for x in r["latencies_ms"])
     errors: Counter[str] = Counter()
-    samples: dict[str, str] = {}
     for r in results:
         errors.update(r.get("errors", {}))
-        for code, detail in r.get("error_samples", {}).items():
-            samples.setdefault(code, detail)
     ok = len(latencies)
     out: dict[str, Any] = {
         "ok": ok,
         "errors": dict(errors),
-        "error_samples": samples,
+        "error_samples": first_samples(results),
         "calls_per_s": ok / duration,
         "p50_ms": percentile(latencies, 0.50),
         "p95_ms": percentile(latencies, 0.95),

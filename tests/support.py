@@ -233,8 +233,9 @@ def server_env(database_url: str) -> dict[str, str]:
 
 
 # bcrypt's cost on test servers: 4 (a millisecond) instead of 12 (a quarter second each, half
-# the suite's time). Settings refuse less than 12, so it is set past their validation; the
-# tests of the cost itself and of login timing ask for 12.
+# the suite's time). Settings refuse less than 12, so it is set past their validation (and a
+# copy's replace() needs bcrypt_rounds=12 again); the tests of the cost itself, of login timing
+# and of health with every worker busy ask for 12.
 TEST_BCRYPT_ROUNDS = 4
 
 
