@@ -102,32 +102,41 @@ _RESOLVE = {ApiKey: _resolve(ApiKey), AccessToken: _resolve(AccessToken)}
 
 
 # One user's RecordUsage calls for one month by one principal, as one statement (migrations
-# 0023 and 0024, storage/usage_batch.py): the events go as one JSON array; a plain group is
-# written without 0023's per-event loop. Named as the one-call statement was, so
-# slow-statement logs and metrics keep their name.
+# 0023 and 0025, storage/usage_batch.py): the events go as one JSON array; a group of fresh
+# request_ids is written without 0023's per-event loop. Named as the one-call statement was,
+# so slow-statement logs and metrics keep their name.
 _RECORD_USAGE = Prepared(
     name="blogstore_record_usage",
-    body="SELECT blogstore_record_usage_plain($1, $2, $3, $4, $5, $6, $7, $8) AS result",
+    body="SELECT blogstore_record_usage_fresh($1, $2, $3, $4, $5, $6, $7, $8) AS result",
     params=("user_id", "month", "default_cost_limit", "default_article_limit", "actor_kind",
             "actor_id", "actor_name", "events"),
     types=("uuid", "date", "bigint", "bigint", "text", "uuid", "text", "jsonb"),
     writes=True,
 )  # fmt: skip
+# The same arguments, event by event (0023): what a call alone goes to after its group failed.
+_RECORD_USAGE_BY_EVENT = replace(
+    _RECORD_USAGE,
+    name="blogstore_record_usage_by_event",
+    body=_RECORD_USAGE.body.replace("_fresh(", "_batch("),
+)
 
 
 def record_usage_group(
     db: Database, caller: Caller, user_id: uuid.UUID, month: Any,
-    default_limits: tuple[int, int], events: str,
+    default_limits: tuple[int, int], events: str, *, by_event: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Append `events` (a JSON array, in order) for one user and month in one round trip and
-    one transaction; the result is described in migration 0023 (0024 returns the same)."""
+    one transaction; the result is described in migration 0023 (0025 returns the same).
+    Raises Retryable when a request_id of the group is claimed already (unless `by_event`:
+    then that event's result answers it)."""
     actor = caller.actor
     params = {
         "user_id": user_id, "month": month, "default_cost_limit": default_limits[0],
         "default_article_limit": default_limits[1], "actor_kind": actor.kind.value,
         "actor_id": actor.user_id, "actor_name": actor.name, "events": events,
     }  # fmt: skip
-    return db.query(caller, _RECORD_USAGE, params)[0].result
+    statement = _RECORD_USAGE_BY_EVENT if by_event else _RECORD_USAGE
+    return db.query(caller, statement, params)[0].result
 
 
 # The same statement, never sent to a replica (same name: one PREPARE per connection serves both).

@@ -16,8 +16,8 @@ waiting then, it waits up to `group_wait` for half of the calls it just answered
 the other half gathers during their statement, so two groups alternate and the database is
 not idle while a group's answers travel back and its next calls arrive. Two
 calls with one request_id never share a group (the second then sees the first committed, as
-it would alone). Should a group fail as a whole (anything unexpected, or the month changed by
-another process), each of its calls is recorded alone, in order.
+it would alone). Should a group fail as a whole (a request_id claimed already, anything
+unexpected), each of its calls is recorded alone, in order, event by event.
 
 Outcomes go to a callback (`submit`), run by the thread that recorded the group: the server
 answers RecordUsage from there (a deferred reply, server/interceptors.py), so a waiting call
@@ -256,16 +256,17 @@ class UsageRecorder:
         except DomainError as error:
             if len(group) == 1 and not isinstance(error, Retryable):
                 raise
-            # The group as a whole failed, writing nothing: each call alone, in order. A call
-            # alone that was Retryable (a deadlock; its request_id claimed meanwhile by another
-            # process, migration 0024) goes once more: it then sees that claim.
+            # The group as a whole failed, writing nothing: each call alone, in order, event
+            # by event (0023). So a request_id claimed already (a client's retry; another
+            # process's call with it, or a deadlock: Retryable, migration 0025) gets its
+            # first event.
             for call in group:
                 try:
-                    self._record([call])
+                    self._record([call], by_event=True)
                 except DomainError as refusal:
                     call.error = refusal
 
-    def _record(self, group: list[_Call]) -> None:
+    def _record(self, group: list[_Call], by_event: bool = False) -> None:
         """One statement for `group`; a refused call gets its error, the others their answer.
         Raises when the statement fails as a whole (nothing written)."""
         leader = group[0].caller
@@ -277,7 +278,7 @@ class UsageRecorder:
         values = group[0].values
         result = record_usage_group(
             self.db, caller, values["user_id"], values["month"], self.default_limits,
-            json.dumps(events, default=str, separators=(",", ":")),
+            json.dumps(events, default=str, separators=(",", ":")), by_event=by_event,
         )  # fmt: skip
         lsn = committed()
         create_time = _EPOCH + dt.timedelta(microseconds=result["now"])

@@ -4,6 +4,7 @@ theirs is in the database go as one statement, and each still gets exactly its o
 from __future__ import annotations
 
 import datetime as dt
+import json
 import threading
 import time
 import uuid
@@ -296,9 +297,10 @@ def test_a_drain_takes_one_of_the_principals_calls(engine, user_id, hold_month, 
 
 
 def test_a_request_id_claimed_meanwhile_is_seen_as_claimed(recorder, engine, user_id):
-    """Another transaction claims the request_id after the plain group's check (0024): the
-    group writes nothing (40001) and the call, recorded once more, sees the claim (its event
-    gone: the request_id is free again, so the call is recorded, exactly once)."""
+    """Another transaction holds a claim of the request_id, then commits it: the group's own
+    claim waits for it, then writes nothing (40001, 0025) and the call, recorded once more
+    event by event, sees the claim (its event gone: the request_id is free again, so the call
+    is recorded, exactly once)."""
     request_id = uuid.uuid4()
     with engine.connect() as other:
         claim = other.begin()
@@ -325,6 +327,47 @@ def test_a_request_id_claimed_meanwhile_is_seen_as_claimed(recorder, engine, use
             text("SELECT event_count FROM usage_monthly WHERE user_id = :u"), {"u": user_id}
         ).scalar()
     assert rows == 1 and month == 1
+
+
+def test_a_group_reads_none_of_the_users_claims(engine, user_id):
+    """A group's request_ids are claimed through their unique index (0025), not looked up
+    among the user's claims: 0024's look-up, planned while the claims table was small, read
+    every claim of the user for each group, slower as they grew (BENCHMARKS.md, round 7)."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO usage_request_ids (user_id, request_id, event_id, event_time) "
+                "SELECT :u, gen_random_uuid(), gen_random_uuid(), now() "
+                "FROM generate_series(1, 2000)"
+            ),
+            {"u": user_id},
+        )
+    values = event(user_id)
+    item = {
+        **values, "i": 0, "id": str(uuid.uuid4()), "user_id": None, "month": None,
+        "event_time": values["event_time"].isoformat(), "audit_request_id": "req",
+    }  # fmt: skip
+    with engine.connect() as connection, connection.begin() as transaction:
+        # The plan a busy connection keeps (0024's look-up was planned from statistics).
+        connection.execute(text("SET LOCAL plan_cache_mode = force_generic_plan"))
+        result = connection.execute(
+            text(
+                "SELECT blogstore_record_usage_fresh(:u, :m, 1000000, 100, 'service', NULL, "
+                "'groups', CAST(:events AS jsonb))"
+            ),
+            {"u": user_id, "m": values["month"], "events": json.dumps([item], default=str)},
+        ).scalar()
+        read = connection.execute(
+            text("SELECT pg_stat_get_xact_tuples_returned('pk_usage_request_ids'::regclass)")
+        ).scalar()
+        scanned = connection.execute(
+            text(
+                "SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = 'usage_request_ids'"
+            )
+        ).scalar()
+        transaction.rollback()
+    assert result["results"] == [None] and result["totals"][5] == 1
+    assert scanned == 0 and read <= 2, (scanned, read)
 
 
 def test_concurrent_calls_near_the_limit_never_exceed_it(connect, new_account):
