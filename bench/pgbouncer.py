@@ -71,6 +71,16 @@ def _server_of(url: str) -> tuple[str, int]:
     return host, parsed.port or 5432
 
 
+def _account_for(upstream_host: str) -> pwd.struct_passwd:
+    """Who runs PgBouncer under root: the owner of a Unix socket directory (pgserver runs
+    its server as a user of its own, the directory closed to others), else postgres."""
+    if upstream_host.startswith("/"):
+        owner = pwd.getpwuid(os.stat(upstream_host).st_uid)
+        if owner.pw_uid != 0:
+            return owner
+    return pwd.getpwnam("postgres")
+
+
 class PgBouncer:
     """A running PgBouncer in front of the PostgreSQL of `upstream_url` (any of its databases).
 
@@ -101,7 +111,7 @@ class PgBouncer:
         )
         run_as = {}
         if os.geteuid() == 0:  # "PgBouncer should not run as root"
-            account = pwd.getpwnam("postgres")
+            account = _account_for(self.upstream_host)
             for path in (self.root, *self.root.iterdir()):
                 os.chown(path, account.pw_uid, account.pw_gid)
             run_as = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}

@@ -35,7 +35,7 @@ from blogstore.v1 import (
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from server.admin import create_admin
 from server.app import App, create_server
@@ -429,7 +429,7 @@ def test_a_read_only_database_refuses_writes_with_unavailable(pg_admin_url, temp
         _, admin_key = create_admin(url, settings, email=email, username=name, password=PASSWORD)
         engine = support.admin_engine(pg_admin_url)
         with engine.connect() as connection:
-            database = url.rsplit("/", 1)[1]
+            database = make_url(url).database  # the embedded server's URL has ?host=...
             connection.execute(
                 text(f'ALTER DATABASE "{database}" SET default_transaction_read_only = on')
             )
