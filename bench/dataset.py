@@ -313,8 +313,8 @@ def insert_usage(conn: Any, plan: Plan, count: int, rng: random.Random) -> int:
             f"SELECT {', '.join(columns)} FROM bench_events"
         )
         # Each event's request_id claim, as RecordUsage writes it. Without them the claims
-        # table is analyzed empty, and with autovacuum off (this machine) RecordUsage's plans
-        # keep a sequential scan of it while it grows (BENCHMARKS.md, round 7).
+        # table was analyzed empty, and with autovacuum off (this machine) a plan made while
+        # it was small stayed while it grew (BENCHMARKS.md, RecordUsage round 7).
         cur.execute(
             "INSERT INTO usage_request_ids (user_id, request_id, event_id, event_time) "
             "SELECT user_id, request_id, id, event_time FROM bench_events"

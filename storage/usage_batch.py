@@ -257,9 +257,9 @@ class UsageRecorder:
             if len(group) == 1 and not isinstance(error, Retryable):
                 raise
             # The group as a whole failed, writing nothing: each call alone, in order, event
-            # by event (0023). So a request_id claimed already (a client's retry; another
-            # process's call with it, or a deadlock: Retryable, migration 0025) gets its
-            # first event.
+            # by event (0023). A request_id claimed already (a client's retry, or another
+            # process's call with it) fails the group as Retryable (0025); alone, the call
+            # gets that claim's first event.
             for call in group:
                 try:
                     self._record([call], by_event=True)
